@@ -1,0 +1,58 @@
+"""``lesiondb engine start|stop|status``: keep the embedded engine up for a working session."""
+from __future__ import annotations
+
+import click
+
+from .common import emit, handle_errors, pass_app
+
+
+@click.group("engine")
+def command() -> None:
+    """Manage the embedded FalkorDB server of the data dir."""
+
+
+@command.command("start")
+@click.option("--json", "as_json", is_flag=True)
+@pass_app
+@handle_errors
+def start(app, as_json) -> None:
+    """Start the server and keep it running after this command (shared by later commands)."""
+    from ..graph.embedded import EmbeddedFalkorDB
+
+    srv = EmbeddedFalkorDB(app.data_dir)
+    srv.start(daemon=True)
+    emit(srv.status(), as_json, _text)
+
+
+@command.command("stop")
+@click.option("--json", "as_json", is_flag=True)
+@pass_app
+@handle_errors
+def stop(app, as_json) -> None:
+    """Stop a server started with `engine start` (cleanly: every write is already on disk)."""
+    from ..graph.embedded import EmbeddedFalkorDB
+
+    srv = EmbeddedFalkorDB(app.data_dir)
+    was = srv.status()["running"]
+    if was:
+        srv.stop(force=True)
+    emit({"stopped": was, **srv.status()}, as_json,
+         lambda o: "stopped" if o["stopped"] else "no server was running")
+
+
+@command.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@pass_app
+@handle_errors
+def status(app, as_json) -> None:
+    """Say whether the server runs and how to connect to it."""
+    from ..graph.embedded import EmbeddedFalkorDB
+
+    emit(EmbeddedFalkorDB(app.data_dir).status(), as_json, _text)
+
+
+def _text(o) -> str:
+    if not o["running"]:
+        return f"not running (data dir {o['dataDir']}); commands start it on demand"
+    return (f"running (pid {o['pid']}{', shared' if o['daemon'] else ''}) on {o['socket']}\n"
+            f"data dir: {o['dataDir']}\nconnect: {o['connect']}")

@@ -1,0 +1,117 @@
+"""The Python client: named queries, pandas DataFrames and networkx graphs.
+
+>>> import lesiondb
+>>> with lesiondb.connect(data_dir="~/lesions") as db:      # or uri="bolt://…"
+...     df = db.lesions(typeName="liver")
+...     g = db.to_networkx(df.patientId[0])
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .graph import Engine, default_data_dir, open_engine
+
+_NO_LIMIT = 10**9
+
+
+class Client:
+    """A connection to one lesion graph. Pass an engine in, or use :func:`connect`."""
+
+    def __init__(self, engine: Engine, data_dir: str | os.PathLike | None = None, owns_engine: bool = True):
+        self.engine = engine
+        self.data_dir = Path(data_dir) if data_dir else default_data_dir()
+        self._owns = owns_engine
+
+    # -- raw -----------------------------------------------------------------------------------
+    def query(self, name: str, **params: Any) -> list[dict[str, Any]]:
+        """Run a named read query; parameters the query declares but you omit are null."""
+        q = self.engine.query(name)
+        for k in q.params:
+            params.setdefault(k, _NO_LIMIT if k == "limit" else None)
+        return self.engine.run(name, **params)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """``{"nodes": {label: count}, "relationships": {type: count}}``."""
+        return {
+            "nodes": {r["label"]: int(r["count"]) for r in self.query("count_nodes")},
+            "relationships": {r["type"]: int(r["count"]) for r in self.query("count_relationships")},
+        }
+
+    # -- pandas --------------------------------------------------------------------------------
+    def patients(self):
+        """One row per patient: patientId, sex, sourceId, studies, lesions."""
+        import pandas as pd
+
+        return pd.DataFrame(self.query("patients"),
+                            columns=["patientId", "sex", "sourceId", "studies", "lesions"])
+
+    def lesions(self, patient: str | None = None, study: str | None = None, typeName: str | None = None,
+                limit: int | None = None):
+        """One row per lesion with every stored property (embeddings left out)."""
+        import pandas as pd
+
+        rows = self.query("lesions", patientId=patient, studyId=study, typeName=typeName,
+                          limit=limit or _NO_LIMIT)
+        flat = []
+        for r in rows:
+            props = {k: v for k, v in r["lesion"].items() if k != "embedding"}
+            flat.append({"patientId": r["patientId"], "studyId": r["studyId"], "studyIndex": r["studyIndex"],
+                         **props})
+        return pd.DataFrame(flat)
+
+    # -- networkx ------------------------------------------------------------------------------
+    def to_networkx(self, patient: str):
+        """A patient's subgraph: patient, studies, lesions and every relationship leaving a lesion."""
+        import networkx as nx
+
+        g = nx.MultiDiGraph()
+        studies = self.query("patient_studies", patientId=patient)
+        if not studies:
+            return g
+        p = studies[0]["patient"]
+        g.add_node(p["patientId"], label="Patient", **p)
+        for r in studies:
+            s = r["study"]
+            g.add_node(s["studyId"], label="Study", **s)
+            g.add_edge(p["patientId"], s["studyId"], type="HAS_STUDY")
+        for r in self.query("patient_lesion_links", patientId=patient):
+            lesion = {k: v for k, v in r["lesion"].items() if k != "embedding"}
+            lid = lesion["lesionId"]
+            if lid not in g:
+                g.add_node(lid, label="Lesion", **lesion)
+                g.add_edge(r["studyId"], lid, type="HAS_LESION")
+            if r.get("type"):
+                target = {k: v for k, v in (r.get("target") or {}).items() if k != "embedding"}
+                tid = _node_key(r["targetLabel"], target)
+                if tid not in g:
+                    g.add_node(tid, label=r["targetLabel"], **target)
+                g.add_edge(lid, tid, type=r["type"], **(r.get("rel") or {}))
+        return g
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._owns:
+            self.engine.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _node_key(label: str, props: dict[str, Any]) -> str:
+    for k in ("lesionId", "trackingUid", "proposalId", "clusterId", "studyId", "patientId", "modelId"):
+        if k in props:
+            return str(props[k])
+    return f"{label}:{sorted(props.items())!r}"
+
+
+def connect(data_dir: str | os.PathLike | None = None, uri: str | None = None, user: str | None = None,
+            password: str | None = None, database: str | None = None) -> Client:
+    """Open the data dir's embedded graph, or Neo4j when ``uri`` / ``LESIONDB_URI`` is given."""
+    data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    engine = open_engine(data_dir, uri=uri, user=user, password=password, database=database)
+    return Client(engine, data_dir=data_dir)

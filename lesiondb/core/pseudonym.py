@@ -1,0 +1,54 @@
+"""Keyed pseudonyms for patient, study and lesion identifiers.
+
+Identifiers are HMAC-SHA256 of the source identifier under a secret key kept in the data dir
+(``pseudonym.key``, mode 0600) or given by the user. The same key gives the same ids on every
+ingest, so ids are stable across re-ingest and row order; without the key they cannot be reversed.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from ..errors import ConfigError
+
+KEY_FILE = "pseudonym.key"
+
+
+class Pseudonymizer:
+    """Maps source identifiers to stable pseudonyms: ``P-…``, ``S-…``, ``L-…``."""
+
+    def __init__(self, key: bytes):
+        if len(key) < 16:
+            raise ConfigError("pseudonym key must be at least 16 bytes")
+        self._key = key
+
+    @classmethod
+    def from_data_dir(cls, data_dir: str | os.PathLike, key: str | None = None) -> Pseudonymizer:
+        """Use ``key`` (hex or text) if given, else the data dir's key file, created on first use."""
+        if key:
+            return cls(key.encode())
+        path = Path(data_dir) / KEY_FILE
+        if path.exists():
+            return cls(bytes.fromhex(path.read_text().strip()))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        raw = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(raw.hex() + "\n")
+        return cls(raw)
+
+    def _digest(self, kind: str, value: str, n: int = 16) -> str:
+        mac = hmac.new(self._key, f"{kind}\x1f{value}".encode(), hashlib.sha256)
+        return mac.hexdigest()[:n]
+
+    def patient(self, source: str, patient: str) -> str:
+        return "P-" + self._digest("patient", f"{source}:{patient}")
+
+    def study(self, source: str, patient: str, study: str) -> str:
+        return "S-" + self._digest("study", f"{source}:{patient}:{study}")
+
+    def lesion(self, source: str, key: str) -> str:
+        return "L-" + self._digest("lesion", f"{source}:{key}", 20)

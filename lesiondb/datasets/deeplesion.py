@@ -1,0 +1,202 @@
+"""Reader and validator for DeepLesion's ``DL_info.csv``.
+
+Streams the file row by row; every cell is checked and a bad row becomes a :class:`RowError`
+carrying its line number and reason, never an exception that stops the batch.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.pseudonym import Pseudonymizer
+from ..core.records import LESION_TYPES, SPLITS, Annotated, Lesion, Patient, Study
+from ..errors import InputError
+
+COLUMNS = [
+    "File_name", "Patient_index", "Study_index", "Series_ID", "Key_slice_index",
+    "Measurement_coordinates", "Bounding_boxes", "Lesion_diameters_Pixel_",
+    "Normalized_lesion_location", "Coarse_lesion_type", "Possibly_noisy", "Slice_range",
+    "Spacing_mm_px_", "Image_size", "DICOM_windows", "Patient_gender", "Patient_age",
+    "Train_Val_Test",
+]
+SOURCE = "deeplesion"
+_FILE_RE = re.compile(r"^(\d{6})_(\d{2})_(\d{2})_(\d{3})\.png$")
+# Normalised locations in the real file stay within [0, 1] up to rounding; allow a little slack.
+_LOC_SLACK = 0.05
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A rejected row: where and why."""
+
+    line: int
+    reason: str
+    source: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}: {self.reason}"
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "line": self.line, "reason": self.reason}
+
+
+def _int(value: str, col: str) -> int:
+    try:
+        f = float(value)
+    except ValueError:
+        raise ValueError(f"{col}: {value!r} is not a number") from None
+    if not math.isfinite(f) or f != int(f):
+        raise ValueError(f"{col}: {value!r} is not an integer")
+    return int(f)
+
+
+def _floats(value: str, col: str, n: int) -> tuple[float, ...]:
+    parts = [p for p in re.split(r"[,\s]+", value.strip()) if p]
+    if len(parts) != n:
+        raise ValueError(f"{col}: expected {n} numbers, got {len(parts)} in {value!r}")
+    out = []
+    for p in parts:
+        try:
+            f = float(p)
+        except ValueError:
+            raise ValueError(f"{col}: {p!r} is not a number") from None
+        if not math.isfinite(f):
+            raise ValueError(f"{col}: {p!r} is not finite")
+        out.append(f)
+    return tuple(out)
+
+
+def lesion_key(file_name: str, coords: tuple[float, ...]) -> str:
+    """Stable identity of one bookmark: its key slice and its RECIST points (one slice can hold several)."""
+    return file_name + "@" + ",".join(f"{c:.2f}" for c in coords)
+
+
+def parse_row(row: dict[str, str], ids: Pseudonymizer, keep_source_ids: bool = False) -> Annotated:
+    """Validate one DL_info row and build its records. Raises ``ValueError`` naming the bad cell."""
+    missing = [c for c in COLUMNS if row.get(c) is None]
+    if missing:
+        raise ValueError(f"missing column(s) {', '.join(missing)}")
+    fname = row["File_name"].strip()
+    m = _FILE_RE.match(fname)
+    if not m:
+        raise ValueError(f"File_name: {fname!r} is not PPPPPP_SS_RR_KKK.png")
+    patient = _int(row["Patient_index"], "Patient_index")
+    study = _int(row["Study_index"], "Study_index")
+    series = _int(row["Series_ID"], "Series_ID")
+    key = _int(row["Key_slice_index"], "Key_slice_index")
+    if (patient, study, series, key) != tuple(int(g) for g in m.groups()):
+        raise ValueError(f"File_name {fname!r} disagrees with Patient_index/Study_index/Series_ID/Key_slice_index")
+    if min(patient, study, series) < 1 or key < 0:
+        raise ValueError("Patient_index, Study_index and Series_ID must be ≥ 1 and Key_slice_index ≥ 0")
+    coords = _floats(row["Measurement_coordinates"], "Measurement_coordinates", 8)
+    bbox = _floats(row["Bounding_boxes"], "Bounding_boxes", 4)
+    if bbox[2] <= bbox[0] or bbox[3] <= bbox[1]:
+        raise ValueError(f"Bounding_boxes: x2 ≤ x1 or y2 ≤ y1 in {bbox}")
+    long_px, short_px = _floats(row["Lesion_diameters_Pixel_"], "Lesion_diameters_Pixel_", 2)
+    if long_px <= 0 or short_px <= 0:
+        raise ValueError(f"Lesion_diameters_Pixel_: diameters must be positive, got {long_px}, {short_px}")
+    loc = _floats(row["Normalized_lesion_location"], "Normalized_lesion_location", 3)
+    if any(v < -_LOC_SLACK or v > 1 + _LOC_SLACK for v in loc):
+        raise ValueError(f"Normalized_lesion_location: {loc} outside [0, 1]")
+    type_code = _int(row["Coarse_lesion_type"], "Coarse_lesion_type")
+    if type_code != -1 and type_code not in LESION_TYPES:
+        raise ValueError(f"Coarse_lesion_type: unknown code {type_code} (expected -1 or 1..8)")
+    noisy = _int(row["Possibly_noisy"], "Possibly_noisy")
+    if noisy not in (0, 1):
+        raise ValueError(f"Possibly_noisy: {noisy} is not 0 or 1")
+    first, last = (int(v) for v in _floats(row["Slice_range"], "Slice_range", 2))
+    if first > last:
+        raise ValueError(f"Slice_range: first {first} > last {last}")
+    sx, sy, sz = _floats(row["Spacing_mm_px_"], "Spacing_mm_px_", 3)
+    if sx <= 0 or sy <= 0 or sz <= 0:
+        raise ValueError(f"Spacing_mm_px_: spacing must be positive, got {sx}, {sy}, {sz}")
+    rows, cols = (int(v) for v in _floats(row["Image_size"], "Image_size", 2))
+    if rows <= 0 or cols <= 0:
+        raise ValueError(f"Image_size: {rows}, {cols} must be positive")
+    win = _floats(row["DICOM_windows"], "DICOM_windows", 2)
+    sex = row["Patient_gender"].strip().upper() or None
+    if sex not in (None, "M", "F"):
+        raise ValueError(f"Patient_gender: {row['Patient_gender']!r} is not M or F")
+    age_s = row["Patient_age"].strip()
+    age = None if age_s.lower() in ("", "nan") else _int(age_s, "Patient_age")
+    if age is not None and not 0 <= age <= 130:
+        raise ValueError(f"Patient_age: {age} out of range")
+    split_code = _int(row["Train_Val_Test"], "Train_Val_Test")
+    if split_code not in SPLITS:
+        raise ValueError(f"Train_Val_Test: {split_code} is not 1, 2 or 3")
+
+    pid = ids.patient(SOURCE, str(patient))
+    sid = ids.study(SOURCE, str(patient), str(study))
+    lid = ids.lesion(SOURCE, lesion_key(fname, coords))
+    series_ref = f"{patient:06d}_{study:02d}_{series:02d}"
+    return Annotated(
+        patient=Patient(pid, sex=sex, source_id=str(patient) if keep_source_ids else None, source=SOURCE),
+        study=Study(sid, pid, study, patient_age_years=age,
+                    source_id=f"{patient:06d}_{study:02d}" if keep_source_ids else None),
+        lesion=Lesion(
+            lesion_id=lid, study_id=sid, patient_id=pid, series_index=series, key_slice_index=key,
+            recist_long_px=coords[:4], recist_short_px=coords[4:], bbox_px=bbox,  # type: ignore[arg-type]
+            long_diameter_px=long_px, short_diameter_px=short_px, spacing_mm=(sx, sy),
+            slice_interval_mm=sz, location=loc, type_code=type_code,  # type: ignore[arg-type]
+            possibly_noisy=bool(noisy), slice_range=(first, last), image_size=(rows, cols),
+            window_hu=win, split=SPLITS[split_code], source=SOURCE,  # type: ignore[arg-type]
+            source_id=fname if keep_source_ids else None,
+            # The image path reveals the patient index: kept only with the source ids.
+            image_ref=f"{series_ref}/{key:03d}.png" if keep_source_ids else None,
+        ),
+    )
+
+
+def read_dl_info(
+    path: str | Path, ids: Pseudonymizer, keep_source_ids: bool = False
+) -> Iterator[Annotated | RowError]:
+    """Yield one :class:`Annotated` per valid row and one :class:`RowError` per bad row.
+
+    Line numbers are 1-based physical lines of the file (the header is line 1).
+    """
+    path = Path(path)
+    try:
+        fh = open(path, newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"cannot open DL_info file: {exc.strerror}", str(path)) from exc
+    with fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise InputError("empty file, expected a DL_info.csv header", str(path)) from None
+        header = [h.strip() for h in header]
+        missing = [c for c in COLUMNS if c not in header]
+        if missing:
+            raise InputError(
+                f"not a DL_info.csv file: missing column(s) {', '.join(missing)}", str(path), 1)
+        while True:
+            line = reader.line_num + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield RowError(line, f"malformed CSV: {exc}", str(path))
+                continue
+            if not cells or all(not c.strip() for c in cells):
+                continue
+            if len(cells) != len(header):
+                yield RowError(line, f"expected {len(header)} cells, got {len(cells)}", str(path))
+                continue
+            try:
+                yield parse_row(dict(zip(header, cells)), ids, keep_source_ids)
+            except ValueError as exc:
+                yield RowError(line, str(exc), str(path))
+
+
+def parse_file_name(file_name: str) -> tuple[int, int, int, int]:
+    """``000001_02_01_014.png`` → (patient, study, series, key slice)."""
+    m = _FILE_RE.match(file_name)
+    if not m:
+        raise InputError(f"{file_name!r} is not a DeepLesion file name PPPPPP_SS_RR_KKK.png")
+    return tuple(int(g) for g in m.groups())  # type: ignore[return-value]

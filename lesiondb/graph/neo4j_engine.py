@@ -1,0 +1,79 @@
+"""Neo4j 5 through the official driver: managed transactions (retried), the database named."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..errors import ConfigError, EngineError
+from .engine import Engine, Row
+
+
+class Neo4jEngine(Engine):
+    """A Neo4j engine around a driver the caller passes in (and may share)."""
+
+    dialect = "neo4j"
+
+    def __init__(self, driver: Any, database: str | None = None, owns_driver: bool = False):
+        self.driver = driver
+        self.database = database
+        self._owns = owns_driver
+
+    @classmethod
+    def connect(cls, uri: str, user: str | None = None, password: str | None = None,
+                database: str | None = None) -> Neo4jEngine:
+        """Open a driver for ``uri``; credentials default to ``LESIONDB_USER`` / ``LESIONDB_PASSWORD``."""
+        try:
+            import neo4j
+        except ImportError as exc:  # pragma: no cover - a declared dependency
+            raise EngineError("the neo4j driver is not installed: pip install neo4j") from exc
+        if not uri.split("://", 1)[0] in ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"):
+            raise ConfigError(f"--uri {uri!r} is not a bolt:// or neo4j:// URI")
+        user = user or os.environ.get("LESIONDB_USER", "neo4j")
+        password = password if password is not None else os.environ.get("LESIONDB_PASSWORD")
+        auth = (user, password) if password is not None else None
+        driver = neo4j.GraphDatabase.driver(uri, auth=auth)
+        try:
+            driver.verify_connectivity()
+        except Exception as exc:
+            driver.close()
+            # The message names the URI and user, never the password.
+            raise EngineError(f"cannot connect to Neo4j at {uri} as {user!r}: {exc}. "
+                              "Is the server up (docker compose up -d) and LESIONDB_PASSWORD set?") from exc
+        return cls(driver, database=database or os.environ.get("LESIONDB_DATABASE"), owns_driver=True)
+
+    def _read(self, text: str, params: dict[str, Any]) -> list[Row]:
+        with self.driver.session(database=self.database) as session:
+            return session.execute_read(_collect, text, params)
+
+    def _write(self, text: str, params: dict[str, Any]) -> list[Row]:
+        with self.driver.session(database=self.database) as session:
+            return session.execute_write(_collect, text, params)
+
+    def _apply_schema_statement(self, text: str) -> None:
+        # Schema statements use IF NOT EXISTS; they run in auto-commit (DDL may not share a tx).
+        with self.driver.session(database=self.database) as session:
+            session.run(text).consume()
+
+    def describe(self) -> dict[str, Any]:
+        info = {"dialect": self.dialect, "engine": "neo4j", "database": self.database or "(default)"}
+        try:
+            info["uri"] = str(self.driver._pool.address)  # no credentials in it
+        except Exception:
+            pass
+        return info
+
+    def close(self) -> None:
+        if self._owns:
+            self.driver.close()
+
+
+def _collect(tx: Any, text: str, params: dict[str, Any]) -> list[Row]:
+    return [_plain(r.data()) for r in tx.run(text, params)]
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    return v

@@ -1,0 +1,99 @@
+"""Shared fixtures.
+
+- ``shared_data``: the read-only real data at ``../shared/data`` (skips with a reason when absent).
+- ``engine``: a fresh, empty graph. The embedded FalkorDB always; also Neo4j when
+  ``LESIONDB_TEST_NEO4J_URI`` is set (tests using it then run once per engine).
+- ``falkor_server``: one embedded server for the whole session (each test gets its own graph).
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "data"
+NEO4J_URI = os.environ.get("LESIONDB_TEST_NEO4J_URI")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "neo4j" in getattr(item, "fixturenames", ()) and not NEO4J_URI:
+            item.add_marker(pytest.mark.skip(
+                reason="Neo4j tier: set LESIONDB_TEST_NEO4J_URI (and LESIONDB_PASSWORD) to run it"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"real data not found at {SHARED} (expected ../shared/data beside the repo)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def dl_info(shared_data) -> Path:
+    p = shared_data / "deeplesion" / "DL_info_available_merged.csv"
+    if not p.is_file():
+        pytest.skip(f"{p} is missing")
+    return p
+
+
+@pytest.fixture(scope="session")
+def falkor_server(tmp_path_factory):
+    from lesiondb.graph.embedded import EmbeddedFalkorDB
+
+    srv = EmbeddedFalkorDB(tmp_path_factory.mktemp("falkor")).start()
+    yield srv
+    srv.stop()
+
+
+def _falkor_engine(server):
+    from falkordb import FalkorDB
+
+    from lesiondb.graph.falkor_engine import FalkorEngine
+
+    db = FalkorDB(unix_socket_path=str(server.socket_path))
+    return FalkorEngine(db, graph="t_" + uuid.uuid4().hex[:12])
+
+
+def _neo4j_engine():
+    from lesiondb.graph.neo4j_engine import Neo4jEngine
+
+    eng = Neo4jEngine.connect(NEO4J_URI)
+    eng._write("MATCH (n) DETACH DELETE n", {})
+    return eng
+
+
+@pytest.fixture(params=["falkordb", "neo4j"] if NEO4J_URI else ["falkordb"])
+def engine(request, falkor_server):
+    """An empty graph on each available engine."""
+    if request.param == "neo4j":
+        eng = _neo4j_engine()
+    else:
+        eng = _falkor_engine(falkor_server)
+    yield eng
+    if request.param == "falkordb":
+        try:
+            eng.graph.delete()
+        except Exception:
+            pass
+    eng.close()
+
+
+@pytest.fixture
+def falkor_engine(falkor_server):
+    """An empty graph on the embedded FalkorDB only (for dialect-specific tests)."""
+    eng = _falkor_engine(falkor_server)
+    yield eng
+    try:
+        eng.graph.delete()
+    except Exception:
+        pass
+
+
+@pytest.fixture
+def neo4j():
+    """Present only in the Neo4j tier (tests asking for it are skipped without LESIONDB_TEST_NEO4J_URI)."""
+    return NEO4J_URI
