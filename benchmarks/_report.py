@@ -1,0 +1,28 @@
+"""Write one benchmark's figures into its own section of docs/benchmarks.md (other sections kept)."""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import time
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+HEADER = ("# Benchmarks\n\nEvery figure here is written by a script in `benchmarks/` "
+          "(run it to refresh its section). Nothing is typed in by hand.\n")
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace (or add) the section ``name`` of docs/benchmarks.md with ``body`` (markdown)."""
+    text = DOC.read_text() if DOC.exists() else HEADER
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    stamp = time.strftime("%Y-%m-%d")
+    block = f"{start}\n{body.rstrip()}\n\n_Measured {stamp} on {machine()}._\n{end}"
+    pat = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    text = pat.sub(lambda _: block, text) if pat.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text)
