@@ -1,0 +1,655 @@
+"""Missing-annotation mining maths (numpy only): which studies to search, where, what to propose.
+
+A *track* is one lesion followed over a patient's studies; its annotated instances are
+:class:`Observation`. For a study of the patient without an annotation of the track, mining
+
+1. decides whether the lesion should be visible there (:func:`candidate_studies`, rule below);
+2. predicts its position (:func:`predict_position`): every observation's patient-mm position
+   mapped into the study through a robust translation between the two studies
+   (:func:`estimate_translation`: the median of the displacements of lesions matched in both
+   studies, else the body geometry of the two volumes, :func:`body_translation`), the median over
+   observations; normalised location when no geometry exists;
+3. detects blob candidates in the study's HU volume around the prediction
+   (:func:`detect_candidates`: multi-scale, scale-normalised Laplacian of Gaussian per slice over
+   the slices near the prediction, polarity from the track's contrast, non-maximum suppression);
+4. measures each candidate on its best slice the same way the track's lesions are measured
+   (:func:`measure_blob`: region grown from the centre at the half-contrast level; mean HU,
+   contrast, RECIST long/short axes from the region's 2D extent, :func:`recist_from_mask`);
+5. scores candidates by similarity to the track (:func:`score_candidate`: distance to the
+   prediction, size, mean HU, contrast and, when an encoder is available, embedding distance),
+   and proposes the best one at or above ``min_score`` (:func:`mine_study`).
+
+Rule for "should be visible" (:func:`candidate_studies`), for a study S without an annotation of
+the track, studies ordered by time:
+
+- S lies between two annotated studies of the track: always (the lesion existed before and after);
+- S comes after the last annotated study: unless the diameter, extrapolated linearly from the
+  last two observations to S's time, falls below ``min_visible_mm`` (a lesion shrinking to zero
+  has resolved); with one observation there is no trend and S is searched;
+- S comes before the first annotated study: the same extrapolation backwards (a growing "new"
+  lesion was smaller or absent before);
+- and the study's scan covers the predicted position (z within its slice range, with a margin of
+  ``cover_margin_mm``); studies whose coverage is unknown are searched.
+- and no lesion already annotated in S (of another track: a matching miss) lies within the
+  expected radius of the prediction (it is annotated, only not linked).
+
+Coordinates: ``Grid`` maps voxels (slice k, row r, col c) to patient mm for axial series:
+``x = x0 + c * col_mm``, ``y = y0 + r * row_mm``, ``z = slice_z_mm[k]``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+Vec3 = tuple[float, float, float]
+
+
+# -- data ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Grid:
+    """Voxel ↔ patient-mm mapping of an axial volume ``hu[slice, row, col]``."""
+
+    slice_z_mm: np.ndarray  # (n_slices,) position of each slice along z, ascending or descending
+    row_mm: float
+    col_mm: float
+    origin_xy_mm: tuple[float, float] = (0.0, 0.0)  # x, y of pixel (row 0, col 0)
+
+    @property
+    def slice_interval_mm(self) -> float:
+        z = np.asarray(self.slice_z_mm, float)
+        return float(np.median(np.abs(np.diff(z)))) if len(z) > 1 else 1.0
+
+    def to_mm(self, k: float, r: float, c: float) -> Vec3:
+        return (self.origin_xy_mm[0] + c * self.col_mm, self.origin_xy_mm[1] + r * self.row_mm,
+                float(np.interp(k, np.arange(len(self.slice_z_mm)), self.slice_z_mm)))
+
+    def to_voxel(self, p: Sequence[float]) -> tuple[float, float, float]:
+        """(slice, row, col) — fractional; the slice by interpolation along z (clamped)."""
+        z = np.asarray(self.slice_z_mm, float)
+        idx = np.arange(len(z), dtype=float)
+        order = np.argsort(z)
+        k = float(np.interp(p[2], z[order], idx[order]))
+        return (k, (p[1] - self.origin_xy_mm[1]) / self.row_mm, (p[0] - self.origin_xy_mm[0]) / self.col_mm)
+
+    def z_range(self) -> tuple[float, float]:
+        z = np.asarray(self.slice_z_mm, float)
+        return float(z.min()), float(z.max())
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One annotated instance of a track."""
+
+    lesion_id: str
+    study_id: str
+    time: float  # days (or study index) — only the order and the spacing matter
+    long_diameter_mm: float
+    short_diameter_mm: float = 0.0
+    position_mm: Vec3 | None = None
+    location: Vec3 | None = None  # normalised (x, y, z)
+    slice_index: int | None = None
+    center_px: tuple[float, float] | None = None  # (col, row)
+    embedding: np.ndarray | None = None
+    mean_hu: float | None = None  # filled by measure_reference
+    contrast_hu: float | None = None
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    study_id: str
+    time: float
+    z_range_mm: tuple[float, float] | None = None
+    annotated_mm: tuple[Vec3, ...] = ()  # centres of every lesion annotated in the study
+
+
+@dataclass(frozen=True)
+class Candidate:
+    slice_index: int
+    row: float
+    col: float
+    position_mm: Vec3
+    radius_mm: float
+    response: float
+    polarity: int  # +1 brighter than the surroundings, -1 darker
+    mean_hu: float = float("nan")
+    contrast_hu: float = float("nan")
+    bbox_px: tuple[float, float, float, float] = (0, 0, 0, 0)  # x1, y1, x2, y2
+    recist_long_px: tuple[float, float, float, float] = (0, 0, 0, 0)
+    recist_short_px: tuple[float, float, float, float] = (0, 0, 0, 0)
+    long_diameter_mm: float = 0.0
+    short_diameter_mm: float = 0.0
+    area_px: int = 0
+    embedding: np.ndarray | None = None
+    score: float = 0.0
+    terms: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    position_mm: Vec3
+    sigma_mm: float  # expected error of the prediction
+    method: str  # "matched-lesions", "body", "location", "identity"
+    expected_long_mm: float
+    reference: tuple[Observation, ...] = ()
+
+
+# -- 1. which studies ----------------------------------------------------------------------------
+def extrapolate_diameter(obs: Sequence[Observation], t: float) -> float | None:
+    """Long diameter at time ``t`` extrapolated linearly from the two nearest observations on
+    that side; ``None`` with a single observation (no trend)."""
+    o = sorted(obs, key=lambda x: x.time)
+    if len(o) < 2:
+        return None
+    a, b = (o[-2], o[-1]) if t >= o[-1].time else (o[0], o[1])
+    if b.time == a.time:
+        return None
+    slope = (b.long_diameter_mm - a.long_diameter_mm) / (b.time - a.time)
+    ref = b if t >= o[-1].time else a
+    return ref.long_diameter_mm + slope * (t - ref.time)
+
+
+def should_be_visible(obs: Sequence[Observation], study: StudyInfo, min_visible_mm: float = 5.0) -> bool:
+    """The temporal part of the rule (see the module docstring)."""
+    times = sorted(o.time for o in obs)
+    if any(o.study_id == study.study_id for o in obs):
+        return False
+    if times[0] < study.time < times[-1]:
+        return True
+    d = extrapolate_diameter(obs, study.time)
+    return d is None or d >= min_visible_mm
+
+
+def candidate_studies(obs: Sequence[Observation], studies: Sequence[StudyInfo],
+                      predict: Callable[[StudyInfo], Prediction | None],
+                      min_visible_mm: float = 5.0, cover_margin_mm: float = 2.0) -> list[tuple[StudyInfo, Prediction]]:
+    """The studies to search for this track, each with its prediction (rule in the module doc)."""
+    out = []
+    for s in studies:
+        if not should_be_visible(obs, s, min_visible_mm):
+            continue
+        pred = predict(s)
+        if pred is None:
+            continue
+        if s.z_range_mm is not None:
+            z0, z1 = sorted(s.z_range_mm)
+            if not (z0 - cover_margin_mm <= pred.position_mm[2] <= z1 + cover_margin_mm):
+                continue
+        r = max(pred.expected_long_mm / 2.0, 3.0)
+        if any(_dist(pred.position_mm, a) <= r for a in s.annotated_mm):
+            continue
+        out.append((s, pred))
+    return out
+
+
+# -- 2. alignment and prediction ------------------------------------------------------------------
+def estimate_translation(src_mm: np.ndarray, dst_mm: np.ndarray, tol_mm: float = 10.0) -> tuple[np.ndarray, float] | None:
+    """Robust translation ``dst ≈ src + t`` from matched points (n, 3): the coordinate-wise median,
+    refined as the mean of the pairs within ``tol_mm`` of it. Returns (t, spread_mm) or None."""
+    src = np.asarray(src_mm, float).reshape(-1, 3)
+    dst = np.asarray(dst_mm, float).reshape(-1, 3)
+    if len(src) == 0:
+        return None
+    d = dst - src
+    t = np.median(d, axis=0)
+    res = np.linalg.norm(d - t, axis=1)
+    inl = res <= tol_mm
+    if inl.sum() >= 2:
+        t = d[inl].mean(axis=0)
+        res = np.linalg.norm(d - t, axis=1)
+    spread = float(np.median(res)) if len(src) > 1 else tol_mm / 2.0
+    return t, spread
+
+
+def body_profile(hu: np.ndarray, body_hu: float = -500.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per slice: body area (px), body centroid row and col (NaN on empty slices)."""
+    body = hu > body_hu
+    area = body.sum(axis=(1, 2)).astype(float)
+    rows = np.arange(hu.shape[1], dtype=float)
+    cols = np.arange(hu.shape[2], dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cr = (body.sum(axis=2) * rows).sum(axis=1) / area
+        cc = (body.sum(axis=1) * cols).sum(axis=1) / area
+    return area, cr, cc
+
+
+def body_translation(hu_a: np.ndarray, grid_a: Grid, hu_b: np.ndarray, grid_b: Grid,
+                     max_shift_mm: float = 60.0) -> np.ndarray:
+    """Translation ``b ≈ a + t`` from body geometry: z from the best normalised cross-correlation of
+    the two body-area profiles along z (resampled to 1 mm), x/y from the body centroids of the
+    overlapping slices. Cheap and robust to lesions; only as good as the body's shape varies."""
+    pa, ra, ca = body_profile(hu_a)
+    pb, rb, cb = body_profile(hu_b)
+    za, zb = np.asarray(grid_a.slice_z_mm, float), np.asarray(grid_b.slice_z_mm, float)
+    step = 1.0
+    ga = np.arange(za.min(), za.max() + step / 2, step)
+    gb = np.arange(zb.min(), zb.max() + step / 2, step)
+    oa, ob = np.argsort(za), np.argsort(zb)
+    fa = np.interp(ga, za[oa], pa[oa])
+    fb = np.interp(gb, zb[ob], pb[ob])
+    best, best_t = -np.inf, 0.0
+    # shift s (mm): b(z + s) ≈ a(z)
+    for s in np.arange(-max_shift_mm, max_shift_mm + step / 2, step):
+        zz = ga + s
+        ok = (zz >= gb[0]) & (zz <= gb[-1])
+        if ok.sum() < max(5, 0.3 * len(ga)):
+            continue
+        x = fa[ok]
+        y = np.interp(zz[ok], gb, fb)
+        x = x - x.mean()
+        y = y - y.mean()
+        den = math.sqrt(float((x * x).sum() * (y * y).sum()))
+        if den <= 0:
+            continue
+        c = float((x * y).sum()) / den - 1e-4 * abs(s)  # prefer small shifts on flat profiles
+        if c > best:
+            best, best_t = c, float(s)
+    tz = best_t if np.isfinite(best) else 0.0
+    # in-plane: centroids of the slices that overlap after the z shift
+    xa = grid_a.origin_xy_mm[0] + ca * grid_a.col_mm
+    ya = grid_a.origin_xy_mm[1] + ra * grid_a.row_mm
+    xb = np.interp(za + tz, zb[ob], (grid_b.origin_xy_mm[0] + cb * grid_b.col_mm)[ob])
+    yb = np.interp(za + tz, zb[ob], (grid_b.origin_xy_mm[1] + rb * grid_b.row_mm)[ob])
+    ok = np.isfinite(xa) & np.isfinite(xb) & (za + tz >= zb.min()) & (za + tz <= zb.max())
+    if ok.sum() == 0:
+        return np.array([0.0, 0.0, tz])
+    return np.array([float(np.median(xb[ok] - xa[ok])), float(np.median(yb[ok] - ya[ok])), tz])
+
+
+def expected_long_mm(obs: Sequence[Observation], t: float) -> float:
+    """Diameter expected at time ``t``: linear interpolation between observations, the nearest
+    observation outside their time span (extrapolation is too noisy to search by)."""
+    o = sorted(obs, key=lambda x: x.time)
+    ts = np.array([x.time for x in o], float)
+    ds = np.array([x.long_diameter_mm for x in o], float)
+    return float(np.interp(t, ts, ds))
+
+
+def predict_position(obs: Sequence[Observation], target: StudyInfo,
+                     translations: dict[str, tuple[np.ndarray, float, str]],
+                     base_sigma_mm: float = 4.0) -> Prediction | None:
+    """Predicted centre in ``target``: each observation's position plus the translation from its
+    study to the target (``translations[study_id] = (t, spread_mm, method)``), median over
+    observations. Observations without a translation or a position are skipped."""
+    pts, sig, methods, used = [], [], [], []
+    for o in obs:
+        if o.position_mm is None or o.study_id not in translations:
+            continue
+        t, spread, method = translations[o.study_id]
+        pts.append(np.asarray(o.position_mm, float) + t)
+        sig.append(math.hypot(base_sigma_mm, spread))
+        methods.append(method)
+        used.append(o)
+    if not pts:
+        return None
+    p = np.median(np.array(pts), axis=0)
+    # prefer the best-aligned method in the label
+    method = "matched-lesions" if "matched-lesions" in methods else methods[0]
+    return Prediction(tuple(float(v) for v in p), float(min(sig)), method,
+                      expected_long_mm(obs, target.time), tuple(used))
+
+
+def location_to_position(location: Vec3, body_box_mm: tuple[Vec3, Vec3]) -> Vec3:
+    """Normalised location → mm inside a body bounding box (min corner, max corner): the fallback
+    when a study has no geometry linking it to the others."""
+    lo, hi = np.asarray(body_box_mm[0], float), np.asarray(body_box_mm[1], float)
+    return tuple(float(v) for v in lo + np.asarray(location, float) * (hi - lo))
+
+
+# -- 3. blob detection ----------------------------------------------------------------------------
+def _kernel_matrix(n: int, sigma: float, order: int) -> np.ndarray:
+    """(n, n) matrix applying a 1-D Gaussian (order 0) or its 2nd derivative (order 2), reflect
+    boundary, so that ``K @ x`` filters along the first axis."""
+    rad = max(1, int(math.ceil(3.5 * sigma)))
+    x = np.arange(-rad, rad + 1, dtype=float)
+    g = np.exp(-0.5 * (x / sigma) ** 2)
+    g /= g.sum()
+    if order == 2:
+        k = g * (x * x - sigma * sigma) / sigma ** 4
+        k -= k.mean()  # zero response to a constant
+    else:
+        k = g
+    m = np.zeros((n, n))
+    idx = np.arange(n)
+    for off, w in zip(x.astype(int), k):
+        j = idx + off
+        j = np.where(j < 0, -j - 1, j)
+        j = np.where(j >= n, 2 * n - j - 1, j)
+        j = np.clip(j, 0, n - 1)
+        np.add.at(m, (idx, j), w)
+    return m
+
+
+def log_stack(img: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Scale-normalised Laplacian of Gaussian σ²(Lxx + Lyy) of each slice of ``img`` (s, h, w)."""
+    s, h, w = img.shape
+    gh, gw = _kernel_matrix(h, sigma_px, 0), _kernel_matrix(w, sigma_px, 0)
+    dh, dw = _kernel_matrix(h, sigma_px, 2), _kernel_matrix(w, sigma_px, 2)
+    lyy = np.einsum("ij,sjk,lk->sil", dh, img, gw, optimize=True)
+    lxx = np.einsum("ij,sjk,lk->sil", gh, img, dw, optimize=True)
+    return sigma_px ** 2 * (lxx + lyy)
+
+
+def _local_max(a: np.ndarray) -> np.ndarray:
+    """3x3 local maxima (per slice) of a (s, h, w) array, borders excluded."""
+    p = np.pad(a, ((0, 0), (1, 1), (1, 1)), mode="constant", constant_values=-np.inf)
+    m = np.ones(a.shape, bool)
+    h, w = a.shape[1:]
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            if dy == 1 and dx == 1:
+                continue
+            m &= a >= p[:, dy:dy + h, dx:dx + w]
+    m[:, 0, :] = m[:, -1, :] = False
+    m[:, :, 0] = m[:, :, -1] = False
+    return m
+
+
+def detect_candidates(hu: np.ndarray, grid: Grid, center_mm: Vec3, expected_long_mm: float,
+                      search_mm: float = 20.0, z_search_mm: float | None = None,
+                      polarity: int = 0, max_candidates: int = 8,
+                      hu_clip: tuple[float, float] = (-1000.0, 1000.0)) -> list[Candidate]:
+    """Blob candidates near ``center_mm``: multi-scale LoG on the slices within ``z_search_mm``
+    (default: max(expected radius, 1.5 slices, 6 mm)) and an in-plane window of ``search_mm`` around the
+    prediction. ``polarity`` +1 finds bright blobs, -1 dark ones, 0 both. Returns up to
+    ``max_candidates`` after non-maximum suppression, strongest first (not yet measured)."""
+    n_s, n_r, n_c = hu.shape
+    k0, r0, c0 = grid.to_voxel(center_mm)
+    radius_mm = max(expected_long_mm / 2.0, 1.5)
+    if z_search_mm is None:
+        z_search_mm = max(radius_mm, 1.5 * grid.slice_interval_mm, 6.0)
+    z = np.asarray(grid.slice_z_mm, float)
+    ks = np.where(np.abs(z - center_mm[2]) <= z_search_mm)[0]
+    if len(ks) == 0:
+        ks = np.array([int(np.clip(round(k0), 0, n_s - 1))])
+    half_r = int(math.ceil((search_mm + 2.5 * radius_mm) / grid.row_mm))
+    half_c = int(math.ceil((search_mm + 2.5 * radius_mm) / grid.col_mm))
+    ra, rb = max(0, int(round(r0)) - half_r), min(n_r, int(round(r0)) + half_r + 1)
+    ca, cb = max(0, int(round(c0)) - half_c), min(n_c, int(round(c0)) + half_c + 1)
+    if rb - ra < 5 or cb - ca < 5:
+        return []
+    crop = np.clip(hu[ks, ra:rb, ca:cb].astype(np.float64), *hu_clip)
+    px_mm = math.sqrt(grid.row_mm * grid.col_mm)
+    radii = radius_mm * np.array([0.55, 0.75, 1.0, 1.35])
+    radii = np.unique(np.maximum(radii, 1.5 * px_mm))
+    best = np.full(crop.shape, -np.inf)
+    best_r = np.zeros(crop.shape)
+    best_pol = np.zeros(crop.shape, int)
+    for rad in radii:
+        L = log_stack(crop, rad / px_mm / math.sqrt(2.0))
+        for pol in ((1, -1) if polarity == 0 else (polarity,)):
+            resp = -pol * L  # bright blob → negative LoG
+            upd = resp > best
+            best = np.where(upd, resp, best)
+            best_r = np.where(upd, rad, best_r)
+            best_pol = np.where(upd, pol, best_pol)
+    # only peaks inside the search window (the margin exists for the filters' support)
+    rr, cc = np.mgrid[ra:rb, ca:cb]
+    inside = ((rr - r0) * grid.row_mm) ** 2 + ((cc - c0) * grid.col_mm) ** 2 <= search_mm ** 2
+    peaks = _local_max(best) & inside[None] & (best > 0)
+    idx = np.argwhere(peaks)
+    if len(idx) == 0:
+        return []
+    vals = best[peaks]
+    order = np.argsort(-vals)
+    kept: list[Candidate] = []
+    for i in order:
+        s, r, c = idx[i]
+        pos = grid.to_mm(int(ks[s]), r + ra, c + ca)
+        rad = float(best_r[s, r, c])
+        # one blob seen on several slices, or at neighbouring pixels: keep the strongest
+        if any(math.hypot(pos[0] - q.position_mm[0], pos[1] - q.position_mm[1]) < 0.75 * max(rad, q.radius_mm)
+               and abs(pos[2] - q.position_mm[2]) <= 2.0 * max(rad, q.radius_mm) + grid.slice_interval_mm
+               for q in kept):
+            continue
+        kept.append(Candidate(int(ks[s]), float(r + ra), float(c + ca), pos, rad, float(vals[i]),
+                              int(best_pol[s, r, c])))
+        if len(kept) >= max_candidates:
+            break
+    return kept
+
+
+# -- 4. measurement -------------------------------------------------------------------------------
+def _flood(mask: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
+    """The 4-connected component of ``mask`` containing ``seed`` (empty when the seed is off)."""
+    out = np.zeros_like(mask, bool)
+    if not mask[seed]:
+        return out
+    out[seed] = True
+    frontier = out.copy()
+    while frontier.any():
+        grown = frontier.copy()
+        grown[1:, :] |= frontier[:-1, :]
+        grown[:-1, :] |= frontier[1:, :]
+        grown[:, 1:] |= frontier[:, :-1]
+        grown[:, :-1] |= frontier[:, 1:]
+        new = grown & mask & ~out
+        out |= new
+        frontier = new
+    return out
+
+
+def recist_from_mask(mask: np.ndarray, row_mm: float = 1.0, col_mm: float = 1.0
+                     ) -> tuple[tuple[float, float, float, float], tuple[float, float, float, float], float, float]:
+    """RECIST estimate from a 2D region: the long axis is the longest chord between region pixels
+    (mm), the short axis the longest extent perpendicular to it. Returns
+    ``(long_px (x1, y1, x2, y2), short_px (x3, y3, x4, y4), long_mm, short_mm)``."""
+    pts = np.argwhere(mask)
+    if len(pts) == 0:
+        z = (0.0, 0.0, 0.0, 0.0)
+        return z, z, 0.0, 0.0
+    # boundary pixels suffice for the longest chord
+    p = np.pad(mask, 1)
+    inner = p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+    b = np.argwhere(mask & ~inner)
+    if len(b) > 400:
+        b = b[np.linspace(0, len(b) - 1, 400).astype(int)]
+    mm = b * np.array([row_mm, col_mm])
+    d2 = ((mm[:, None, :] - mm[None, :, :]) ** 2).sum(-1)
+    i, j = np.unravel_index(int(np.argmax(d2)), d2.shape)
+    pa, pb = b[i].astype(float), b[j].astype(float)
+    # extend to the pixel edges: a region of n pixels spans n pixel widths
+    u_mm = (pb - pa) * np.array([row_mm, col_mm])
+    long_mm = float(np.linalg.norm(u_mm))
+    if long_mm == 0:
+        long_mm = float(min(row_mm, col_mm))
+        u = np.array([0.0, 1.0])
+    else:
+        u = u_mm / long_mm
+        long_mm += abs(u[0]) * row_mm + abs(u[1]) * col_mm  # the half pixel at each end
+    v = np.array([-u[1], u[0]])
+    all_mm = pts * np.array([row_mm, col_mm])
+    a0 = pa * np.array([row_mm, col_mm])
+    along = (all_mm - a0) @ u
+    perp = (all_mm - a0) @ v
+    step = min(row_mm, col_mm)
+    bins = np.round(along / step).astype(int)
+    short_mm, s_ends = 0.0, None
+    for bval in np.unique(bins):
+        sel = bins == bval
+        lo, hi = perp[sel].min(), perp[sel].max()
+        if hi - lo > short_mm or s_ends is None:
+            short_mm = float(hi - lo)
+            s_ends = (bval * step, lo, hi)
+    short_mm += abs(v[0]) * row_mm + abs(v[1]) * col_mm
+    t, lo, hi = s_ends
+    q1 = a0 + t * u + lo * v
+    q2 = a0 + t * u + hi * v
+    q1 = q1 / np.array([row_mm, col_mm])
+    q2 = q2 / np.array([row_mm, col_mm])
+    long_px = (float(pa[1]), float(pa[0]), float(pb[1]), float(pb[0]))
+    short_px = (float(q1[1]), float(q1[0]), float(q2[1]), float(q2[0]))
+    return long_px, short_px, long_mm, min(short_mm, long_mm)
+
+
+def measure_blob(img: np.ndarray, row: float, col: float, radius_px: float, polarity: int = 0,
+                 row_mm: float = 1.0, col_mm: float = 1.0) -> dict | None:
+    """Measure the blob centred near (row, col) on one slice: the region grown from the centre at
+    half the contrast between the centre and the surrounding ring, limited to 2.5 radii.
+    ``polarity`` 0 takes the sign of the contrast. Returns mean HU, contrast, box, RECIST, area."""
+    h, w = img.shape
+    R = int(math.ceil(3.0 * radius_px)) + 2
+    r0, c0 = int(round(row)), int(round(col))
+    ra, rb, ca, cb = max(0, r0 - R), min(h, r0 + R + 1), max(0, c0 - R), min(w, c0 + R + 1)
+    sub = img[ra:rb, ca:cb].astype(np.float64)
+    if sub.size == 0 or not (0 <= r0 < h and 0 <= c0 < w):
+        return None
+    # light smoothing (3x3 box) against noise before thresholding
+    p = np.pad(sub, 1, mode="edge")
+    sm = sum(p[dy:dy + sub.shape[0], dx:dx + sub.shape[1]] for dy in range(3) for dx in range(3)) / 9.0
+    yy, xx = np.mgrid[ra:rb, ca:cb]
+    dist = np.hypot(yy - row, xx - col)
+    core = dist <= max(1.0, 0.5 * radius_px)
+    ring = (dist >= 1.6 * radius_px) & (dist <= 2.4 * radius_px)
+    if core.sum() == 0 or ring.sum() < 4:
+        return None
+    c_val = float(np.median(sm[core]))
+    b_val = float(np.median(sm[ring]))
+    contrast = c_val - b_val
+    pol = polarity if polarity else (1 if contrast >= 0 else -1)
+    thr = (c_val + b_val) / 2.0
+    m = (sm >= thr) if pol > 0 else (sm <= thr)
+    m &= dist <= 2.5 * radius_px
+    seed = (int(np.clip(r0 - ra, 0, sub.shape[0] - 1)), int(np.clip(c0 - ca, 0, sub.shape[1] - 1)))
+    if not m[seed]:
+        # the centre pixel may sit on noise: start from the most extreme pixel of the core
+        cand = np.argwhere(core & m)
+        if len(cand) == 0:
+            return None
+        seed = tuple(cand[np.argmin(np.hypot(cand[:, 0] - seed[0], cand[:, 1] - seed[1]))])
+    reg = _flood(m, seed)
+    if reg.sum() == 0:
+        return None
+    long_px, short_px, long_mm, short_mm = recist_from_mask(reg, row_mm, col_mm)
+    ys, xs = np.nonzero(reg)
+    shift = np.array([ca, ra, ca, ra], float)
+    return {
+        "mean_hu": float(sub[reg].mean()),
+        "contrast_hu": float(sub[reg].mean() - b_val),
+        "polarity": pol,
+        "area_px": int(reg.sum()),
+        "center_rc": (float(ys.mean() + ra), float(xs.mean() + ca)),
+        "bbox_px": (float(xs.min() + ca), float(ys.min() + ra), float(xs.max() + ca), float(ys.max() + ra)),
+        "recist_long_px": tuple(float(v) for v in np.array(long_px) + shift),
+        "recist_short_px": tuple(float(v) for v in np.array(short_px) + shift),
+        "long_diameter_mm": long_mm,
+        "short_diameter_mm": short_mm,
+    }
+
+
+def measure_candidate(hu: np.ndarray, grid: Grid, cand: Candidate) -> Candidate | None:
+    """Measure ``cand`` on the slice (of its own and the two neighbours) where its region is
+    largest — RECIST's key slice — and move its centre to the region's centroid."""
+    best = None
+    rad_px = cand.radius_mm / math.sqrt(grid.row_mm * grid.col_mm)
+    for k in (cand.slice_index - 1, cand.slice_index, cand.slice_index + 1):
+        if not 0 <= k < hu.shape[0]:
+            continue
+        m = measure_blob(hu[k], cand.row, cand.col, rad_px, cand.polarity, grid.row_mm, grid.col_mm)
+        if m is None or m["polarity"] != cand.polarity:
+            continue
+        # a region that fills the whole search disc is background, not a blob
+        if m["long_diameter_mm"] > 4.8 * cand.radius_mm:
+            continue
+        key = m["area_px"] * (1.0 if k == cand.slice_index else 0.999)
+        if best is None or key > best[0]:
+            best = (key, k, m)
+    if best is None:
+        return None
+    _, k, m = best
+    r, c = m["center_rc"]
+    return replace(cand, slice_index=k, row=r, col=c, position_mm=grid.to_mm(k, r, c),
+                   mean_hu=m["mean_hu"], contrast_hu=m["contrast_hu"], bbox_px=m["bbox_px"],
+                   recist_long_px=m["recist_long_px"], recist_short_px=m["recist_short_px"],
+                   long_diameter_mm=m["long_diameter_mm"], short_diameter_mm=m["short_diameter_mm"],
+                   area_px=m["area_px"])
+
+
+def measure_reference(hu: np.ndarray, grid: Grid, obs: Observation) -> Observation:
+    """Measure an annotated lesion the way candidates are measured (mean HU, contrast)."""
+    if obs.slice_index is None or obs.center_px is None or not 0 <= obs.slice_index < hu.shape[0]:
+        return obs
+    rad_px = max(obs.long_diameter_mm / 2.0, 1.5) / math.sqrt(grid.row_mm * grid.col_mm)
+    m = measure_blob(hu[obs.slice_index], obs.center_px[1], obs.center_px[0], rad_px, 0,
+                     grid.row_mm, grid.col_mm)
+    if m is None:
+        return obs
+    return replace(obs, mean_hu=m["mean_hu"], contrast_hu=m["contrast_hu"])
+
+
+# -- 5. scoring -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScoreParams:
+    """Tolerances of the score terms (each term is a squared z-score; score = exp(-Σ/2))."""
+
+    size_log_tol: float = 0.45  # |log(diameter ratio)|
+    hu_tol: float = 35.0  # mean HU difference
+    contrast_rel_tol: float = 0.5  # contrast difference relative to the reference contrast
+    contrast_min_tol: float = 25.0
+    embedding_tol: float = 0.5  # Euclidean distance of unit embeddings
+    min_long_mm: float = 3.0
+
+
+def reference_stats(obs: Sequence[Observation]) -> dict:
+    def med(vals):
+        v = [x for x in vals if x is not None and np.isfinite(x)]
+        return float(np.median(v)) if v else None
+
+    embs = [o.embedding for o in obs if o.embedding is not None]
+    emb = None
+    if embs:
+        emb = np.mean(np.asarray(embs, float), axis=0)
+        n = np.linalg.norm(emb)
+        emb = emb / n if n > 0 else None
+    return {"mean_hu": med(o.mean_hu for o in obs), "contrast_hu": med(o.contrast_hu for o in obs),
+            "embedding": emb}
+
+
+def score_candidate(c: Candidate, pred: Prediction, ref: dict, p: ScoreParams = ScoreParams()) -> Candidate:
+    """Similarity of a measured candidate to the track, in (0, 1]: exp(-½ Σ z²) over position,
+    size, mean HU, contrast and embedding distance (terms without data are left out)."""
+    terms = {}
+    terms["position"] = (_dist(c.position_mm, pred.position_mm) / max(pred.sigma_mm, 1.0)) ** 2
+    if c.long_diameter_mm < p.min_long_mm:
+        terms["size"] = 25.0
+    else:
+        terms["size"] = (math.log(c.long_diameter_mm / max(pred.expected_long_mm, p.min_long_mm)) / p.size_log_tol) ** 2
+    if ref.get("mean_hu") is not None and np.isfinite(c.mean_hu):
+        terms["hu"] = ((c.mean_hu - ref["mean_hu"]) / p.hu_tol) ** 2
+    if ref.get("contrast_hu") is not None and np.isfinite(c.contrast_hu):
+        tol = max(p.contrast_min_tol, p.contrast_rel_tol * abs(ref["contrast_hu"]))
+        terms["contrast"] = ((c.contrast_hu - ref["contrast_hu"]) / tol) ** 2
+    if ref.get("embedding") is not None and c.embedding is not None:
+        terms["embedding"] = (float(np.linalg.norm(np.asarray(c.embedding) - ref["embedding"])) / p.embedding_tol) ** 2
+    score = math.exp(-0.5 * sum(terms.values()))
+    return replace(c, score=score, terms={k: round(v, 4) for k, v in terms.items()})
+
+
+def mine_study(hu: np.ndarray, grid: Grid, pred: Prediction, ref: dict | None = None,
+               min_score: float = 0.2, params: ScoreParams = ScoreParams(),
+               embed: Callable[[list[Candidate]], list[np.ndarray]] | None = None,
+               search_mm: float | None = None, max_candidates: int = 8) -> tuple[Candidate | None, list[Candidate]]:
+    """Detect, measure and score candidates in one study; returns (proposal or None, all scored
+    candidates best first). ``embed`` maps measured candidates to unit embeddings when an
+    encoder is available."""
+    ref = ref if ref is not None else reference_stats(pred.reference)
+    pol = 0
+    if ref.get("contrast_hu") is not None and abs(ref["contrast_hu"]) >= 15.0:
+        pol = 1 if ref["contrast_hu"] > 0 else -1
+    if search_mm is None:
+        search_mm = max(2.5 * pred.sigma_mm, 10.0)
+    raw = detect_candidates(hu, grid, pred.position_mm, pred.expected_long_mm, search_mm=search_mm,
+                            polarity=pol, max_candidates=max_candidates)
+    measured = [m for m in (measure_candidate(hu, grid, c) for c in raw) if m is not None]
+    if embed is not None and measured and ref.get("embedding") is not None:
+        embs = embed(measured)
+        measured = [replace(m, embedding=np.asarray(e, float)) for m, e in zip(measured, embs)]
+    scored = sorted((score_candidate(m, pred, ref, params) for m in measured), key=lambda c: -c.score)
+    best = scored[0] if scored and scored[0].score >= min_score else None
+    return best, scored
+
+
+def _dist(a: Sequence[float], b: Sequence[float]) -> float:
+    return float(math.sqrt(sum((float(x) - float(y)) ** 2 for x, y in zip(a, b))))
