@@ -97,3 +97,64 @@ def falkor_engine(falkor_server):
 def neo4j():
     """Present only in the Neo4j tier (tests asking for it are skipped without LESIONDB_TEST_NEO4J_URI)."""
     return NEO4J_URI
+
+
+# -- every FalkorDB-dialect query must run somewhere in the suite ------------------------------------
+_DESELECTED = pytest.StashKey[int]()
+
+
+def pytest_deselected(items):
+    if items:
+        config = items[0].config
+        config.stash[_DESELECTED] = config.stash.get(_DESELECTED, 0) + len(items)
+
+
+def _whole_suite_ran(session) -> bool:
+    """True when nothing narrowed the run: no -k/-m deselection, no path below tests/, no --lf."""
+    config = session.config
+    opt = config.option
+    if (opt.keyword or config.stash.get(_DESELECTED, 0) or getattr(opt, "collectonly", False)
+            or getattr(opt, "lf", False) or getattr(opt, "stepwise", False)
+            or getattr(opt, "deselect", None) or hasattr(config, "workerinput")
+            or getattr(opt, "numprocesses", None)):
+        return False
+    tests_dir = REPO / "tests"
+    for arg in config.args:
+        if "::" in arg:
+            return False
+        p = (config.invocation_params.dir / arg).resolve()
+        if p != tests_dir and p not in tests_dir.parents:
+            return False
+    return True
+
+
+def falkordb_queries_never_run(executed: set[tuple[str, str]]) -> dict[str, str]:
+    """``{query name: file}`` of FalkorDB-dialect queries (schema included) missing from ``executed``."""
+    from lesiondb import queries
+
+    wanted = {n: str(queries.load(n, "falkordb").path) for n in queries.names("falkordb")}
+    wanted.update({q.name: str(q.path) for q in queries.schema("falkordb")})
+    ran = {name for dialect, name in executed if dialect == "falkordb"}
+    return {n: p for n, p in sorted(wanted.items()) if n not in ran}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if exitstatus != 0 or session.testsfailed or not _whole_suite_ran(session):
+        return
+    from lesiondb.graph.engine import EXECUTED
+
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    write = tr.write_line if tr is not None else (lambda s, **kw: print(s))
+    if not any(dialect == "falkordb" for dialect, _ in EXECUTED):
+        write("query coverage not checked: no query ran on the embedded FalkorDB engine (unavailable here?)",
+              yellow=True)
+        return
+    missing = falkordb_queries_never_run(EXECUTED)
+    if missing:
+        write("")
+        write(f"FAILED query coverage: {len(missing)} FalkorDB-dialect quer{'y' if len(missing) == 1 else 'ies'} "
+              "never ran on the embedded engine in this test run; add a test that runs "
+              "(each through Engine.run/execute/write/apply_schema):", red=True, bold=True)
+        for name, path in missing.items():
+            write(f"  {name}  ({path})", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

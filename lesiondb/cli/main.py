@@ -44,3 +44,7 @@ def cli(ctx: click.Context, data_dir, uri, user, database, progress, verbose) ->
 
 def main() -> None:  # pragma: no cover
     cli()
+
+
+if __name__ == "__main__":  # python -m lesiondb.cli.main
+    cli()

@@ -97,6 +97,7 @@ class Lesion:
     position_mm: tuple[float, float, float] | None = None  # patient coordinates (DICOM LPS) of the centre
     source_id: str | None = None  # e.g. the DeepLesion File_name, only when kept
     image_ref: str | None = None  # relative path of the key slice or series, for image readers
+    annotation_id: str | None = None  # the source's annotation id (cohort annotations.csv)
 
     @property
     def long_diameter_mm(self) -> float:
@@ -135,6 +136,7 @@ class Lesion:
             "split": self.split,
             "sourceId": self.source_id,
             "imageRef": self.image_ref,
+            "annotationId": self.annotation_id,
         }
         if self.location is not None:
             props["locationX"], props["locationY"], props["locationZ"] = self.location

@@ -14,6 +14,10 @@ log = logging.getLogger(__name__)
 Row = dict[str, Any]
 DEFAULT_BATCH = 2000
 
+# (dialect, query name) of every query (schema statements included) that ran to completion in this
+# process; tests/conftest.py checks at the end of a full test run that every FalkorDB query ran.
+EXECUTED: set[tuple[str, str]] = set()
+
 
 def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     batch: list[Any] = []
@@ -64,11 +68,13 @@ class Engine(abc.ABC):
         q = self.query(name)
         _check_params(q, params)
         try:
-            return self._read(q.text, params)
+            rows = self._read(q.text, params)
         except QueryError:
             raise
         except Exception as exc:  # driver errors carry the server's message
             raise QueryError(name, str(exc)) from exc
+        EXECUTED.add((self.dialect, q.name))
+        return rows
 
     def execute(self, name: str, **params: Any) -> list[Row]:
         """Run the write query ``name`` once, in a managed write transaction."""
@@ -76,11 +82,13 @@ class Engine(abc.ABC):
         q = self.query(name)
         _check_params(q, params)
         try:
-            return self._write(q.text, params)
+            rows = self._write(q.text, params)
         except QueryError:
             raise
         except Exception as exc:
             raise QueryError(name, str(exc)) from exc
+        EXECUTED.add((self.dialect, q.name))
+        return rows
 
     def write(
         self,
@@ -106,6 +114,7 @@ class Engine(abc.ABC):
             except Exception as exc:
                 raise QueryError(name, str(exc)) from exc
             out.extend(res)
+            EXECUTED.add((self.dialect, q.name))
             if on_batch is not None:
                 on_batch(batch, res)
         return out
@@ -119,6 +128,7 @@ class Engine(abc.ABC):
         applied = []
         for q in queries.schema(self.dialect):
             self._apply_schema_statement(q.text)
+            EXECUTED.add((self.dialect, q.name))
             applied.append(q.name)
         self._schema_applied = True
         return applied

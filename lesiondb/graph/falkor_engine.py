@@ -1,6 +1,9 @@
 """FalkorDB through the ``falkordb`` client, over the embedded server's unix socket."""
 from __future__ import annotations
 
+import json
+import math
+import re
 import time
 from typing import Any
 
@@ -44,10 +47,19 @@ class FalkorEngine(Engine):
     def _run(self, text: str, params: dict[str, Any], read_only: bool, retries: int = 3) -> list[Row]:
         import redis
 
-        for attempt in range(retries + 1):
+        # FalkorDB takes parameters as a "CYPHER name=value …" prefix. The client's own
+        # serializer is pure Python per value; batches of thousands of rows go through JSON instead.
+        full = cypher_params_header(params) + text if params else text
+        for attempt in range(retries + 2):
             try:
-                res = (self.graph.ro_query if read_only else self.graph.query)(text, params or None)
+                res = (self.graph.ro_query if read_only else self.graph.query)(full)
                 break
+            except redis.exceptions.ResponseError as exc:
+                # A read on a graph that does not exist yet: run it as a plain query instead.
+                if read_only and "empty key" in str(exc):
+                    read_only = False
+                    continue
+                raise
             except (redis.exceptions.BusyLoadingError, redis.exceptions.ConnectionError):
                 # Transient: the server is still loading its AOF, or a connection dropped.
                 if attempt == retries:
@@ -78,6 +90,43 @@ class FalkorEngine(Engine):
             pass
         if self.server is not None:
             self.server.stop()
+
+
+_KEY_RE = re.compile(r'(?<=[{,])"([A-Za-z_][A-Za-z0-9_]*)":')
+
+
+def cypher_literal(value: Any) -> str:
+    """A Cypher literal for a JSON-like value (maps, lists, strings, numbers, booleans, null).
+
+    Built with the C JSON encoder, then map keys unquoted: with compact separators an unescaped
+    ``"`` right after ``{`` or ``,`` and closed before ``:`` can only be a map key.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError as exc:
+        raise ValueError(f"query parameters must be finite numbers: {exc}") from None
+    except TypeError:
+        text = json.dumps(_jsonable(value), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return _KEY_RE.sub(r"\1:", text) if "{" in text else text
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if hasattr(v, "tolist"):  # numpy arrays and scalars
+        return v.tolist()
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"query parameters must be finite numbers, got {v}")
+    return v
+
+
+def cypher_params_header(params: dict[str, Any]) -> str:
+    for k in params:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
+            raise ValueError(f"bad parameter name {k!r}")
+    return "CYPHER " + " ".join(f"{k}={cypher_literal(v)}" for k, v in params.items()) + " "
 
 
 def _plain(v: Any) -> Any:

@@ -134,8 +134,8 @@ def _resample(stack: np.ndarray, cx: float, cy: float, sx: float, sy: float, out
     if yin.any() and xin.any():
         win[:, yin.nonzero()[0][0]:yin.nonzero()[0][-1] + 1, xin.nonzero()[0][0]:xin.nonzero()[0][-1] + 1] = \
             stack[:, ys[yin][0]:ys[yin][-1] + 1, xs[xin][0]:xs[xin][-1] + 1]
-    # (size, m_y) @ (C, m_y, m_x) @ (m_x, size)
-    return np.einsum("ij,cjk,lk->cil", wy, win, wx, optimize=True).astype(np.float32)
+    # (size, m_y) @ (C, m_y, m_x) @ (m_x, size): two small matrix products per channel
+    return np.matmul(wy, np.matmul(win, wx.T))
 
 
 def extract_patch(stack_hu: np.ndarray, box_px, spacing_mm, spec: PatchSpec | None = None) -> Patch:

@@ -30,7 +30,7 @@ import { fileURLToPath } from 'node:url';
 
 // The package's ESM build has extensionless imports Node cannot resolve; its CommonJS build works.
 const require = createRequire(import.meta.url);
-const cypher = require('@neo4j-cypher/language-support');
+let cypher; // loaded in main(), after the arguments are checked (loading takes seconds)
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const CYPHER_VERSION = 'CYPHER 5'; // Neo4j 5 (docker-compose.yml, CI's neo4j:5-community)
@@ -241,6 +241,13 @@ function main() {
   const { files, problems } = neo4jQueryFiles(opts.root);
   if (files.length === 0) usage(`no .cypher files under ${opts.root}/{core,neo4j}`);
 
+  try {
+    cypher = require('@neo4j-cypher/language-support');
+  } catch (err) {
+    process.stderr.write(`lint.mjs: cannot load @neo4j-cypher/language-support (${err.code ?? err.message}); `
+      + `run \`npm ci\` in ${HERE}\n`);
+    process.exit(2);
+  }
   const catalogue = neo4jCatalogue();
   // Canary: the semantic analysis swallows its own exceptions; make sure it is alive at all.
   const canary = cypher.lintCypherQuery('MATCH (n) RETURN undefinedVariable', { ...catalogue, parameters: {} }, false);

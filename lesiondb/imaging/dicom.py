@@ -1,0 +1,568 @@
+"""DICOM CT series → :class:`Volume` in HU with its patient geometry (pydicom).
+
+A series folder is read once: files are grouped by SeriesInstanceUID, every file is checked (CT
+image, grey, has pixels, has geometry), slices are sorted along the slice normal **head first**
+(the most superior slice is index 0, as the cohort contract's ``key_slice_index`` counts), pixels
+are rescaled to HU, and spacing comes from the headers: PixelSpacing in-plane, the slice interval
+from the positions. Inconsistent size, pixel spacing, orientation or slice spacing raise
+:class:`ImageError` naming the file. With ``allow_gaps=True`` a series that lost a few slices
+(a deleted or unreadable file) still loads: the index grid is kept from the positions and the lost
+slices are listed in ``Volume.missing_slices`` / ``Volume.bad_slices`` so a caller can reject only
+what touches them.
+
+Coordinates: patient coordinates are DICOM LPS millimetres. A voxel is ``(col, row, slice)``,
+0-based; ``voxel_to_patient`` / ``patient_to_voxel`` convert between them.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ImageError
+
+log = logging.getLogger(__name__)
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+CODECS_FIX = "pip install lesiondb[dicom-codecs]"
+#: Files never read as slices.
+_SKIP_NAMES = {"DICOMDIR", "PROVENANCE.md", "README", "README.md", "LICENSE"}
+#: Relative tolerance on pixel spacing and absolute tolerance on direction cosines.
+SPACING_RTOL = 1e-3
+ORIENTATION_ATOL = 1e-3
+#: A slice may sit this far (fraction of the interval, or at least 0.02 mm) off the regular grid.
+GRID_TOL = 0.1
+#: With ``allow_gaps``, at most this many consecutive slices may be lost before the series is
+#: called inconsistent (a larger gap is a different acquisition, not a lost file).
+MAX_GAP_SLICES = 3
+
+
+@dataclass(frozen=True)
+class SliceHeader:
+    """What one CT file says about itself (pixels not decoded)."""
+
+    path: Path
+    series_uid: str
+    study_uid: str | None
+    sop_uid: str | None
+    patient_id: str | None
+    study_date: str | None  # ISO
+    rows: int
+    cols: int
+    spacing_xy_mm: tuple[float, float]  # (between columns, between rows)
+    orientation: tuple[float, ...]  # ImageOrientationPatient: row cosine, column cosine
+    position_mm: tuple[float, float, float]  # ImagePositionPatient
+    slope: float
+    intercept: float
+    instance_number: int | None
+    slice_thickness_mm: float | None
+    transfer_syntax: str
+    patient_sex: str | None = None
+    patient_age_years: int | None = None
+
+
+@dataclass
+class Volume:
+    """A CT series in HU, slices sorted head first, with its geometry.
+
+    ``hu`` is int16 when every slice's rescale is integral (the usual CT case), else float32;
+    shape ``(slices, rows, cols)``. Lost slices (``allow_gaps``) hold -1024 HU and are listed in
+    ``missing_slices`` (no file) or ``bad_slices`` (file present, pixels unreadable: index → reason).
+    """
+
+    hu: np.ndarray
+    spacing_xy_mm: tuple[float, float]
+    slice_interval_mm: float | None  # None for a single slice without SliceThickness
+    slice_positions_mm: np.ndarray  # (slices,) position along the slice normal
+    positions_mm: np.ndarray  # (slices, 3) ImagePositionPatient (lost slices: on the grid)
+    orientation: np.ndarray  # (6,) row direction cosine, column direction cosine
+    series_uid: str
+    study_uid: str | None = None
+    patient_id: str | None = None
+    study_date: str | None = None
+    sop_uids: list[str | None] = field(default_factory=list)
+    files: list[Path | None] = field(default_factory=list)
+    slice_thickness_mm: float | None = None
+    patient_sex: str | None = None
+    patient_age_years: int | None = None
+    missing_slices: tuple[int, ...] = ()
+    bad_slices: dict[int, str] = field(default_factory=dict)
+    skipped_files: dict[str, str] = field(default_factory=dict)  # unreadable / not CT: path → reason
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.hu.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.hu.shape)  # type: ignore[return-value]
+
+    @property
+    def normal(self) -> np.ndarray:
+        return np.cross(self.orientation[:3], self.orientation[3:])
+
+    @property
+    def slice_step_mm(self) -> np.ndarray:
+        """Vector from one slice's origin to the next (head → feet order)."""
+        n = self.n_slices
+        if n > 1:
+            return (self.positions_mm[-1] - self.positions_mm[0]) / (n - 1)
+        step = self.slice_interval_mm or 1.0
+        return -_head_first_sign(self.normal) * self.normal * step
+
+    @property
+    def affine(self) -> np.ndarray:
+        """4×4 matrix taking ``(col, row, slice, 1)`` to patient LPS mm."""
+        dx, dy = self.spacing_xy_mm
+        a = np.eye(4)
+        a[:3, 0] = np.asarray(self.orientation[:3]) * dx
+        a[:3, 1] = np.asarray(self.orientation[3:]) * dy
+        a[:3, 2] = self.slice_step_mm
+        a[:3, 3] = self.positions_mm[0]
+        return a
+
+    def is_usable(self, slice_index: int) -> bool:
+        return 0 <= slice_index < self.n_slices and slice_index not in self.missing_slices \
+            and slice_index not in self.bad_slices
+
+    def slice_problem(self, slice_index: int) -> str | None:
+        """Why ``slice_index`` cannot be used, or None."""
+        if not 0 <= slice_index < self.n_slices:
+            return f"slice {slice_index} is outside the series (0..{self.n_slices - 1})"
+        if slice_index in self.bad_slices:
+            return f"slice {slice_index}: {self.bad_slices[slice_index]}"
+        if slice_index in self.missing_slices:
+            why = f"slice {slice_index} is missing from the series (no file at that position"
+            if self.skipped_files:
+                why += "; unreadable files in the folder: " + "; ".join(
+                    f"{Path(p).name}: {r}" for p, r in sorted(self.skipped_files.items()))
+            return why + ")"
+        return None
+
+    def voxel_to_patient(self, col: Any, row: Any, slice_index: Any) -> np.ndarray:
+        return voxel_to_patient(self, col, row, slice_index)
+
+    def patient_to_voxel(self, xyz: Any) -> np.ndarray:
+        return patient_to_voxel(self, xyz)
+
+
+def voxel_to_patient(volume: Volume, col: Any, row: Any, slice_index: Any) -> np.ndarray:
+    """Patient LPS mm of voxel ``(col, row, slice)`` (fractional and array inputs allowed).
+
+    The slice origin is interpolated between the slices' own ImagePositionPatient, so an integer
+    slice index gives exactly that slice's position.
+    """
+    col, row, s = (np.asarray(v, dtype=float) for v in (col, row, slice_index))
+    idx = np.arange(volume.n_slices, dtype=float)
+    if volume.n_slices > 1:
+        origin = np.stack([np.interp(s, idx, volume.positions_mm[:, k], left=np.nan, right=np.nan)
+                           for k in range(3)], axis=-1)
+        # Outside the series: extrapolate along the regular step.
+        out = np.isnan(origin[..., 0])
+        if np.any(out):
+            extra = volume.positions_mm[0] + np.multiply.outer(s, volume.slice_step_mm)
+            origin = np.where(out[..., None], extra, origin)
+    else:
+        origin = volume.positions_mm[0] + np.multiply.outer(s, volume.slice_step_mm)
+    dx, dy = volume.spacing_xy_mm
+    rdir = np.asarray(volume.orientation[:3], dtype=float)
+    cdir = np.asarray(volume.orientation[3:], dtype=float)
+    return origin + np.multiply.outer(col * dx, rdir) + np.multiply.outer(row * dy, cdir)
+
+
+def patient_to_voxel(volume: Volume, xyz: Any) -> np.ndarray:
+    """``(col, row, slice)`` (fractional) of patient LPS mm point(s) ``xyz`` (shape (..., 3))."""
+    xyz = np.asarray(xyz, dtype=float)
+    inv = np.linalg.inv(volume.affine)
+    hom = np.concatenate([xyz, np.ones(xyz.shape[:-1] + (1,))], axis=-1)
+    return (hom @ inv.T)[..., :3]
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+def _pydicom():
+    import pydicom
+
+    return pydicom
+
+
+def _iso_date(value: Any) -> str | None:
+    s = str(value or "").strip()
+    if len(s) == 8 and s.isdigit():
+        return f"{s[:4]}-{s[4:6]}-{s[6:]}"
+    if len(s) == 10 and s[4] == "-" and s[7] == "-":
+        return s
+    return None
+
+
+def _age_years(value: Any) -> int | None:
+    s = str(value or "").strip().upper()
+    if len(s) == 4 and s[:3].isdigit():
+        n, unit = int(s[:3]), s[3]
+        return {"Y": n, "M": n // 12, "W": n // 52, "D": n // 365}.get(unit)
+    return None
+
+
+def _floats(ds: Any, keyword: str, n: int, path: Path) -> tuple[float, ...]:
+    value = ds.get(keyword)
+    if value is None:
+        raise ImageError(f"no {keyword}: cannot place the slice in patient space", str(path))
+    try:
+        out = tuple(float(v) for v in (value if isinstance(value, Sequence) and not isinstance(value, str)
+                                       else [value]))
+    except (TypeError, ValueError):
+        raise ImageError(f"{keyword} {value!r} is not {n} numbers", str(path)) from None
+    if len(out) != n or not all(math.isfinite(v) for v in out):
+        raise ImageError(f"{keyword} {value!r} is not {n} finite numbers", str(path))
+    return out
+
+
+def _check_ct(ds: Any, path: Path, check_pixels: bool = True) -> None:
+    """Reject what is not a single-frame grey CT image, with the reason."""
+    sop = str(ds.get("SOPClassUID", "") or "")
+    modality = str(ds.get("Modality", "") or "")
+    if sop.startswith(SECONDARY_CAPTURE_PREFIX):
+        spp = ds.get("SamplesPerPixel")
+        photo = ds.get("PhotometricInterpretation")
+        raise ImageError(
+            f"secondary capture image (SOP class {sop}; {spp} sample(s) per pixel, {photo}): a screen "
+            "capture, not CT data in HU; export the original CT series instead", str(path))
+    if modality and modality != "CT":
+        raise ImageError(f"modality {modality} is not CT", str(path))
+    if sop == ENHANCED_CT_IMAGE_STORAGE or int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise ImageError("multi-frame (Enhanced CT) images are not supported; export the series as "
+                         "single-frame CT Image Storage", str(path))
+    if sop and sop != CT_IMAGE_STORAGE:
+        raise ImageError(f"SOP class {sop} is not CT Image Storage ({CT_IMAGE_STORAGE})", str(path))
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    photo = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2")
+    if spp != 1 or not photo.startswith("MONOCHROME"):
+        raise ImageError(f"colour image ({spp} samples per pixel, {photo}): not CT data in HU", str(path))
+    if check_pixels and "PixelData" not in ds:
+        raise ImageError("no pixel data (the file may be truncated, or holds only a header)", str(path))
+
+
+def read_header(path: str | Path, ds: Any = None, check_pixels: bool = True) -> SliceHeader:
+    """The checked header of one CT file; :class:`ImageError` with the reason if it is not one.
+
+    ``check_pixels=False`` accepts a header read with ``stop_before_pixels``.
+    """
+    path = Path(path)
+    if ds is None:
+        ds = _dcmread(path, stop_before_pixels=not check_pixels)
+    with _quiet(path):
+        return _header(ds, path, check_pixels)
+
+
+def _header(ds: Any, path: Path, check_pixels: bool) -> SliceHeader:
+    _check_ct(ds, path, check_pixels)
+    series_uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+    if not series_uid:
+        raise ImageError("no SeriesInstanceUID", str(path))
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if rows <= 0 or cols <= 0:
+        raise ImageError(f"bad image size {rows}×{cols}", str(path))
+    dy, dx = _floats(ds, "PixelSpacing", 2, path)  # DICOM order: between rows, between columns
+    if dx <= 0 or dy <= 0:
+        raise ImageError(f"PixelSpacing {dy}, {dx} must be positive", str(path))
+    iop = _floats(ds, "ImageOrientationPatient", 6, path)
+    r, c = np.asarray(iop[:3]), np.asarray(iop[3:])
+    if abs(np.linalg.norm(r) - 1) > 1e-2 or abs(np.linalg.norm(c) - 1) > 1e-2 or abs(r @ c) > 1e-2:
+        raise ImageError(f"ImageOrientationPatient {iop} is not two orthogonal unit vectors", str(path))
+    ipp = _floats(ds, "ImagePositionPatient", 3, path)
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    inst = ds.get("InstanceNumber")
+    thick = ds.get("SliceThickness")
+    try:
+        thick_mm = float(thick) if thick not in (None, "") else None
+    except (TypeError, ValueError):
+        thick_mm = None
+    meta = getattr(ds, "file_meta", None)
+    ts = str(getattr(meta, "TransferSyntaxUID", "") or "") if meta is not None else ""
+    sex = str(ds.get("PatientSex", "") or "").strip().upper() or None
+    return SliceHeader(
+        path=path, series_uid=series_uid,
+        study_uid=str(ds.get("StudyInstanceUID", "") or "").strip() or None,
+        sop_uid=str(ds.get("SOPInstanceUID", "") or "").strip() or None,
+        patient_id=str(ds.get("PatientID", "") or "").strip() or None,
+        study_date=_iso_date(ds.get("StudyDate")),
+        rows=rows, cols=cols, spacing_xy_mm=(dx, dy), orientation=iop, position_mm=ipp,
+        slope=slope, intercept=intercept,
+        instance_number=int(inst) if inst not in (None, "") else None,
+        slice_thickness_mm=thick_mm, transfer_syntax=ts,
+        patient_sex=sex if sex in ("M", "F") else None,
+        patient_age_years=_age_years(ds.get("PatientAge")),
+    )
+
+
+@contextlib.contextmanager
+def _quiet(path: Path):
+    """pydicom warns about every non-conformant value; log those at debug level instead."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        log.debug("%s: %s", path, w.message)
+
+
+def _dcmread(path: Path, stop_before_pixels: bool) -> Any:
+    pydicom = _pydicom()
+    try:
+        with _quiet(path):
+            ds = pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels)
+    except pydicom.errors.InvalidDicomError as exc:
+        raise ImageError(f"not a DICOM file, or truncated before its header ({exc})", str(path)) from exc
+    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise ImageError(f"unreadable DICOM file, probably truncated or corrupt ({type(exc).__name__}: {exc})",
+                         str(path)) from exc
+    return ds
+
+
+def decode_hu(ds: Any, header: SliceHeader) -> np.ndarray:
+    """Decode one slice's pixels and rescale to HU (float64); :class:`ImageError` with the fix."""
+    path = header.path
+    try:
+        with _quiet(path):
+            arr = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types here; each becomes one clear reason
+        msg = str(exc)
+        ts_name = _ts_name(header.transfer_syntax)
+        if "missing dependencies" in msg or "no pixel data handlers" in msg.lower() \
+                or "not installed" in msg or isinstance(exc, NotImplementedError):
+            raise ImageError(
+                f"cannot decode {ts_name} pixel data: no decoder for it is installed; "
+                f"run `{CODECS_FIX}` (or install python-gdcm)", str(path)) from exc
+        if "number of bytes of pixel data is less than expected" in msg or "truncated" in msg.lower():
+            raise ImageError(f"pixel data is truncated ({msg.split(' - ')[0]})", str(path)) from exc
+        raise ImageError(f"cannot decode {ts_name} pixel data ({type(exc).__name__}: {msg[:200]})",
+                         str(path)) from exc
+    if arr.ndim != 2 or arr.shape != (header.rows, header.cols):
+        raise ImageError(f"decoded pixels have shape {arr.shape}, header says {header.rows}×{header.cols}",
+                         str(path))
+    return arr.astype(np.float64) * header.slope + header.intercept
+
+
+def _ts_name(uid: str) -> str:
+    try:
+        from pydicom.uid import UID
+
+        return f"{UID(uid).name} ({uid})" if uid else "this transfer syntax"
+    except Exception:  # pragma: no cover
+        return uid or "this transfer syntax"
+
+
+def dicom_files(path: str | Path) -> list[Path]:
+    """Candidate DICOM files: the file itself, or every regular file under a folder (sorted)."""
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if not p.is_dir():
+        raise ImageError("series folder not found", str(p))
+    return sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
+                  and f.name not in _SKIP_NAMES and f.suffix.lower() not in (".md", ".txt", ".json", ".csv"))
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One series found under a folder, from the first readable header."""
+
+    series_uid: str
+    study_uid: str | None
+    patient_id: str | None
+    study_date: str | None
+    patient_sex: str | None
+    patient_age_years: int | None
+    folder: Path
+    n_files: int
+
+
+def list_series(path: str | Path) -> tuple[list[SeriesInfo], dict[str, str]]:
+    """The CT series under ``path`` (headers only) and the files skipped (path → reason)."""
+    groups: dict[str, list[SliceHeader]] = {}
+    skipped: dict[str, str] = {}
+    for f in dicom_files(path):
+        try:
+            h = read_header(f, check_pixels=False)
+        except ImageError as exc:
+            skipped[str(f)] = exc.reason
+            continue
+        groups.setdefault(h.series_uid, []).append(h)
+    out = []
+    for uid, hs in groups.items():
+        h = hs[0]
+        folders = Counter(x.path.parent for x in hs)
+        out.append(SeriesInfo(uid, h.study_uid, h.patient_id, h.study_date, h.patient_sex,
+                              h.patient_age_years, folders.most_common(1)[0][0], len(hs)))
+    return sorted(out, key=lambda s: (s.patient_id or "", s.study_date or "", s.series_uid)), skipped
+
+
+def read_series(
+    path: str | Path | Iterable[str | Path],
+    series_uid: str | None = None,
+    *,
+    allow_gaps: bool = False,
+) -> Volume:
+    """Read one CT series from a folder (or a file, or a list of files) into a :class:`Volume`.
+
+    Several series in the input need ``series_uid``. Files that are not CT images are skipped and
+    listed in ``Volume.skipped_files``; with no CT slice left the reasons are raised together.
+    ``allow_gaps``: keep going when a few slices are lost (see the module doc), instead of raising.
+    """
+    files = [Path(p) for p in path] if not isinstance(path, str | Path) else dicom_files(path)
+    where = str(path) if isinstance(path, str | Path) else (str(files[0].parent) if files else "")
+    groups: dict[str, list[tuple[SliceHeader, Any]]] = {}
+    skipped: dict[str, str] = {}
+    for f in files:
+        try:
+            ds = _dcmread(f, stop_before_pixels=False)
+            h = read_header(f, ds)
+        except ImageError as exc:
+            skipped[str(f)] = exc.reason
+            continue
+        groups.setdefault(h.series_uid, []).append((h, ds))
+    if not groups:
+        detail = "; ".join(f"{Path(p).name}: {r}" for p, r in sorted(skipped.items())[:5]) or "no files"
+        raise ImageError(f"no readable CT slice ({detail})", where)
+    if series_uid is None:
+        if len(groups) > 1:
+            raise ImageError(f"{len(groups)} series in one input ({', '.join(sorted(groups))}); "
+                             "pass series_uid to pick one", where)
+        series_uid = next(iter(groups))
+    if series_uid not in groups:
+        raise ImageError(f"series {series_uid} not found (found {', '.join(sorted(groups))})", where)
+    for uid, members in groups.items():
+        if uid != series_uid:
+            for h, _ in members:
+                skipped[str(h.path)] = f"belongs to another series ({uid})"
+    return _assemble(groups[series_uid], skipped, allow_gaps, where)
+
+
+def _majority(values: list[Any], same) -> Any:
+    """The value most slices agree on (``same`` decides agreement)."""
+    best, best_n = values[0], -1
+    for v in values:
+        n = sum(1 for w in values if same(v, w))
+        if n > best_n:
+            best, best_n = v, n
+    return best
+
+
+def _head_first_sign(normal: np.ndarray) -> float:
+    """+1 when larger positions along ``normal`` are more superior (LPS +z is head)."""
+    return 1.0 if normal[2] >= -1e-6 else -1.0
+
+
+def _assemble(members: list[tuple[SliceHeader, Any]], skipped: dict[str, str], allow_gaps: bool,
+              where: str) -> Volume:
+    headers = [h for h, _ in members]
+    # -- consistency of size, spacing and orientation (against what most slices say) ----------
+    size = _majority([(h.rows, h.cols) for h in headers], lambda a, b: a == b)
+    for h in headers:
+        if (h.rows, h.cols) != size:
+            raise ImageError(f"image size {h.rows}×{h.cols} differs from the series' {size[0]}×{size[1]}",
+                             str(h.path))
+    sp = _majority([h.spacing_xy_mm for h in headers], lambda a, b: np.allclose(a, b, rtol=SPACING_RTOL))
+    for h in headers:
+        if not np.allclose(h.spacing_xy_mm, sp, rtol=SPACING_RTOL):
+            raise ImageError(f"pixel spacing {h.spacing_xy_mm} mm differs from the series' {sp} mm",
+                             str(h.path))
+    iop = _majority([h.orientation for h in headers],
+                    lambda a, b: np.allclose(a, b, atol=ORIENTATION_ATOL))
+    for h in headers:
+        if not np.allclose(h.orientation, iop, atol=ORIENTATION_ATOL):
+            raise ImageError(f"orientation {h.orientation} differs from the series' {tuple(iop)}", str(h.path))
+    orientation = np.asarray(iop, dtype=float)
+    normal = np.cross(orientation[:3], orientation[3:])
+    sign = _head_first_sign(normal)
+    # -- order head first along the normal --------------------------------------------------------
+    members = sorted(members, key=lambda m: -sign * float(np.dot(normal, m[0].position_mm)))
+    headers = [h for h, _ in members]
+    d = np.array([sign * float(np.dot(normal, h.position_mm)) for h in headers])  # decreasing
+    grid, interval = _slice_grid(d, headers, allow_gaps)
+    n = int(grid[-1]) + 1 if len(grid) else 0
+    thick = _majority([h.slice_thickness_mm for h in headers], lambda a, b: a == b)
+    if interval is None:
+        interval = thick
+    # -- pixels -------------------------------------------------------------------------------------
+    integral = all(float(h.slope).is_integer() and float(h.intercept).is_integer() for h in headers)
+    dtype = np.int16 if integral else np.float32
+    hu = np.full((n, size[0], size[1]), -1024, dtype=dtype)
+    positions = np.empty((n, 3))
+    files: list[Path | None] = [None] * n
+    sops: list[str | None] = [None] * n
+    bad: dict[int, str] = {}
+    for (h, ds), g in zip(members, grid):
+        g = int(g)
+        files[g], sops[g] = h.path, h.sop_uid
+        positions[g] = h.position_mm
+        try:
+            vals = decode_hu(ds, h)
+        except ImageError as exc:
+            if not allow_gaps:
+                raise
+            bad[g] = f"{h.path.name}: {exc.reason}"
+            continue
+        if dtype is np.int16:
+            vals = np.clip(np.rint(vals), -32768, 32767)
+        hu[g] = vals.astype(dtype)
+    missing = tuple(i for i in range(n) if files[i] is None)
+    if missing:  # put lost slices on the grid so geometry stays continuous
+        step = (positions[int(grid[-1])] - positions[0]) / max(int(grid[-1]), 1)
+        for i in missing:
+            positions[i] = positions[0] + i * step
+    if len(bad) == len(headers):
+        raise ImageError("no slice of the series could be decoded: " + "; ".join(
+            sorted(set(r.split(": ", 1)[1] for r in bad.values()))), where)
+    first = headers[0]
+    slice_pos = positions @ normal * sign
+    return Volume(
+        hu=hu, spacing_xy_mm=(float(sp[0]), float(sp[1])), slice_interval_mm=interval,
+        slice_positions_mm=slice_pos, positions_mm=positions, orientation=orientation,
+        series_uid=first.series_uid, study_uid=first.study_uid, patient_id=first.patient_id,
+        study_date=first.study_date, sop_uids=sops, files=files, slice_thickness_mm=thick,
+        patient_sex=first.patient_sex, patient_age_years=first.patient_age_years,
+        missing_slices=missing, bad_slices=bad, skipped_files=dict(skipped),
+    )
+
+
+def _slice_grid(d: np.ndarray, headers: list[SliceHeader], allow_gaps: bool) -> tuple[np.ndarray, float | None]:
+    """Grid index of each slice (positions ``d`` decreasing) and the slice interval in mm."""
+    if len(d) == 1:
+        return np.zeros(1, dtype=int), None
+    gaps = d[:-1] - d[1:]
+    for k, gap in enumerate(gaps):
+        if gap < 1e-3:
+            raise ImageError(f"two slices at the same position ({d[k]:.3f} mm along the normal): "
+                             f"{headers[k].path.name} and {headers[k + 1].path.name}", str(headers[k + 1].path))
+    interval = float(np.median(gaps))
+    grid = np.concatenate([[0], np.rint(np.cumsum(gaps) / interval)]).astype(int)
+    # Refine the interval on the whole grid, then check every slice sits on it.
+    if grid[-1] > 0:
+        interval = float((d[0] - d) @ grid / (grid @ grid))
+    tol = max(GRID_TOL * interval, 0.02)
+    for k in range(1, len(d)):
+        steps = grid[k] - grid[k - 1]
+        off = abs((d[0] - d[k]) - grid[k] * interval)
+        if off > tol or steps < 1:
+            raise ImageError(
+                f"inconsistent slice spacing: {headers[k].path.name} is {gaps[k - 1]:.3f} mm from "
+                f"{headers[k - 1].path.name}, the series' slice interval is {interval:.3f} mm",
+                str(headers[k].path))
+        if steps > 1 and (not allow_gaps or steps - 1 > MAX_GAP_SLICES):
+            raise ImageError(
+                f"inconsistent slice spacing: gap of {gaps[k - 1]:.3f} mm ({steps - 1} slice(s) missing) "
+                f"between {headers[k - 1].path.name} and {headers[k].path.name}; the series' slice "
+                f"interval is {interval:.3f} mm", str(headers[k].path))
+    return grid, interval

@@ -1,0 +1,191 @@
+"""Mining maths on volumes synthesised here with numpy (no image reader needed)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lesiondb.core import mining as M
+
+
+def _volume(seed=0, n_slices=24, size=128, spacing=0.8, dz=2.5, body_shift_mm=(0.0, 0.0, 0.0)):
+    """A noisy soft-tissue ellipse (body) in air, with a grid whose z starts at ``body_shift``."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    body = ((yy - size / 2) / (0.42 * size)) ** 2 + ((xx - size / 2) / (0.46 * size)) ** 2 <= 1
+    hu = np.where(body, 50.0, -1000.0)[None].repeat(n_slices, 0)
+    hu = hu + rng.normal(0, 12, hu.shape)
+    grid = M.Grid(slice_z_mm=np.arange(n_slices) * dz, row_mm=spacing, col_mm=spacing)
+    return hu, grid
+
+
+def _plant(hu, grid, center_mm, diam_mm, delta_hu, ellipse=(1.0, 1.0), angle=0.0):
+    """Add an ellipsoidal lesion (long diameter ``diam_mm``) of contrast ``delta_hu``."""
+    k = np.arange(hu.shape[0])[:, None, None]
+    r = np.arange(hu.shape[1])[None, :, None]
+    c = np.arange(hu.shape[2])[None, None, :]
+    x = grid.origin_xy_mm[0] + c * grid.col_mm - center_mm[0]
+    y = grid.origin_xy_mm[1] + r * grid.row_mm - center_mm[1]
+    z = np.asarray(grid.slice_z_mm)[k] - center_mm[2]
+    ca, sa = math.cos(angle), math.sin(angle)
+    u, v = ca * x + sa * y, -sa * x + ca * y
+    a = diam_mm / 2 * ellipse[0]
+    b = diam_mm / 2 * ellipse[1]
+    inside = (u / a) ** 2 + (v / b) ** 2 + (z / (diam_mm / 2)) ** 2 <= 1
+    hu[inside] += delta_hu
+    return inside
+
+
+def test_detects_planted_blob_and_measures_it():
+    hu, grid = _volume()
+    centre = (55.0, 48.0, 30.0)
+    _plant(hu, grid, centre, 14.0, -60.0)  # hypodense, like a liver metastasis
+    pred = M.Prediction(position_mm=(60.0, 44.0, 27.5), sigma_mm=5.0, method="test", expected_long_mm=12.0)
+    ref = {"mean_hu": -10.0, "contrast_hu": -60.0, "embedding": None}
+    best, scored = M.mine_study(hu, grid, pred, ref, min_score=0.2)
+    assert best is not None, [c.terms for c in scored]
+    assert M._dist(best.position_mm, centre) < 3.0
+    assert best.polarity == -1
+    assert 11.0 <= best.long_diameter_mm <= 17.0
+    assert abs(best.mean_hu - (-10.0)) < 20
+
+
+def test_no_proposal_where_there_is_no_lesion():
+    hu, grid = _volume(seed=1)
+    pred = M.Prediction(position_mm=(50.0, 50.0, 30.0), sigma_mm=5.0, method="test", expected_long_mm=12.0)
+    ref = {"mean_hu": -10.0, "contrast_hu": -60.0, "embedding": None}
+    best, scored = M.mine_study(hu, grid, pred, ref, min_score=0.2)
+    assert best is None, best
+
+
+def test_prefers_the_similar_blob_over_a_dissimilar_closer_one():
+    hu, grid = _volume(seed=2)
+    true_c = (40.0, 50.0, 30.0)
+    _plant(hu, grid, true_c, 12.0, -60.0)
+    _plant(hu, grid, (56.0, 50.0, 30.0), 12.0, 250.0)  # a bright (calcified) blob nearer the prediction
+    pred = M.Prediction(position_mm=(52.0, 50.0, 30.0), sigma_mm=8.0, method="test", expected_long_mm=12.0)
+    ref = {"mean_hu": -10.0, "contrast_hu": -60.0, "embedding": None}
+    best, _ = M.mine_study(hu, grid, pred, ref, min_score=0.1)
+    assert best is not None and M._dist(best.position_mm, true_c) < 3.0
+
+
+def test_translation_from_matched_lesions_is_robust_to_an_outlier():
+    rng = np.random.default_rng(0)
+    src = rng.uniform(-100, 100, (6, 3))
+    t = np.array([12.0, -7.0, 22.5])
+    dst = src + t + rng.normal(0, 0.5, src.shape)
+    dst[0] += [40, -30, 15]  # a mismatched pair
+    est, spread = M.estimate_translation(src, dst)
+    assert np.allclose(est, t, atol=1.0)
+    assert spread < 2.0
+
+
+def test_prediction_through_a_known_shift_then_found():
+    shift = np.array([6.0, -4.0, 7.5])
+    hu_a, grid_a = _volume(seed=3, n_slices=30)
+    # study B: the same body moved by `shift` (origin and z shifted), lesion moved with it
+    hu_b, grid_b = _volume(seed=4, n_slices=30)
+    grid_b = M.Grid(slice_z_mm=np.asarray(grid_b.slice_z_mm) + shift[2], row_mm=grid_b.row_mm,
+                    col_mm=grid_b.col_mm, origin_xy_mm=(shift[0], shift[1]))
+    lesion_a = np.array([50.0, 45.0, 35.0])
+    other_a = np.array([70.0, 70.0, 20.0])
+    _plant(hu_a, grid_a, lesion_a, 12.0, 80.0)
+    _plant(hu_b, grid_b, lesion_a + shift, 12.0, 80.0)
+    # translation from another matched lesion (other track) seen in both studies
+    t, spread = M.estimate_translation(other_a[None], (other_a + shift)[None])
+    obs = [M.Observation("L1", "A", 0.0, 12.0, position_mm=tuple(lesion_a), slice_index=14,
+                         center_px=(lesion_a[0] / 0.8, lesion_a[1] / 0.8))]
+    obs = [M.measure_reference(hu_a, grid_a, obs[0])]
+    assert obs[0].contrast_hu > 40
+    pred = M.predict_position(obs, M.StudyInfo("B", 30.0, grid_b.z_range()), {"A": (t, spread, "matched-lesions")})
+    assert np.allclose(pred.position_mm, lesion_a + shift, atol=1e-6)
+    best, _ = M.mine_study(hu_b, grid_b, pred, min_score=0.2)
+    assert best is not None and M._dist(best.position_mm, lesion_a + shift) < 3.0
+
+
+def test_body_translation_recovers_z_and_inplane_shift():
+    # a body whose cross-section changes along z, scanned twice with a shift
+    def vol(origin, z0):
+        z = np.arange(60) * 2.0 + z0
+        size = 96
+        yy, xx = np.mgrid[0:size, 0:size]
+        hu = np.full((60, size, size), -1000.0)
+        for k, zk in enumerate(z):
+            a = 25 + 10 * math.sin(zk / 15.0)  # the body narrows and widens along z
+            cx, cy = (40 - origin[0]) / 1.0, (45 - origin[1]) / 1.0
+            hu[k][((xx - cx) / a) ** 2 + ((yy - cy) / 20) ** 2 <= 1] = 40
+        return hu, M.Grid(z, 1.0, 1.0, origin)
+
+    hu_a, ga = vol((0.0, 0.0), 0.0)
+    hu_b, gb = vol((-5.0, 3.0), -10.0)  # same anatomy; the scanner grid moved
+    t = M.body_translation(hu_a, ga, hu_b, gb)
+    # anatomy sits at the same patient mm: translation ≈ 0 although the voxel grids differ
+    assert np.allclose(t, [0, 0, 0], atol=1.5), t
+
+
+def test_recist_from_mask_of_a_rotated_ellipse():
+    yy, xx = np.mgrid[0:80, 0:80]
+    ang = math.radians(30)
+    u = (xx - 40) * math.cos(ang) + (yy - 40) * math.sin(ang)
+    v = -(xx - 40) * math.sin(ang) + (yy - 40) * math.cos(ang)
+    mask = (u / 15) ** 2 + (v / 7) ** 2 <= 1  # diameters 30 and 14 px
+    long_px, short_px, long_mm, short_mm = M.recist_from_mask(mask, 0.5, 0.5)
+    assert abs(long_mm - 15.0) < 1.0 and abs(short_mm - 7.0) < 1.0
+    # the long axis lies along the ellipse's major axis
+    d = np.array([long_px[2] - long_px[0], long_px[3] - long_px[1]])
+    cosang = abs(d @ [math.cos(ang), math.sin(ang)]) / np.linalg.norm(d)
+    assert cosang > 0.97
+    # the short axis is perpendicular to it
+    e = np.array([short_px[2] - short_px[0], short_px[3] - short_px[1]])
+    assert abs(d @ e) / (np.linalg.norm(d) * np.linalg.norm(e)) < 0.1
+
+
+def _obs(study, t, d):
+    return M.Observation(f"L{study}", study, t, d, position_mm=(0.0, 0.0, 0.0))
+
+
+def test_visibility_rule():
+    studies = [M.StudyInfo(s, t) for s, t in [("S1", 0), ("S2", 100), ("S3", 200), ("S4", 300), ("S5", 400)]]
+    # seen at S1 and S3 -> S2 (between) mined; after S3 it shrinks 20 -> 8 per 200 days -> S4 (2 mm) not
+    obs = [_obs("S1", 0, 20.0), _obs("S3", 200, 8.0)]
+    vis = [s.study_id for s in studies if M.should_be_visible(obs, s)]
+    assert vis == ["S2"]
+    # a growing new lesion: seen at S4 (6 mm) and S5 (16 mm) -> backwards S3 extrapolates < 0: not mined
+    obs = [_obs("S4", 300, 6.0), _obs("S5", 400, 16.0)]
+    vis = [s.study_id for s in studies if M.should_be_visible(obs, s)]
+    assert vis == []
+    # stable lesion seen once: every other study is searched
+    obs = [_obs("S2", 100, 12.0)]
+    assert [s.study_id for s in studies if M.should_be_visible(obs, s)] == ["S1", "S3", "S4", "S5"]
+
+
+def test_candidate_studies_requires_coverage_and_skips_already_annotated():
+    obs = [_obs("S1", 0, 12.0)]
+    studies = [M.StudyInfo("S2", 10, (-50.0, 50.0)), M.StudyInfo("S3", 20, (100.0, 200.0)),
+               M.StudyInfo("S4", 30, (-50.0, 50.0), annotated_mm=((1.0, 1.0, 0.0),))]
+
+    def predict(s):
+        return M.Prediction((0.0, 0.0, 0.0), 4.0, "test", 12.0)
+
+    got = [s.study_id for s, _ in M.candidate_studies(obs, studies, predict)]
+    assert got == ["S2"]
+
+
+@pytest.mark.parametrize("sigma", [1.0, 2.5])
+def test_log_stack_matches_direct_convolution(sigma):
+    rng = np.random.default_rng(5)
+    img = rng.normal(size=(1, 40, 40))
+    got = M.log_stack(img, sigma)[0]
+    # naive: the 2-D LoG kernel applied at one interior pixel
+    rad = int(math.ceil(3.5 * sigma))
+    x = np.arange(-rad, rad + 1)
+    g = np.exp(-0.5 * (x / sigma) ** 2)
+    g /= g.sum()
+    d2 = g * (x * x - sigma ** 2) / sigma ** 4
+    d2 -= d2.mean()
+    kern = np.outer(d2, g) + np.outer(g, d2)
+    r, c = 20, 17
+    patch = img[0, r - rad:r + rad + 1, c - rad:c + rad + 1]
+    want = sigma ** 2 * float((patch * kern).sum())
+    assert abs(got[r, c] - want) < 1e-9
