@@ -1,0 +1,184 @@
+"""Mining against the graph: proposals written idempotently, review never alters annotations.
+
+The scene is built here with numpy volumes (a fake loader) so the test needs no image reader:
+one patient, three studies with the body shifted between them, three tracks:
+T1 annotated in S1 and S3 and present but unannotated in S2 (the lesion to find),
+T2 annotated everywhere (it aligns the studies), T3 annotated in S1 only and absent later.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lesiondb import mining
+from lesiondb.core import mining as M
+
+SPACING = 0.8
+DZ = 2.5
+SHIFTS = {"S1": np.zeros(3), "S2": np.array([5.0, -3.0, 7.5]), "S3": np.array([-4.0, 2.0, -5.0])}
+T1 = np.array([45.0, 40.0, 30.0])
+T2 = np.array([75.0, 70.0, 25.0])
+T3 = np.array([50.0, 80.0, 40.0])
+
+
+def _volume(sid: str, seed: int):
+    rng = np.random.default_rng(seed)
+    n, size = 28, 128
+    shift = SHIFTS[sid]
+    grid = M.Grid(np.arange(n) * DZ + shift[2] - 5.0, SPACING, SPACING, (shift[0] - 2.0, shift[1] + 1.0))
+    k = np.arange(n)[:, None, None]
+    r = np.arange(size)[None, :, None]
+    c = np.arange(size)[None, None, :]
+    x = grid.origin_xy_mm[0] + c * SPACING - shift[0]
+    y = grid.origin_xy_mm[1] + r * SPACING - shift[1]
+    z = np.asarray(grid.slice_z_mm)[k] - shift[2]
+    body = ((x - 50) / 48) ** 2 + ((y - 50) / 45) ** 2 <= 1
+    hu = np.where(body, 55.0, -1000.0) + 0 * z + rng.normal(0, 10, (n, size, size))
+
+    def plant(center, diam, delta):
+        inside = (x - center[0]) ** 2 + (y - center[1]) ** 2 + (z - center[2]) ** 2 <= (diam / 2) ** 2
+        hu[inside] += delta
+
+    plant(T1, {"S1": 14.0, "S2": 16.0, "S3": 18.0}[sid], -70.0)
+    plant(T2, 12.0, 120.0)
+    if sid == "S1":
+        plant(T3, 10.0, -70.0)
+    return hu, grid
+
+
+VOLUMES = {sid: _volume(sid, i) for i, sid in enumerate(SHIFTS)}
+
+
+def _lesion_row(lid, sid, idx, center_anat, diam):
+    hu, grid = VOLUMES[sid]
+    p = center_anat + SHIFTS[sid]
+    k, r, c = grid.to_voxel(p)
+    k = int(round(k))
+    half = diam / 2 / SPACING
+    return {
+        "patient": {"patientId": "P1", "source": "test"},
+        "study": {"studyId": sid, "studyIndex": idx, "studyDate": f"2020-0{idx * 3}-01", "imageRef": sid},
+        "lesion": {"lesionId": lid, "source": "test", "keySliceIndex": k,
+                   "bboxPx": [c - half, r - half, c + half, r + half],
+                   "longDiameterMm": diam, "shortDiameterMm": diam * 0.8, "spacingXMm": SPACING,
+                   "positionXMm": float(p[0]), "positionYMm": float(p[1]),
+                   "positionZMm": float(grid.slice_z_mm[k]), "typeCode": 4, "contentHash": lid},
+    }
+
+
+ROWS = [
+    _lesion_row("L-t1a", "S1", 1, T1, 14.0), _lesion_row("L-t1c", "S3", 3, T1, 18.0),
+    _lesion_row("L-t2a", "S1", 1, T2, 12.0), _lesion_row("L-t2b", "S2", 2, T2, 12.0),
+    _lesion_row("L-t2c", "S3", 3, T2, 12.0), _lesion_row("L-t3a", "S1", 1, T3, 10.0),
+]
+TRACKS = {"L-t1a": "T1", "L-t1c": "T1", "L-t2a": "T2", "L-t2b": "T2", "L-t2c": "T2", "L-t3a": "T3"}
+
+
+def _loader(study):
+    return VOLUMES[study.study_id]
+
+
+@pytest.fixture
+def graph(engine):
+    engine.write("upsert_lesions", ROWS)
+    for lid, t in TRACKS.items():  # stands in for `lesiondb match` (test setup only)
+        engine._write("MATCH (l:Lesion {lesionId: $l}) MERGE (t:Track {trackingUid: $t}) "
+                      "MERGE (l)-[:IN_TRACK]->(t)", {"l": lid, "t": t})
+    return engine
+
+
+def _annotations(engine):
+    rows = engine.run("lesions", patientId=None, studyId=None, typeName=None, limit=1000)
+    return {r["lesion"]["lesionId"]: r["lesion"] for r in rows if r["lesion"].get("source") != "proposal"}
+
+
+def _pos(p):
+    return np.array([p["positionXMm"], p["positionYMm"], p["positionZMm"]])
+
+
+def test_mining_finds_the_unannotated_lesion_and_nothing_else(graph):
+    out = mining.mine(graph, _loader, model_id="test-model")
+    props = mining.list_proposals(graph)
+    assert out["created"] == len(props) == 1, (out, props)
+    p = props[0]
+    assert p["trackingUid"] == "T1" and p["studyId"] == "S2" and p["status"] == "pending"
+    assert np.linalg.norm(_pos(p) - (T1 + SHIFTS["S2"])) < 3.0
+    assert 12.0 <= p["longDiameterMm"] <= 20.0
+    assert p["proposalId"] == mining.proposal_id("T1", "S2")
+    assert p["modelId"] == "test-model" and p["createdAt"]
+
+
+def test_remining_does_not_duplicate(graph):
+    mining.mine(graph, _loader)
+    before = mining.list_proposals(graph)
+    again = mining.mine(graph, _loader)
+    after = mining.list_proposals(graph)
+    assert again["created"] == 0 and again["refreshed"] == 1
+    assert [p["proposalId"] for p in after] == [p["proposalId"] for p in before]
+    assert graph.run("count_nodes")  # the graph still answers
+    n = {r["label"]: r["count"] for r in graph.run("count_nodes")}
+    assert n["Proposal"] == 1
+
+
+def test_accept_is_idempotent_and_never_alters_annotations(graph):
+    mining.mine(graph, _loader)
+    before = _annotations(graph)
+    pid = mining.list_proposals(graph)[0]["proposalId"]
+    a1 = mining.accept(graph, pid, by="dr.a", at="2024-01-01T00:00:00Z")
+    a2 = mining.accept(graph, pid, by="dr.b", at="2024-02-02T00:00:00Z")
+    assert a1["lesionId"] == a2["lesionId"] and a2["alreadyAccepted"]
+    lesions = graph.run("lesions", patientId=None, studyId="S2", typeName=None, limit=100)
+    made = [r for r in lesions if r["lesion"].get("source") == "proposal"]
+    assert len(made) == 1
+    lp = made[0]["lesion"]
+    assert lp["annotatedBy"] == "dr.a" and lp["annotatedAt"] == "2024-01-01T00:00:00Z"
+    p = mining.list_proposals(graph, proposal=pid)[0]
+    assert p["status"] == "accepted" and p["reviewedBy"] == "dr.a" and p["lesionId"] == lp["lesionId"]
+    # the new lesion joined the track
+    tracks = graph._read("MATCH (l:Lesion {lesionId: $l})-[:IN_TRACK]->(t:Track) RETURN t.trackingUid AS t",
+                         {"l": lp["lesionId"]})
+    assert [r["t"] for r in tracks] == ["T1"]
+    assert _annotations(graph) == before
+    # a rejected-after-accepted is refused, and changes nothing
+    with pytest.raises(Exception, match="accepted"):
+        mining.reject(graph, pid, by="dr.c")
+    # re-mining: the track is now seen in S2, so nothing new is proposed and the accepted one stays
+    again = mining.mine(graph, _loader)
+    assert again["created"] == 0
+    assert mining.list_proposals(graph, proposal=pid)[0]["status"] == "accepted"
+
+
+def test_reject_is_idempotent_and_not_resurrected(graph):
+    mining.mine(graph, _loader)
+    before = _annotations(graph)
+    pid = mining.list_proposals(graph)[0]["proposalId"]
+    r1 = mining.reject(graph, pid, by="dr.a", reason="vessel", at="2024-01-01T00:00:00Z")
+    r2 = mining.reject(graph, pid, by="dr.b", reason="other", at="2024-03-03T00:00:00Z")
+    assert r1["status"] == r2["status"] == "rejected" and r2["alreadyRejected"]
+    p = mining.list_proposals(graph, proposal=pid)[0]
+    assert (p["reviewedBy"], p["rejectReason"], p["reviewedAt"]) == ("dr.a", "vessel", "2024-01-01T00:00:00Z")
+    again = mining.mine(graph, _loader)
+    assert again["created"] == 0 and again["kept"] == 1
+    p2 = mining.list_proposals(graph, proposal=pid)[0]
+    assert p2["status"] == "rejected" and p2["score"] == p["score"]
+    with pytest.raises(Exception, match="rejected"):
+        mining.accept(graph, pid, by="dr.c")
+    assert _annotations(graph) == before
+    assert mining.list_proposals(graph, status="pending") == []
+
+
+def test_patient_filter_and_unknown_proposal(graph):
+    assert mining.mine(graph, _loader, patient="nobody")["candidateStudies"] == 0
+    with pytest.raises(Exception, match="no proposal"):
+        mining.accept(graph, "PR-missing")
+
+
+def test_a_study_without_images_is_reported_not_fatal(graph):
+    def loader(study):
+        if study.study_id == "S3":
+            raise mining.ImageError("truncated file", "S3/0001.dcm")
+        return VOLUMES[study.study_id]
+
+    out = mining.mine(graph, loader)
+    assert out["created"] == 1
+    assert any("S3" in e["item"] and "truncated" in e["reason"] for e in out["errors"])
