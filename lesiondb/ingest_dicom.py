@@ -202,7 +202,7 @@ def ingest_cohort(
         col, row = r.center_px
         pos = volume.voxel_to_patient(col, row, r.key_slice_index)
         position = tuple(round(float(v), 4) for v in pos)
-        loc = lesion_location(volume, r.key_slice_index, col, row, z_ranges.get(r.patient_id), pos)
+        loc = lesion_location(volume, r.key_slice_index, col, row, z_ranges.get(r.series_uid), pos)
         if loc is None:  # no body on the key slice: keep what the annotation says
             loc = r.location
         else:

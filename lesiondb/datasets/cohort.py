@@ -350,38 +350,15 @@ def read_cohort_meta(root: str | Path) -> dict[str, Any]:
     return data
 
 
-#: Keys under which a cohort.json may give a patient's body extent along z (patient mm).
-_BODY_Z_KEYS = ("body_z_range_mm", "body_z_extent_mm", "body_z_mm")
-
-
 def body_z_ranges(meta: dict[str, Any]) -> dict[str, tuple[float, float]]:
-    """``{PatientID: (z_top, z_bottom)}`` from cohort.json, where it records body extents.
-
-    Accepted shapes: ``{"patients_meta"|"patients": [{"patient_id": …, "body_z_range_mm": [a, b]}]}``
-    or ``{"body_z_range_mm": {PatientID: [a, b]}}``.
-    """
+    """``{SeriesInstanceUID: (z_top, z_bottom)}``: each series' body extent (patient mm) from
+    cohort.json's ``series[].body_z_mm``, where the cohort records it (synthetic cohorts do)."""
     out: dict[str, tuple[float, float]] = {}
-    for key in _BODY_Z_KEYS:
-        table = meta.get(key)
-        if isinstance(table, dict):
-            for pid, v in table.items():
-                rng = _pair(v)
-                if rng:
-                    out[str(pid)] = rng
-    for list_key in ("patients_meta", "patient_meta", "patients", "anatomy"):
-        lst = meta.get(list_key)
-        if isinstance(lst, dict):
-            lst = [dict(v, patient_id=k) for k, v in lst.items() if isinstance(v, dict)]
-        if not isinstance(lst, list):
-            continue
-        for p in lst:
-            if not isinstance(p, dict) or "patient_id" not in p:
-                continue
-            for key in _BODY_Z_KEYS:
-                rng = _pair(p.get(key))
-                if rng:
-                    out[str(p["patient_id"])] = rng
-                    break
+    for s in meta.get("series") or []:
+        if isinstance(s, dict) and s.get("series_uid"):
+            rng = _pair(s.get("body_z_mm"))
+            if rng:
+                out[str(s["series_uid"])] = rng
     return out
 
 
