@@ -397,16 +397,40 @@ def dicom_loader(images_root: str | Path | None = None) -> VolumeLoader:
     """Loads a study's DICOM series from ``images_root / imageRef`` (or an absolute imageRef)."""
     from .imaging.dicom import read_series
 
+    by_study: dict[str, list[Path]] | None = None
+
+    def study_folders() -> dict[str, list[Path]]:
+        # cohort layout dicom/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/: index it once
+        nonlocal by_study
+        if by_study is None:
+            by_study = {}
+            root = Path(images_root)
+            base = root / "dicom" if (root / "dicom").is_dir() else root
+            for series in sorted(base.glob("*/*/*")):
+                if series.is_dir():
+                    by_study.setdefault(series.parent.name, []).append(series)
+        return by_study
+
     def load(study: StudyData):
-        if not study.image_ref:
-            raise ImageError("the study has no imageRef (series folder); ingest it with `lesiondb ingest dicom`",
-                             study.study_id)
-        p = Path(study.image_ref)
-        if not p.is_absolute():
-            if images_root is None:
-                raise ImageError(f"imageRef {study.image_ref!r} is relative: pass --images COHORT_DIR",
+        p = None
+        if study.image_ref:
+            p = Path(study.image_ref)
+            if not p.is_absolute():
+                if images_root is None:
+                    raise ImageError(f"imageRef {study.image_ref!r} is relative: pass --images COHORT_DIR",
+                                     study.study_id)
+                p = Path(images_root) / p
+        elif images_root is not None and study.study_uid:
+            found = study_folders().get(study.study_uid, [])
+            if len(found) > 1 and study.series_uid:
+                found = [f for f in found if f.name == study.series_uid] or found
+            if not found:
+                raise ImageError(f"no series folder for study {study.study_uid} under {images_root}",
                                  study.study_id)
-            p = Path(images_root) / p
+            p = found[0]
+        if p is None:
+            raise ImageError("the study has no image reference (imageRef or studyUid); pass --images "
+                             "COHORT_DIR and ingest with `lesiondb ingest dicom`", study.study_id)
         v = read_series(p, allow_gaps=True)
         return v.hu, grid_from_volume(v)
 

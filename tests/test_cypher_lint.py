@@ -105,7 +105,7 @@ def test_broken_queries_fail_the_lint(broken):
     ("core/undeclared_param.cypher", 5, 58, "error: Parameter $limit is not defined"),
     ("core/unused_param.cypher", 2, 1, "error: parameter $k is declared in the header but never used"),
     ("core/deprecated_fn.cypher", 5, 26, "warning (deprecation):"),
-    ("neo4j/falkor_fn.cypher", 5, 26, "error: Function vecf32 is not present"),
+    ("neo4j/falkor_fn.cypher", 5, 25, "error: Function vecf32 is not present"),
     ("neo4j/schema/99_bad.cypher", 5, None, "error: Invalid input 'UNIQE'"),
     ("core/typo_label.cypher", 5, 10, "warning: Label Lesoin is not present"),
 ])

@@ -1,0 +1,79 @@
+"""``lesiondb mine``: propose the lesions radiologists did not annotate (missing-annotation mining)."""
+from __future__ import annotations
+
+import click
+
+from .common import emit, handle_errors, pass_app, progress_bar
+
+
+@click.command("mine")
+@click.option("--patient", help="Mine one patient (its patientId) instead of every tracked patient.")
+@click.option("--min-score", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Propose only candidates scoring at least this (0..1) [default: 0.25].")
+@click.option("--images", "images", type=click.Path(exists=True, file_okay=False),
+              help="Cohort folder the studies' images live in (the folder given to `lesiondb ingest dicom`); "
+                   "needed when the graph stores image references relative to it.")
+@click.option("--embed/--no-embed", default=True, show_default=True,
+              help="Score candidates by embedding distance too, when an encoder is available.")
+@click.option("--batch-size", default=50, show_default=True, help="Patients read from the graph per query.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@pass_app
+@handle_errors
+def command(app, patient, min_score, images, embed, batch_size, as_json) -> None:
+    """Mine every track for the studies where its lesion should be visible but is not annotated.
+
+    For each track (run `lesiondb match` first), every study of the patient where the lesion
+    should be visible is searched around the position predicted from the track's other studies;
+    the best blob candidate that looks like the track's lesions becomes a pending (:Proposal).
+    Re-running refreshes pending proposals and never touches accepted or rejected ones. Review them
+    with `lesiondb review list|accept|reject`.
+    """
+    from .. import mining
+
+    threshold = mining.DEFAULT_MIN_SCORE if min_score is None else min_score
+    eng = app.engine()
+    embedder, model_id, note = (None, None, None)
+    if embed:
+        embedder, model_id, note = _embedder()
+    total = mining.count_patients(eng, patient)
+    if total == 0:
+        raise click.ClickException(
+            f"no tracked patient{' ' + patient if patient else ''} in the graph: run `lesiondb match` first"
+            + (" (or check the --patient id)" if patient else ""))
+    with progress_bar(app, total, "mine", "patient") as bar:
+        out = mining.mine(eng, mining.dicom_loader(images), patient=patient, min_score=threshold,
+                          embedder=embedder, model_id=model_id, batch_size=batch_size, progress=bar.update)
+    if note:
+        out["embedNote"] = note
+    emit(out, as_json, _text)
+
+
+def _embedder():
+    """(embedder, modelId, note): the default encoder when lesiondb.nn provides one."""
+    try:
+        from ..mining_embed import default_embedder  # type: ignore[attr-defined]
+    except ImportError:
+        return None, None, "no encoder available: scored on position, size and HU appearance only"
+    try:
+        emb, model_id = default_embedder()
+    except Exception as exc:  # no weights shipped yet, or an incompatible model
+        return None, None, f"encoder not loaded ({exc}); scored on position, size and HU appearance only"
+    return emb, model_id, None
+
+
+def _text(o) -> str:
+    lines = [f"patients mined:     {o['patients']}",
+             f"tracks:             {o['tracks']}",
+             f"candidate studies:  {o['candidateStudies']}",
+             f"proposals ≥ {o['minScore']:.2f}:   {o['proposals']} "
+             f"(new {o['created']}, refreshed {o['refreshed']}, already reviewed {o['kept']})",
+             f"below threshold:    {o['belowThreshold']}"]
+    if o.get("secondsPerCandidateStudy") is not None:
+        lines.append(f"time per study:     {o['secondsPerCandidateStudy'] * 1000:.0f} ms")
+    if o.get("embedNote"):
+        lines.append(f"note: {o['embedNote']}")
+    if o["skipped"]:
+        lines.append(f"skipped: {o['skipped']}")
+        lines += [f"  {e['item']}: {e['reason']}" for e in o["errors"][:20]]
+    lines.append("next: lesiondb review list")
+    return "\n".join(lines)
