@@ -61,6 +61,27 @@ class Client:
                          **props})
         return pd.DataFrame(flat)
 
+    # -- missing-annotation proposals (lesiondb.mining) ----------------------------------------
+    def proposals(self, status: str | None = None, patient: str | None = None, limit: int | None = None):
+        """One row per mining proposal (``status`` pending / accepted / rejected, or all)."""
+        import pandas as pd
+
+        from .mining import list_proposals
+
+        return pd.DataFrame(list_proposals(self.engine, status=status, patient=patient, limit=limit))
+
+    def accept(self, proposal_id: str, by: str | None = None) -> dict[str, Any]:
+        """Accept a proposal: it becomes an annotated lesion of its track (idempotent)."""
+        from .mining import accept
+
+        return accept(self.engine, proposal_id, by=by)
+
+    def reject(self, proposal_id: str, by: str | None = None, reason: str | None = None) -> dict[str, Any]:
+        """Reject a proposal (idempotent; re-mining will not propose it again)."""
+        from .mining import reject
+
+        return reject(self.engine, proposal_id, by=by, reason=reason)
+
     # -- networkx ------------------------------------------------------------------------------
     def to_networkx(self, patient: str):
         """A patient's subgraph: patient, studies, lesions and every relationship leaving a lesion."""

@@ -217,30 +217,31 @@ def mine_case(case: PatientCase, load_volume: VolumeLoader, min_score: float = D
         for o in obs:
             if o.position_mm is not None:
                 pos.setdefault(o.study_id, {})[uid] = np.asarray(o.position_mm, float)
-    trans_cache: dict[tuple[str, str], tuple[np.ndarray, float, str] | None] = {}
+    trans_cache: dict[tuple[str, str], tuple[float, np.ndarray, float, str] | None] = {}
 
-    def translation(a: str, b: str, exclude: str) -> tuple[np.ndarray, float, str] | None:
+    def translation(a: str, b: str, exclude: str) -> tuple[float, np.ndarray, float, str] | None:
         if a == b:
-            return np.zeros(3), 0.0, "same-study"
+            return 1.0, np.zeros(3), 0.0, "same-study"
         common = sorted((set(pos.get(a, {})) & set(pos.get(b, {}))) - {exclude})
         if common:
             src = np.array([pos[a][u] for u in common])
             dst = np.array([pos[b][u] for u in common])
-            t, spread = M.estimate_translation(src, dst)
-            return t, spread, "matched-lesions"
+            sc, t, spread = M.estimate_alignment(src, dst)
+            return sc, t, spread, "matched-lesions"
         key = (a, b)
         if key not in trans_cache:
             va, vb = vol(a), vol(b)
             if va is None or vb is None:
                 trans_cache[key] = None
             else:
-                trans_cache[key] = (M.body_translation(va[0], va[1], vb[0], vb[1]), BODY_SIGMA_MM, "body")
+                trans_cache[key] = (1.0, M.body_translation(va[0], va[1], vb[0], vb[1]), BODY_SIGMA_MM, "body")
         return trans_cache[key]
 
     infos = []
     for s in case.studies:
-        annotated = tuple(o.position_mm for o in case.lesions.get(s.study_id, []) if o.position_mm is not None)
-        infos.append(M.StudyInfo(s.study_id, s.time, None, annotated))
+        ann = [o for o in case.lesions.get(s.study_id, []) if o.position_mm is not None]
+        infos.append(M.StudyInfo(s.study_id, s.time, None, tuple(o.position_mm for o in ann),
+                                 tuple(o.long_diameter_mm / 2.0 for o in ann)))
 
     out: list[ProposalRecord] = []
     for uid, obs in sorted(tracks.items()):
@@ -258,7 +259,7 @@ def mine_case(case: PatientCase, load_volume: VolumeLoader, min_score: float = D
                 stats.skip(f"track {uid} in study {info.study_id}", "no geometry or location to predict a position")
                 continue
             z0, z1 = grid.z_range()
-            info_cov = M.StudyInfo(info.study_id, info.time, (z0, z1), info.annotated_mm)
+            info_cov = M.StudyInfo(info.study_id, info.time, (z0, z1), info.annotated_mm, info.annotated_radius_mm)
             if not M.candidate_studies(obs, [info_cov], lambda _s: pred, min_visible_mm):
                 continue
             stats.candidate_studies += 1
@@ -266,7 +267,8 @@ def mine_case(case: PatientCase, load_volume: VolumeLoader, min_score: float = D
             if embedder is not None:
                 def emb_fn(cands, hu=hu, grid=grid):
                     return embedder(hu, grid, [(c.slice_index, c.bbox_px) for c in cands])
-            best, scored = M.mine_study(hu, grid, pred, min_score=min_score, params=params, embed=emb_fn)
+            best, scored = M.mine_study(hu, grid, pred, min_score=min_score, params=params, embed=emb_fn,
+                                        exclude=M.annotated_with_radius(info_cov, pred))
             stats.seconds_mining += time.perf_counter() - t0
             if best is None and keep_below and scored:
                 best = scored[0]
@@ -451,6 +453,17 @@ def write_proposals(engine, proposals: Sequence[ProposalRecord], model_id: str |
     return {k: int(sum(float(r.get(k) or 0) for r in res)) for k in ("created", "refreshed", "kept")}
 
 
+def blas_single_thread():
+    """Small matrices: multi-threaded BLAS only thrashes (×5 slower on a loaded 2-core machine)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a scikit-learn dependency, normally present
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
 def mine(engine, load_volume: VolumeLoader, patient: str | None = None, min_score: float = DEFAULT_MIN_SCORE,
          embedder: Embedder | None = None, model_id: str | None = None, batch_size: int = 50,
          progress: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -459,7 +472,8 @@ def mine(engine, load_volume: VolumeLoader, patient: str | None = None, min_scor
     counts = {"created": 0, "refreshed": 0, "kept": 0}
     for case in read_cases(engine, patient, batch_size):
         try:
-            props = mine_case(case, load_volume, min_score, embedder, stats=stats)
+            with blas_single_thread():
+                props = mine_case(case, load_volume, min_score, embedder, stats=stats)
         except LesionDBError as exc:
             stats.skip(f"patient {case.patient_id}", str(exc))
             props = []
@@ -556,3 +570,30 @@ EXPORT_FIELDS = ("proposalId", "status", "score", "patientId", "studyId", "study
                  "longDiameterMm", "shortDiameterMm", "positionXMm", "positionYMm", "positionZMm",
                  "predictionMethod", "modelId", "createdAt", "reviewedBy", "reviewedAt", "rejectReason",
                  "lesionId")
+
+
+# -- the encoder (optional) ---------------------------------------------------------------------
+def make_embedder(model: Any, spec: Any = None, batch_size: int = 64) -> Embedder:
+    """An :data:`Embedder` from an encoder of :mod:`lesiondb.nn` (``embed_patches``) and the patch
+    spec it was trained with (:class:`lesiondb.imaging.patches.PatchSpec`)."""
+    from .imaging.patches import extract_patch_from_volume, stack_patches
+    from .nn import embed_patches  # type: ignore[attr-defined]
+
+    def embed(hu: np.ndarray, grid: M.Grid, items: list) -> np.ndarray:
+        patches = [extract_patch_from_volume(hu, int(k), tuple(float(v) for v in box),
+                                             (grid.col_mm, grid.row_mm), grid.slice_interval_mm, spec)
+                   for k, box in items]
+        images, boxes = stack_patches(patches)
+        return np.asarray(embed_patches(model, images, boxes, batch_size=batch_size), float)
+
+    return embed
+
+
+def default_embedder() -> tuple[Embedder, str]:
+    """(embedder, modelId) of the shipped default encoder; ImportError / ModelError when absent."""
+    from .nn import load_default_model  # type: ignore[attr-defined]
+
+    model = load_default_model()
+    spec = getattr(model, "patch_spec", None)
+    model_id = getattr(model, "model_id", None) or getattr(model, "modelId", None) or "default"
+    return make_embedder(model, spec), str(model_id)

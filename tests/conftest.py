@@ -110,12 +110,13 @@ def pytest_deselected(items):
 
 
 def _whole_suite_ran(session) -> bool:
-    """True when nothing narrowed the run: no -k/-m deselection, no path below tests/, no --lf."""
+    """True when nothing narrowed the run: no -k/-m deselection, no path below tests/, no --ignore/--lf."""
     config = session.config
     opt = config.option
     if (opt.keyword or config.stash.get(_DESELECTED, 0) or getattr(opt, "collectonly", False)
             or getattr(opt, "lf", False) or getattr(opt, "stepwise", False)
-            or getattr(opt, "deselect", None) or hasattr(config, "workerinput")
+            or getattr(opt, "deselect", None) or getattr(opt, "ignore", None)
+            or getattr(opt, "ignore_glob", None) or hasattr(config, "workerinput")
             or getattr(opt, "numprocesses", None)):
         return False
     tests_dir = REPO / "tests"

@@ -1,6 +1,6 @@
 """Small CT series and cohort folders written with pydicom, for reader and ingest tests.
 
-Not a test module: imported by tests (``tests/`` is on ``sys.path`` through the root conftest).
+Not a test module: tests import it as ``tests.ct_factory`` (pytest puts the repo root on ``sys.path``).
 Geometry is explicit so tests can compute the expected patient coordinates independently.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ def write_series(folder, hu: np.ndarray, *, spacing_xy_mm=(0.8, 0.7), interval_m
                  names=None, sex="F", age="061Y") -> list[Path]:
     """Write ``hu`` [slices, rows, cols] (index 0 = head) as one CT series; returns the files.
 
-    Slice ``k`` sits at ``top_position - k * interval_mm * normal``. File names default to a
+    Slice ``k`` sits at ``top_position - k * interval_mm * n`` (``n``: the slice normal turned to the head). File names default to a
     shuffled order so that readers must sort by position.
     """
     import pydicom
@@ -53,6 +53,7 @@ def write_series(folder, hu: np.ndarray, *, spacing_xy_mm=(0.8, 0.7), interval_m
     series_uid = series_uid or generate_uid()
     iop = np.asarray(orientation, dtype=float)
     normal = np.cross(iop[:3], iop[3:])
+    head = normal if normal[2] >= -1e-6 else -normal  # the normal, oriented towards the head
     n = hu.shape[0]
     rng = np.random.default_rng(n)
     order = rng.permutation(n)
@@ -75,7 +76,7 @@ def write_series(folder, hu: np.ndarray, *, spacing_xy_mm=(0.8, 0.7), interval_m
         ds.SeriesInstanceUID = series_uid
         ds.StudyDate = study_date
         ds.InstanceNumber = k + 1
-        pos = np.asarray(top_position, dtype=float) - k * interval_mm * normal
+        pos = np.asarray(top_position, dtype=float) - k * interval_mm * head
         ds.ImagePositionPatient = [f"{v:.4f}" for v in pos]
         ds.ImageOrientationPatient = [f"{v:.6f}" for v in iop]
         ds.PixelSpacing = [f"{spacing_xy_mm[1]:.6f}", f"{spacing_xy_mm[0]:.6f}"]  # rows, cols

@@ -74,6 +74,10 @@ def broken(tmp_path_factory):
            "CREATE CONSTRAINT bad IF NOT EXISTS FOR (n:Lesion) REQUIRE n.lesionId IS UNIQE\n")
     _write(root, "core/typo_label.cypher", "typo_label", "none",
            "MATCH (l:Lesoin) RETURN l.lesionId AS lesionId\n")
+    # Printed as a warning but passing: a cartesian product of two unique-id lookups (a common write).
+    _write(root, "core/two_lookups.cypher", "two_lookups", "rows: LIST<MAP>",
+           "UNWIND $rows AS row\nMATCH (a:Lesion {lesionId: row.a}), (b:Lesion {lesionId: row.b})\n"
+           "MERGE (a)-[r:SIMILAR_TO]->(b)\nRETURN count(r) AS n\n")
     # Not linted for Neo4j: a FalkorDB-only variant, and a core file overridden by a valid neo4j one.
     _write(root, "falkordb/dialect_only.cypher", "dialect_only", "none", "MATCH (n RETURN n\n")
     _write(root, "core/overridden.cypher", "overridden", "none", "MATCH (n RETURN n\n")
@@ -94,7 +98,11 @@ def _findings(res) -> list[tuple[str, int, int, str]]:
 def test_broken_queries_fail_the_lint(broken):
     _, res = broken
     assert res.returncode == 1, res.stdout + res.stderr
-    failing = {f[0] for f in _findings(res)}
+    findings = _findings(res)
+    two = [f for f in findings if f[0] == "core/two_lookups.cypher"]  # a plain (non-failing) warning only
+    assert two and all(f[1:3] == (6, 1) and f[3].startswith("warning: ") and "cartesian product" in f[3]
+                       for f in two), two
+    failing = {f[0] for f in findings if f[0] != "core/two_lookups.cypher"}
     assert failing == {"core/broken_syntax.cypher", "core/undeclared_param.cypher", "core/unused_param.cypher",
                        "core/deprecated_fn.cypher", "neo4j/falkor_fn.cypher", "neo4j/schema/99_bad.cypher",
                        "core/typo_label.cypher"}
@@ -107,7 +115,8 @@ def test_broken_queries_fail_the_lint(broken):
     ("core/deprecated_fn.cypher", 5, 26, "warning (deprecation):"),
     ("neo4j/falkor_fn.cypher", 5, 25, "error: Function vecf32 is not present"),
     ("neo4j/schema/99_bad.cypher", 5, None, "error: Invalid input 'UNIQE'"),
-    ("core/typo_label.cypher", 5, 10, "warning: Label Lesoin is not present"),
+    ("core/typo_label.cypher", 5, 10, "warning (unknown name): Label Lesoin is not present"),
+    ("core/two_lookups.cypher", 6, 1, "warning: If a part of a query contains multiple disconnected patterns"),
 ])
 def test_each_fault_is_reported_at_its_position(broken, file, line, col, pattern):
     _, res = broken
@@ -115,6 +124,20 @@ def test_each_fault_is_reported_at_its_position(broken, file, line, col, pattern
     assert hits, f"{file}:{line}: {pattern!r} not in\n{res.stdout}"
     if col is not None:
         assert hits[0][2] == col
+
+
+def test_warnings_pass_unless_strict(tmp_path):
+    root = tmp_path / "cypher"
+    _write(root, "core/two_lookups.cypher", "two_lookups", "a: STRING, b: STRING",
+           "MATCH (x:Lesion {lesionId: $a}), (y:Lesion {lesionId: $b})\nMERGE (x)-[:SIMILAR_TO]->(y)\n"
+           "RETURN x.lesionId AS a\n")
+    _write(root, "neo4j/schema/01_lesion_unique.cypher", "schema_lesion_unique", "none",
+           "CREATE CONSTRAINT lesion_lesionId IF NOT EXISTS FOR (n:Lesion) REQUIRE n.lesionId IS UNIQUE\n")
+    res = lint(root, "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = json.loads(res.stdout)
+    assert [(f["severity"], f["fails"]) for f in out["findings"]] == [("warning", False)]
+    assert lint(root, "--strict", "--quiet").returncode == 1
 
 
 def test_bad_root_is_a_usage_error(tmp_path):

@@ -51,11 +51,11 @@ def command(app, patient, min_score, images, embed, batch_size, as_json) -> None
 def _embedder():
     """(embedder, modelId, note): the default encoder when lesiondb.nn provides one."""
     try:
-        from ..mining_embed import default_embedder  # type: ignore[attr-defined]
+        from ..mining import default_embedder
+
+        emb, model_id = default_embedder()
     except ImportError:
         return None, None, "no encoder available: scored on position, size and HU appearance only"
-    try:
-        emb, model_id = default_embedder()
     except Exception as exc:  # no weights shipped yet, or an incompatible model
         return None, None, f"encoder not loaded ({exc}); scored on position, size and HU appearance only"
     return emb, model_id, None

@@ -255,47 +255,70 @@ def _search(x: np.ndarray, qs: np.ndarray, self_idx: np.ndarray, k: int, gx: np.
     distance = np.full((m, k), np.inf)
     if k == 0 or n == 0 or m == 0:
         return Neighbours(self_idx.copy(), index, distance)
-    x64 = x.astype(np.float64)
-    q64 = qs.astype(np.float64)
     b = block_rows or block_rows_for(n, memory_mb)
     # Evenly strided sample columns: deterministic, and spread over the whole index range.
-    sample = np.linspace(0, n - 1, num=min(n, _SAMPLE_COLUMNS)).astype(np.int64)
-    sample = np.unique(sample)
+    sample = np.unique(np.linspace(0, n - 1, num=min(n, _SAMPLE_COLUMNS)).astype(np.int64))
     xt = np.ascontiguousarray(x.T)
+    floor = -np.finfo(np.float32).max  # above -inf: masked entries never pass a threshold
     for s in range(0, m, b):
         e = min(m, s + b)
-        sim = qs[s:e] @ xt  # (rows, n) float32, the BLAS part
         rr = np.arange(e - s)
+        sim = qs[s:e] @ xt  # (rows, n) float32: the BLAS part
         own = self_idx[s:e]
         ok = own >= 0
         sim[rr[ok], own[ok]] = -np.inf
         if gx is not None:
             sim[gq[s:e, None] == gx[None, :]] = -np.inf
+        # Stage 1: a lower bound of each row's k-th best similarity, from the sample columns.
         if len(sample) > k:
-            part = np.partition(sim[:, sample], len(sample) - k, axis=1)[:, len(sample) - k]
-            thresh = part - _F32_SLACK
+            kth = np.partition(sim[:, sample], len(sample) - k, axis=1)[:, len(sample) - k]
+            thresh = np.maximum(kth - _F32_SLACK, floor).astype(np.float32)
         else:
-            thresh = np.full(e - s, -np.inf, dtype=np.float32)
-        mask = sim >= thresh[:, None]
-        mask &= sim > -np.inf
-        r, c = np.nonzero(mask)
-        # Exact re-score of the candidates, then order by (row, distance, index).
-        dot = np.empty(len(r))
-        for a in range(0, len(r), _RERANK_CHUNK):
-            z = slice(a, a + _RERANK_CHUNK)
-            dot[z] = np.einsum("ij,ij->i", q64[s + r[z]], x64[c[z]])
+            thresh = np.full(e - s, floor, dtype=np.float32)
+        pos = np.flatnonzero(sim >= thresh[:, None])  # flat indices: far faster than 2-D nonzero
+        r, c = np.divmod(pos, n)
+        v = sim.ravel()[pos]
+        del sim
+        # Stage 2: the k-th best float32 similarity among the candidates (they hold the true
+        # top k), then keep only those within float32 error of it for the exact re-score.
+        r, c, v = _near_top(r, c, v, e - s, k)
+        dot = np.einsum("ij,ij->i", qs[s + r].astype(np.float64), x[c].astype(np.float64))
         dist = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * dot))
         order = np.lexsort((c, dist, r))
         r, c, dist = r[order], c[order], dist[order]
         starts = np.searchsorted(r, rr)
-        ends = np.searchsorted(r, rr, side="right")
-        take = np.minimum(ends - starts, k)
-        pos = starts[:, None] + np.arange(k)[None, :]
+        take = np.minimum(np.searchsorted(r, rr, side="right") - starts, k)
         valid = np.arange(k)[None, :] < take[:, None]
-        pos = np.where(valid, pos, 0)
-        index[s:e] = np.where(valid, c[pos] if len(c) else -1, -1)
-        distance[s:e] = np.where(valid, dist[pos] if len(c) else np.inf, np.inf)
+        at = np.where(valid, starts[:, None] + np.arange(k)[None, :], 0)
+        if len(c):
+            index[s:e] = np.where(valid, c[at], -1)
+            distance[s:e] = np.where(valid, dist[at], np.inf)
     return Neighbours(self_idx.copy(), index, distance)
+
+
+def _near_top(r: np.ndarray, c: np.ndarray, v: np.ndarray, rows: int, k: int):
+    """Candidates (r, c, v) grouped by row → those within float32 slack of their row's k-th best."""
+    if len(r) == 0:
+        return r, c, v
+    counts = np.bincount(r, minlength=rows)
+    full = counts > k
+    if not full.any():
+        return r, c, v
+    width = int(counts.max())
+    if width * rows > 8 * 2**20:  # a row with very many candidates: fall back to a sort
+        order = np.lexsort((-v, r))
+        r, c, v = r[order], c[order], v[order]
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        kth = np.full(rows, -np.inf, dtype=np.float32)
+        kth[full] = v[starts[full] + k - 1]
+    else:
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        pad = np.full((rows, width), -np.inf, dtype=np.float32)
+        pad[r, np.arange(len(r)) - starts[r]] = v
+        kth = np.partition(pad, width - k, axis=1)[:, width - k]
+        kth[~full] = -np.inf
+    keep = v >= kth[r] - _F32_SLACK
+    return r[keep], c[keep], v[keep]
 
 
 def _closer_than(x: np.ndarray, changed: np.ndarray, radius: np.ndarray,

@@ -24,17 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Which direction is better for each measure (used to compare a model against baselines).
-HIGHER_IS_BETTER = {
-    "retrieval.type_error_at_5": False,
-    "retrieval.location_error_at_5": False,
-    "retrieval.size_error_at_5": False,
-    "classification_accuracy": True,
-    "clustering.purity": True,
-    "clustering.nmi": True,
-}
-
-
 def _as2d(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return x[:, None] if x.ndim == 1 else x
@@ -60,18 +49,50 @@ def knn_indices(X: np.ndarray, k: int, groups: np.ndarray | None = None,
     X = np.asarray(X, dtype=np.float64)
     n = len(X)
     q = np.arange(n) if queries is None else np.asarray(queries, dtype=np.int64)
-    d = pairwise_sqdist(X[q], X)
-    bad = np.zeros_like(d, dtype=bool)
-    bad[np.arange(len(q)), q] = True
-    if groups is not None:
-        g = np.asarray(groups)
-        bad |= g[q][:, None] == g[None, :]
-    if candidates is not None:
-        bad |= ~np.asarray(candidates, dtype=bool)[None, :]
-    d[bad] = np.inf
-    order = np.argsort(d, axis=1, kind="stable")[:, :k]
-    out = order.copy()
-    out[np.take_along_axis(d, order, axis=1) == np.inf] = -1
+    g = None if groups is None else np.asarray(groups)
+    cand = None if candidates is None else np.asarray(candidates, dtype=bool)
+    out = np.full((len(q), k), -1, dtype=np.int64)
+    for s in range(0, len(q), _CHUNK):  # chunks keep memory at O(chunk × n)
+        qs = q[s: s + _CHUNK]
+        d = pairwise_sqdist(X[qs], X)
+        d[np.arange(len(qs)), qs] = np.inf
+        if g is not None:
+            d[g[qs][:, None] == g[None, :]] = np.inf
+        if cand is not None:
+            d[:, ~cand] = np.inf
+        kk = min(k, n)
+        order = _smallest(d, kk)
+        order[np.take_along_axis(d, order, axis=1) == np.inf] = -1
+        out[s: s + len(qs), :kk] = order
+    return out
+
+
+_CHUNK = 1024
+
+
+def _smallest(d: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the k smallest entries per row, ascending; ties broken by index."""
+    if k >= d.shape[1]:
+        return np.argsort(d, axis=1, kind="stable")
+    part = np.argpartition(d, k - 1, axis=1)[:, :k]
+    kth = np.take_along_axis(d, part, axis=1).max(axis=1, keepdims=True)
+    # rows with ties at the k-th distance: fall back to a stable full sort for exact tie-breaking
+    n_le = (d <= kth).sum(axis=1)
+    out = np.empty((len(d), k), dtype=np.int64)
+    simple = n_le == k
+    if simple.any():
+        p = part[simple]
+        v = np.take_along_axis(d[simple], p, axis=1)
+        o = np.argsort(v, axis=1, kind="stable")
+        p_sorted = np.take_along_axis(p, o, axis=1)
+        # equal distances inside the top k: order them by index
+        vs = np.take_along_axis(v, o, axis=1)
+        for r in np.flatnonzero((np.diff(vs, axis=1) == 0).any(axis=1)):
+            idx = np.lexsort((p_sorted[r], vs[r]))
+            p_sorted[r] = p_sorted[r][idx]
+        out[simple] = p_sorted
+    if (~simple).any():
+        out[~simple] = np.argsort(d[~simple], axis=1, kind="stable")[:, :k]
     return out
 
 
@@ -217,11 +238,24 @@ def flatten(d: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def beats(model: dict, baseline: dict, measures=HIGHER_IS_BETTER) -> dict[str, bool]:
-    """Per measure, whether ``model`` is strictly better than ``baseline`` (nested result dicts)."""
+def higher_is_better(measure: str) -> bool:
+    """Errors are better low; accuracy, purity and NMI high."""
+    return "error" not in measure
+
+
+def beats(model: dict, baseline: dict, measures=None) -> dict[str, bool]:
+    """Per measure, whether ``model`` is strictly better than ``baseline`` (nested result dicts).
+
+    ``measures``: names in flattened form (``"retrieval.type_error_at_5"``); default: the six
+    measures of the paper present in both.
+    """
     fm, fb = flatten(model), flatten(baseline)
+    if measures is None:
+        measures = [m for m in fm if m in fb and (m.startswith("retrieval.") or m.startswith("clustering.")
+                                                  or m == "classification_accuracy")]
     out = {}
-    for name, higher in measures.items():
+    for name in measures:
         if name in fm and name in fb:
-            out[name] = bool(fm[name] > fb[name]) if higher else bool(fm[name] < fb[name])
+            a, b = fm[name], fb[name]
+            out[name] = bool(a > b) if higher_is_better(name) else bool(a < b)
     return out

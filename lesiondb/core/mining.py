@@ -38,6 +38,7 @@ Coordinates: ``Grid`` maps voxels (slice k, row r, col c) to patient mm for axia
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -103,6 +104,7 @@ class StudyInfo:
     time: float
     z_range_mm: tuple[float, float] | None = None
     annotated_mm: tuple[Vec3, ...] = ()  # centres of every lesion annotated in the study
+    annotated_radius_mm: tuple[float, ...] = ()  # their radii (half the long diameter), same order
 
 
 @dataclass(frozen=True)
@@ -177,11 +179,17 @@ def candidate_studies(obs: Sequence[Observation], studies: Sequence[StudyInfo],
             z0, z1 = sorted(s.z_range_mm)
             if not (z0 - cover_margin_mm <= pred.position_mm[2] <= z1 + cover_margin_mm):
                 continue
-        r = max(pred.expected_long_mm / 2.0, 3.0)
-        if any(_dist(pred.position_mm, a) <= r for a in s.annotated_mm):
+        if any(_dist(pred.position_mm, a) <= 0.5 * r for a, r in annotated_with_radius(s, pred)):
             continue
         out.append((s, pred))
     return out
+
+
+def annotated_with_radius(s: StudyInfo, pred: Prediction | None = None) -> list[tuple[Vec3, float]]:
+    """(centre, radius) of the study's annotated lesions (radius unknown: the expected one, ≥ 3 mm)."""
+    default = max((pred.expected_long_mm if pred else 10.0) / 2.0, 3.0)
+    radii = list(s.annotated_radius_mm) + [default] * (len(s.annotated_mm) - len(s.annotated_radius_mm))
+    return [(a, max(r, 3.0)) for a, r in zip(s.annotated_mm, radii)]
 
 
 # -- 2. alignment and prediction ------------------------------------------------------------------
@@ -201,6 +209,38 @@ def estimate_translation(src_mm: np.ndarray, dst_mm: np.ndarray, tol_mm: float =
         res = np.linalg.norm(d - t, axis=1)
     spread = float(np.median(res)) if len(src) > 1 else tol_mm / 2.0
     return t, spread
+
+
+def estimate_alignment(src_mm: np.ndarray, dst_mm: np.ndarray, tol_mm: float = 10.0,
+                       max_scale_dev: float = 0.06) -> tuple[float, np.ndarray, float] | None:
+    """Robust ``dst ≈ s · src + t`` (isotropic scale, no rotation: patient size and breathing
+    between scans) from ≥ 3 matched points; with fewer, or when the scale fit is not better than
+    the translation, ``s = 1`` (:func:`estimate_translation`). Returns (s, t, spread_mm) or None."""
+    src = np.asarray(src_mm, float).reshape(-1, 3)
+    dst = np.asarray(dst_mm, float).reshape(-1, 3)
+    tr = estimate_translation(src, dst, tol_mm)
+    if tr is None:
+        return None
+    t0, spread0 = tr
+    if len(src) < 3:
+        return 1.0, t0, spread0
+    inl = np.linalg.norm(dst - src - t0, axis=1) <= tol_mm
+    if inl.sum() < 3:
+        return 1.0, t0, spread0
+    a, b = src[inl], dst[inl]
+    am, bm = a.mean(axis=0), b.mean(axis=0)
+    den = float(((a - am) ** 2).sum())
+    if den <= 1e-6:
+        return 1.0, t0, spread0
+    sc = float(((a - am) * (b - bm)).sum()) / den
+    if not abs(sc - 1.0) <= max_scale_dev:
+        return 1.0, t0, spread0
+    t = bm - sc * am
+    res = np.linalg.norm(dst - (sc * src + t), axis=1)
+    spread = float(np.median(res))
+    if spread >= spread0:
+        return 1.0, t0, spread0
+    return sc, t, spread
 
 
 def body_profile(hu: np.ndarray, body_hu: float = -500.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -269,16 +309,18 @@ def expected_long_mm(obs: Sequence[Observation], t: float) -> float:
 
 def predict_position(obs: Sequence[Observation], target: StudyInfo,
                      translations: dict[str, tuple[np.ndarray, float, str]],
-                     base_sigma_mm: float = 4.0) -> Prediction | None:
-    """Predicted centre in ``target``: each observation's position plus the translation from its
-    study to the target (``translations[study_id] = (t, spread_mm, method)``), median over
-    observations. Observations without a translation or a position are skipped."""
+                     base_sigma_mm: float = 5.0) -> Prediction | None:
+    """Predicted centre in ``target``: each observation's position mapped from its study to the
+    target (``translations[study_id] = (t, spread_mm, method)`` or ``(scale, t, spread_mm, method)``:
+    ``p' = scale · p + t``), median over observations. Observations without a mapping or a
+    position are skipped."""
     pts, sig, methods, used = [], [], [], []
     for o in obs:
         if o.position_mm is None or o.study_id not in translations:
             continue
-        t, spread, method = translations[o.study_id]
-        pts.append(np.asarray(o.position_mm, float) + t)
+        m = translations[o.study_id]
+        sc, t, spread, method = m if len(m) == 4 else (1.0, *m)
+        pts.append(sc * np.asarray(o.position_mm, float) + t)
         sig.append(math.hypot(base_sigma_mm, spread))
         methods.append(method)
         used.append(o)
@@ -301,7 +343,12 @@ def location_to_position(location: Vec3, body_box_mm: tuple[Vec3, Vec3]) -> Vec3
 # -- 3. blob detection ----------------------------------------------------------------------------
 def _kernel_matrix(n: int, sigma: float, order: int) -> np.ndarray:
     """(n, n) matrix applying a 1-D Gaussian (order 0) or its 2nd derivative (order 2), reflect
-    boundary, so that ``K @ x`` filters along the first axis."""
+    boundary, so that ``K @ x`` filters along the first axis (cached: the sizes repeat)."""
+    return _kernel_matrix_cached(int(n), round(float(sigma), 3), int(order))
+
+
+@functools.lru_cache(maxsize=256)
+def _kernel_matrix_cached(n: int, sigma: float, order: int) -> np.ndarray:
     rad = max(1, int(math.ceil(3.5 * sigma)))
     x = np.arange(-rad, rad + 1, dtype=float)
     g = np.exp(-0.5 * (x / sigma) ** 2)
@@ -327,8 +374,9 @@ def log_stack(img: np.ndarray, sigma_px: float) -> np.ndarray:
     s, h, w = img.shape
     gh, gw = _kernel_matrix(h, sigma_px, 0), _kernel_matrix(w, sigma_px, 0)
     dh, dw = _kernel_matrix(h, sigma_px, 2), _kernel_matrix(w, sigma_px, 2)
-    lyy = np.einsum("ij,sjk,lk->sil", dh, img, gw, optimize=True)
-    lxx = np.einsum("ij,sjk,lk->sil", gh, img, dw, optimize=True)
+    # separable: Lyy = Dh · I · Gwᵀ, Lxx = Gh · I · Dwᵀ (BLAS matmuls over the slice stack)
+    lyy = np.matmul(np.matmul(dh, img), gw.T)
+    lxx = np.matmul(np.matmul(gh, img), dw.T)
     return sigma_px ** 2 * (lxx + lyy)
 
 
@@ -364,21 +412,33 @@ def detect_candidates(hu: np.ndarray, grid: Grid, center_mm: Vec3, expected_long
     ks = np.where(np.abs(z - center_mm[2]) <= z_search_mm)[0]
     if len(ks) == 0:
         ks = np.array([int(np.clip(round(k0), 0, n_s - 1))])
-    half_r = int(math.ceil((search_mm + 2.5 * radius_mm) / grid.row_mm))
-    half_c = int(math.ceil((search_mm + 2.5 * radius_mm) / grid.col_mm))
-    ra, rb = max(0, int(round(r0)) - half_r), min(n_r, int(round(r0)) + half_r + 1)
-    ca, cb = max(0, int(round(c0)) - half_c), min(n_c, int(round(c0)) + half_c + 1)
-    if rb - ra < 5 or cb - ca < 5:
-        return []
-    crop = np.clip(hu[ks, ra:rb, ca:cb].astype(np.float64), *hu_clip)
+    # big lesions on thin slices: every slice is not needed to find the blob (a third of a radius)
+    kstep = max(1, int(0.35 * radius_mm / max(grid.slice_interval_mm, 1e-6)))
+    if kstep > 1:
+        kc = int(np.argmin(np.abs(z[ks] - center_mm[2])))
+        ks = np.concatenate([ks[kc::-kstep][::-1], ks[kc + kstep::kstep]])
     px_mm = math.sqrt(grid.row_mm * grid.col_mm)
     radii = radius_mm * np.array([0.55, 0.75, 1.0, 1.35])
     radii = np.unique(np.maximum(radii, 1.5 * px_mm))
+    # work at a pixel size where the smallest filter still spans ≥ 1.5 px (block averaging)
+    f = max(1, int(radii.min() / math.sqrt(2.0) / px_mm / 1.5))
+    half_r = int(math.ceil((search_mm + 2.5 * radius_mm) / grid.row_mm / f)) * f
+    half_c = int(math.ceil((search_mm + 2.5 * radius_mm) / grid.col_mm / f)) * f
+    ra, rb = max(0, int(round(r0)) - half_r), min(n_r, int(round(r0)) + half_r + f)
+    ca, cb = max(0, int(round(c0)) - half_c), min(n_c, int(round(c0)) + half_c + f)
+    rb -= (rb - ra) % f
+    cb -= (cb - ca) % f
+    if (rb - ra) // f < 5 or (cb - ca) // f < 5:
+        return []
+    crop = np.clip(hu[ks, ra:rb, ca:cb].astype(np.float64), *hu_clip)
+    if f > 1:
+        crop = crop.reshape(len(ks), (rb - ra) // f, f, (cb - ca) // f, f).mean(axis=(2, 4))
+    work_mm = px_mm * f
     best = np.full(crop.shape, -np.inf)
     best_r = np.zeros(crop.shape)
     best_pol = np.zeros(crop.shape, int)
     for rad in radii:
-        L = log_stack(crop, rad / px_mm / math.sqrt(2.0))
+        L = log_stack(crop, rad / work_mm / math.sqrt(2.0))
         for pol in ((1, -1) if polarity == 0 else (polarity,)):
             resp = -pol * L  # bright blob → negative LoG
             upd = resp > best
@@ -386,7 +446,9 @@ def detect_candidates(hu: np.ndarray, grid: Grid, center_mm: Vec3, expected_long
             best_r = np.where(upd, rad, best_r)
             best_pol = np.where(upd, pol, best_pol)
     # only peaks inside the search window (the margin exists for the filters' support)
-    rr, cc = np.mgrid[ra:rb, ca:cb]
+    rr, cc = np.mgrid[0:crop.shape[1], 0:crop.shape[2]]
+    rr = ra + (rr + 0.5) * f - 0.5  # centre of each work pixel in source pixels
+    cc = ca + (cc + 0.5) * f - 0.5
     inside = ((rr - r0) * grid.row_mm) ** 2 + ((cc - c0) * grid.col_mm) ** 2 <= search_mm ** 2
     peaks = _local_max(best) & inside[None] & (best > 0)
     idx = np.argwhere(peaks)
@@ -397,15 +459,15 @@ def detect_candidates(hu: np.ndarray, grid: Grid, center_mm: Vec3, expected_long
     kept: list[Candidate] = []
     for i in order:
         s, r, c = idx[i]
-        pos = grid.to_mm(int(ks[s]), r + ra, c + ca)
+        row, col = float(rr[r, c]), float(cc[r, c])
+        pos = grid.to_mm(int(ks[s]), row, col)
         rad = float(best_r[s, r, c])
         # one blob seen on several slices, or at neighbouring pixels: keep the strongest
         if any(math.hypot(pos[0] - q.position_mm[0], pos[1] - q.position_mm[1]) < 0.75 * max(rad, q.radius_mm)
                and abs(pos[2] - q.position_mm[2]) <= 2.0 * max(rad, q.radius_mm) + grid.slice_interval_mm
                for q in kept):
             continue
-        kept.append(Candidate(int(ks[s]), float(r + ra), float(c + ca), pos, rad, float(vals[i]),
-                              int(best_pol[s, r, c])))
+        kept.append(Candidate(int(ks[s]), row, col, pos, rad, float(vals[i]), int(best_pol[s, r, c])))
         if len(kept) >= max_candidates:
             break
     return kept
@@ -485,10 +547,16 @@ def recist_from_mask(mask: np.ndarray, row_mm: float = 1.0, col_mm: float = 1.0
 
 
 def measure_blob(img: np.ndarray, row: float, col: float, radius_px: float, polarity: int = 0,
-                 row_mm: float = 1.0, col_mm: float = 1.0) -> dict | None:
-    """Measure the blob centred near (row, col) on one slice: the region grown from the centre at
-    half the contrast between the centre and the surrounding ring, limited to 2.5 radii.
-    ``polarity`` 0 takes the sign of the contrast. Returns mean HU, contrast, box, RECIST, area."""
+                 row_mm: float = 1.0, col_mm: float = 1.0, level: tuple[float, float] | None = None) -> dict | None:
+    """Measure the blob centred near (row, col) on one slice.
+
+    The region is grown from the centre over the pixels whose (3×3 smoothed) HU lies within a band
+    around the centre's HU, limited to 2.5 radii. The band's half-width is half the HU difference
+    to the *nearest* surroundings (the 40th percentile of the ring's differences), 15–200 HU:
+    a lymph node between lung and fat stops at the fat, a nodule in lung at the lung, a hypodense
+    liver lesion at the liver. ``level = (centre HU, half-width)`` imposes the band (used on the
+    neighbouring slices). ``polarity`` 0 takes the sign of centre − ring median. Returns mean HU,
+    contrast, box, RECIST, area and the band used (``level``)."""
     h, w = img.shape
     R = int(math.ceil(3.0 * radius_px)) + 2
     r0, c0 = int(round(row)), int(round(col))
@@ -505,12 +573,17 @@ def measure_blob(img: np.ndarray, row: float, col: float, radius_px: float, pola
     ring = (dist >= 1.6 * radius_px) & (dist <= 2.4 * radius_px)
     if core.sum() == 0 or ring.sum() < 4:
         return None
-    c_val = float(np.median(sm[core]))
     b_val = float(np.median(sm[ring]))
+    if level is None:
+        c_val = float(np.median(sm[core]))
+        near = float(np.percentile(np.abs(sm[ring] - c_val), 40))
+        half = float(np.clip(0.5 * near, 15.0, 200.0))
+    else:
+        c_val, half = float(level[0]), float(level[1])
     contrast = c_val - b_val
     pol = polarity if polarity else (1 if contrast >= 0 else -1)
-    thr = (c_val + b_val) / 2.0
-    m = (sm >= thr) if pol > 0 else (sm <= thr)
+    thr = (c_val, half)
+    m = np.abs(sm - c_val) <= half
     m &= dist <= 2.5 * radius_px
     seed = (int(np.clip(r0 - ra, 0, sub.shape[0] - 1)), int(np.clip(c0 - ca, 0, sub.shape[1] - 1)))
     if not m[seed]:
@@ -536,18 +609,29 @@ def measure_blob(img: np.ndarray, row: float, col: float, radius_px: float, pola
         "recist_short_px": tuple(float(v) for v in np.array(short_px) + shift),
         "long_diameter_mm": long_mm,
         "short_diameter_mm": short_mm,
+        "level": thr,
     }
 
 
-def measure_candidate(hu: np.ndarray, grid: Grid, cand: Candidate) -> Candidate | None:
-    """Measure ``cand`` on the slice (of its own and the two neighbours) where its region is
-    largest — RECIST's key slice — and move its centre to the region's centroid."""
+def measure_candidate(hu: np.ndarray, grid: Grid, cand: Candidate, neighbours: bool = True) -> Candidate | None:
+    """Measure ``cand`` on the slice (of its own and, with ``neighbours``, the two next to it) where
+    its region is largest — RECIST's key slice — and move its centre to the region's centroid."""
     best = None
     rad_px = cand.radius_mm / math.sqrt(grid.row_mm * grid.col_mm)
-    for k in (cand.slice_index - 1, cand.slice_index, cand.slice_index + 1):
+    # the level found on the candidate's own slice measures the neighbours too: partial-volume
+    # slices then come out smaller, as they are, instead of as blurred, larger regions
+    own = measure_blob(hu[cand.slice_index], cand.row, cand.col, rad_px, cand.polarity, grid.row_mm, grid.col_mm)
+    level = own["level"] if own is not None else None
+    ks = (cand.slice_index - 1, cand.slice_index, cand.slice_index + 1) if neighbours else (cand.slice_index,)
+    for k in ks:
         if not 0 <= k < hu.shape[0]:
             continue
-        m = measure_blob(hu[k], cand.row, cand.col, rad_px, cand.polarity, grid.row_mm, grid.col_mm)
+        if k == cand.slice_index:
+            m = own
+        elif level is None:
+            continue
+        else:
+            m = measure_blob(hu[k], cand.row, cand.col, rad_px, cand.polarity, grid.row_mm, grid.col_mm, level)
         if m is None or m["polarity"] != cand.polarity:
             continue
         # a region that fills the whole search disc is background, not a blob
@@ -586,6 +670,7 @@ class ScoreParams:
 
     size_log_tol: float = 0.45  # |log(diameter ratio)|
     hu_tol: float = 35.0  # mean HU difference
+    hu_rel_tol: float = 0.25  # ... or this fraction of the reference contrast, if larger
     contrast_rel_tol: float = 0.5  # contrast difference relative to the reference contrast
     contrast_min_tol: float = 25.0
     embedding_tol: float = 0.5  # Euclidean distance of unit embeddings
@@ -617,7 +702,9 @@ def score_candidate(c: Candidate, pred: Prediction, ref: dict, p: ScoreParams = 
     else:
         terms["size"] = (math.log(c.long_diameter_mm / max(pred.expected_long_mm, p.min_long_mm)) / p.size_log_tol) ** 2
     if ref.get("mean_hu") is not None and np.isfinite(c.mean_hu):
-        terms["hu"] = ((c.mean_hu - ref["mean_hu"]) / p.hu_tol) ** 2
+        # the mean HU of a high-contrast lesion depends on partial volume: tolerance grows with it
+        tol = max(p.hu_tol, p.hu_rel_tol * abs(ref.get("contrast_hu") or 0.0))
+        terms["hu"] = ((c.mean_hu - ref["mean_hu"]) / tol) ** 2
     if ref.get("contrast_hu") is not None and np.isfinite(c.contrast_hu):
         tol = max(p.contrast_min_tol, p.contrast_rel_tol * abs(ref["contrast_hu"]))
         terms["contrast"] = ((c.contrast_hu - ref["contrast_hu"]) / tol) ** 2
@@ -630,10 +717,13 @@ def score_candidate(c: Candidate, pred: Prediction, ref: dict, p: ScoreParams = 
 def mine_study(hu: np.ndarray, grid: Grid, pred: Prediction, ref: dict | None = None,
                min_score: float = 0.2, params: ScoreParams = ScoreParams(),
                embed: Callable[[list[Candidate]], list[np.ndarray]] | None = None,
-               search_mm: float | None = None, max_candidates: int = 8) -> tuple[Candidate | None, list[Candidate]]:
+               search_mm: float | None = None, max_candidates: int = 8,
+               refine: int = 3, exclude: Sequence[tuple[Vec3, float]] = ()) -> tuple[Candidate | None, list[Candidate]]:
     """Detect, measure and score candidates in one study; returns (proposal or None, all scored
     candidates best first). ``embed`` maps measured candidates to unit embeddings when an
-    encoder is available."""
+    encoder is available (the ``refine`` best by appearance are embedded). Candidates whose centre
+    lies within ``exclude`` ((centre, radius) of lesions annotated in the study) are dropped: they
+    are annotated already."""
     ref = ref if ref is not None else reference_stats(pred.reference)
     pol = 0
     if ref.get("contrast_hu") is not None and abs(ref["contrast_hu"]) >= 15.0:
@@ -642,11 +732,21 @@ def mine_study(hu: np.ndarray, grid: Grid, pred: Prediction, ref: dict | None = 
         search_mm = max(2.5 * pred.sigma_mm, 10.0)
     raw = detect_candidates(hu, grid, pred.position_mm, pred.expected_long_mm, search_mm=search_mm,
                             polarity=pol, max_candidates=max_candidates)
-    measured = [m for m in (measure_candidate(hu, grid, c) for c in raw) if m is not None]
-    if embed is not None and measured and ref.get("embedding") is not None:
-        embs = embed(measured)
-        measured = [replace(m, embedding=np.asarray(e, float)) for m, e in zip(measured, embs)]
+    # measure every candidate on its own slice, then the best few on their neighbours too (the
+    # slice with the largest region is the key slice); cheap first, exact where it matters
+    measured = [m for m in (measure_candidate(hu, grid, c, neighbours=False) for c in raw) if m is not None]
+    if exclude:
+        measured = [m for m in measured if not any(_dist(m.position_mm, a) <= r for a, r in exclude)]
     scored = sorted((score_candidate(m, pred, ref, params) for m in measured), key=lambda c: -c.score)
+    top = [m for m in (measure_candidate(hu, grid, c, neighbours=True) for c in scored[:refine]) if m is not None]
+    scored = sorted([score_candidate(m, pred, ref, params) for m in top] + scored[refine:], key=lambda c: -c.score)
+    if embed is not None and scored and ref.get("embedding") is not None:
+        head = scored[:refine]
+        embs = embed(head)
+        head = [score_candidate(replace(m, embedding=np.asarray(e, float)), pred, ref, params)
+                for m, e in zip(head, embs)]
+        # candidates without an embedding keep their appearance-only score but rank after
+        scored = sorted(head, key=lambda c: -c.score) + scored[refine:]
     best = scored[0] if scored and scored[0].score >= min_score else None
     return best, scored
 

@@ -275,15 +275,22 @@ def read_annotations(path: str | Path, ids: Pseudonymizer,
     items = list(read_rows(path))
     rows = [r for r in items if isinstance(r, CohortRow)]
     index = study_indices((r.patient_id, r.study_date, r.study_uid) for r in rows)
+    # One record per patient and per study, whichever row carries sex / age.
+    sex: dict[str, str | None] = {}
+    age: dict[tuple[str, str], int | None] = {}
+    for r in rows:
+        sex[r.patient_id] = sex.get(r.patient_id) or r.patient_sex
+        if age.get((r.patient_id, r.study_uid)) is None:
+            age[(r.patient_id, r.study_uid)] = r.patient_age
+    patients = {p: make_patient(ids, p, s, keep_source_ids) for p, s in sex.items()}
+    studies = {(r.patient_id, r.study_uid): make_study(ids, r.patient_id, r.study_uid, index[(r.patient_id, r.study_uid)],
+                                                       r.study_date, age[(r.patient_id, r.study_uid)]) for r in rows}
     out: list[Annotated | RowError] = []
     for r in items:
         if isinstance(r, RowError):
             out.append(r)
-            continue
-        patient = make_patient(ids, r.patient_id, r.patient_sex, keep_source_ids)
-        study = make_study(ids, r.patient_id, r.study_uid, index[(r.patient_id, r.study_uid)],
-                           r.study_date, r.patient_age)
-        out.append(to_annotated(r, ids, study, patient))
+        else:
+            out.append(to_annotated(r, ids, studies[(r.patient_id, r.study_uid)], patients[r.patient_id]))
     return out
 
 

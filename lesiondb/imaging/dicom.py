@@ -449,14 +449,16 @@ def read_series(
     return _assemble(groups[series_uid], skipped, allow_gaps, where)
 
 
-def _majority(values: list[Any], same) -> Any:
-    """The value most slices agree on (``same`` decides agreement)."""
-    best, best_n = values[0], -1
-    for v in values:
-        n = sum(1 for w in values if same(v, w))
-        if n > best_n:
-            best, best_n = v, n
-    return best
+def _majority(values: list[Any], digits: int | None = None) -> Any:
+    """The value most slices agree on (compared rounded to ``digits`` decimals)."""
+    def key(v: Any) -> Any:
+        if digits is None:
+            return v
+        return tuple(round(float(x), digits) for x in v)
+
+    counts = Counter(key(v) for v in values)
+    best = counts.most_common(1)[0][0]
+    return next(v for v in values if key(v) == best)
 
 
 def _head_first_sign(normal: np.ndarray) -> float:
@@ -468,18 +470,17 @@ def _assemble(members: list[tuple[SliceHeader, Any]], skipped: dict[str, str], a
               where: str) -> Volume:
     headers = [h for h, _ in members]
     # -- consistency of size, spacing and orientation (against what most slices say) ----------
-    size = _majority([(h.rows, h.cols) for h in headers], lambda a, b: a == b)
+    size = _majority([(h.rows, h.cols) for h in headers])
     for h in headers:
         if (h.rows, h.cols) != size:
             raise ImageError(f"image size {h.rows}×{h.cols} differs from the series' {size[0]}×{size[1]}",
                              str(h.path))
-    sp = _majority([h.spacing_xy_mm for h in headers], lambda a, b: np.allclose(a, b, rtol=SPACING_RTOL))
+    sp = _majority([h.spacing_xy_mm for h in headers], 4)
     for h in headers:
         if not np.allclose(h.spacing_xy_mm, sp, rtol=SPACING_RTOL):
             raise ImageError(f"pixel spacing {h.spacing_xy_mm} mm differs from the series' {sp} mm",
                              str(h.path))
-    iop = _majority([h.orientation for h in headers],
-                    lambda a, b: np.allclose(a, b, atol=ORIENTATION_ATOL))
+    iop = _majority([h.orientation for h in headers], 3)
     for h in headers:
         if not np.allclose(h.orientation, iop, atol=ORIENTATION_ATOL):
             raise ImageError(f"orientation {h.orientation} differs from the series' {tuple(iop)}", str(h.path))
@@ -492,7 +493,7 @@ def _assemble(members: list[tuple[SliceHeader, Any]], skipped: dict[str, str], a
     d = np.array([sign * float(np.dot(normal, h.position_mm)) for h in headers])  # decreasing
     grid, interval = _slice_grid(d, headers, allow_gaps)
     n = int(grid[-1]) + 1 if len(grid) else 0
-    thick = _majority([h.slice_thickness_mm for h in headers], lambda a, b: a == b)
+    thick = _majority([h.slice_thickness_mm for h in headers])
     if interval is None:
         interval = thick
     # -- pixels -------------------------------------------------------------------------------------

@@ -14,13 +14,14 @@
 //     db.* / dbms.* / tx.* procedures; no APOC or GDS), so a misspelt or FalkorDB-only function
 //     (`vecf32`, `db.idx.vector.queryNodes`) is an error;
 //   - labels and relationship types: those some query writes (CREATE/MERGE) or the schema declares,
-//     so a MATCH on a label nothing ever writes (a typo) is reported.
+//     so a MATCH on a label nothing ever writes (a typo) is reported;
 //   - property keys: the library does not check them (a typo in a property name is not caught).
 //
-// Exit status: 0 clean; 1 on any error, any deprecation warning, or (unless --allow-warnings)
-// any other warning; 2 on bad usage. Output: one `file:line:col: severity: message` per finding.
+// Exit status: 0 clean; 1 on any error, any deprecation, or any unknown label / relationship
+// type; 2 on bad usage or a missing `npm ci`. Other warnings (e.g. a cartesian product of two
+// index lookups) are printed but pass, unless --strict. Output: `file:line:col: severity: message`.
 //
-// Usage: node lint.mjs [--root CYPHER_DIR] [--allow-warnings] [--json] [--quiet]
+// Usage: node lint.mjs [--root CYPHER_DIR] [--strict] [--json] [--quiet]
 
 import { readdirSync, readFileSync, existsSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -45,19 +46,19 @@ const SCALAR_TYPES = new Set([
 
 function usage(msg) {
   if (msg) process.stderr.write(`lint.mjs: ${msg}\n`);
-  process.stderr.write('usage: node lint.mjs [--root CYPHER_DIR] [--allow-warnings] [--json] [--quiet]\n');
+  process.stderr.write('usage: node lint.mjs [--root CYPHER_DIR] [--strict] [--json] [--quiet]\n');
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const opts = { root: path.resolve(HERE, '..', '..', 'cypher'), allowWarnings: false, json: false, quiet: false };
+  const opts = { root: path.resolve(HERE, '..', '..', 'cypher'), strict: false, json: false, quiet: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--root') {
       if (i + 1 >= argv.length) usage('--root needs a directory');
       opts.root = path.resolve(argv[++i]);
     } else if (a.startsWith('--root=')) opts.root = path.resolve(a.slice('--root='.length));
-    else if (a === '--allow-warnings') opts.allowWarnings = true;
+    else if (a === '--strict') opts.strict = true;
     else if (a === '--json') opts.json = true;
     else if (a === '--quiet' || a === '-q') opts.quiet = true;
     else if (a === '--help' || a === '-h') {
@@ -204,8 +205,10 @@ function declaredTokens(files) {
 function lintFile(file, catalogue, tokens) {
   const text = readFileSync(file, 'utf8');
   const out = [];
-  const add = (line, col, severity, message, deprecated = false) =>
-    out.push({ file, line, col, severity, message, deprecated });
+  const add = (line, col, severity, message, deprecated = false) => out.push({
+    file, line, col, severity, message, deprecated,
+    unknownToken: /^(Label|Relationship type) .* is not present in the database/.test(message),
+  });
 
   const meta = parseHeader(text);
   if (!meta.name) add(1, 1, 'error', "header has no '// name:' line");
@@ -257,7 +260,7 @@ function main() {
   const tokens = declaredTokens(files);
   const findings = [...problems, ...files.flatMap((f) => lintFile(f, catalogue, tokens))];
 
-  const failing = (f) => f.severity === 'error' || f.deprecated || (f.severity === 'warning' && !opts.allowWarnings);
+  const failing = (f) => f.severity === 'error' || f.deprecated || f.unknownToken || opts.strict;
   const nFail = findings.filter(failing).length;
   const rel = (f) => {
     const r = path.relative(process.cwd(), f);
@@ -270,14 +273,15 @@ function main() {
     }, null, 2) + '\n');
   } else {
     for (const f of findings) {
-      process.stdout.write(`${rel(f.file)}:${f.line}:${f.col}: ${f.severity}${f.deprecated ? ' (deprecation)' : ''}: ${f.message}\n`);
+      const kind = f.deprecated ? ' (deprecation)' : f.unknownToken ? ' (unknown name)' : '';
+      process.stdout.write(`${rel(f.file)}:${f.line}:${f.col}: ${f.severity}${kind}: ${f.message}\n`);
     }
     if (!opts.quiet) {
       process.stderr.write(`cypher-lint: ${files.length} Neo4j-dialect files under ${rel(opts.root)}, `
         + `${findings.length} finding(s), ${nFail} failing\n`);
     }
   }
-  process.exit(nFail > 0 ? 1 : 0);
+  process.exitCode = nFail > 0 ? 1 : 0; // not process.exit(): let piped stdout drain
 }
 
 main();

@@ -1,0 +1,97 @@
+"""Time to mine one candidate study (goal ≤ 200 ms on 2 cores).
+
+Mining one candidate study = predict, detect blob candidates around the prediction, measure and
+score them, pick the proposal (``lesiondb.core.mining.mine_study``), on a 512×512 CT-sized volume
+already in memory (reading DICOM is timed apart, per study, when a cohort is given). Lesion
+diameters span 6–40 mm, since the search window and the filter scales follow the expected size.
+
+    python benchmarks/bench_mining.py [--cohort DIR] [--repeats 20]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._report import write_section  # noqa: E402
+from lesiondb.core import mining as M  # noqa: E402
+from lesiondb.mining import blas_single_thread  # noqa: E402
+
+
+def _volume(seed: int, n_slices: int = 60, size: int = 512, spacing: float = 0.8, dz: float = 2.5):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    body = ((yy - size / 2) / (0.40 * size)) ** 2 + ((xx - size / 2) / (0.46 * size)) ** 2 <= 1
+    hu = np.where(body, 45.0, -1000.0).astype(np.float32)[None].repeat(n_slices, 0)
+    hu += rng.normal(0, 12, hu.shape).astype(np.float32)
+    return hu, M.Grid(np.arange(n_slices) * dz, spacing, spacing)
+
+
+def _plant(hu, grid, c, d, delta):
+    k = np.arange(hu.shape[0])[:, None, None]
+    r = np.arange(hu.shape[1])[None, :, None]
+    cc = np.arange(hu.shape[2])[None, None, :]
+    inside = ((cc * grid.col_mm - c[0]) ** 2 + (r * grid.row_mm - c[1]) ** 2
+              + (np.asarray(grid.slice_z_mm)[k] - c[2]) ** 2) <= (d / 2) ** 2
+    hu[inside] += delta
+
+
+def bench_core(repeats: int) -> list[tuple[float, float, bool]]:
+    hu, grid = _volume(0)
+    out = []
+    for d in (6.0, 12.0, 20.0, 40.0):
+        c = (180.0, 210.0, 75.0)
+        h = hu.copy()
+        _plant(h, grid, c, d, -60.0)
+        pred = M.Prediction((c[0] + 3, c[1] - 2, c[2] + 2.5), 5.0, "bench", d)
+        ref = {"mean_hu": -15.0, "contrast_hu": -60.0, "embedding": None}
+        M.mine_study(h, grid, pred, ref)  # warm-up
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            best, _ = M.mine_study(h, grid, pred, ref)
+            ts.append(time.perf_counter() - t0)
+        ok = best is not None and M._dist(best.position_mm, c) <= d / 2
+        out.append((d, float(np.median(ts)), ok))
+    return out
+
+
+def bench_cohort(cohort: Path) -> dict:
+    from lesiondb.mining_eval import evaluate_cohort
+
+    return evaluate_cohort(cohort)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cohort", type=Path, help="a synthetic cohort folder (lesiondb synth) to time end to end")
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    a = ap.parse_args()
+    with blas_single_thread():  # as `lesiondb mine` runs it
+        rows = bench_core(a.repeats)
+    lines = ["Time to mine one candidate study (`lesiondb.core.mining.mine_study`: detect, measure, score), "
+             "512×512×60 volume in memory, median of "
+             f"{a.repeats} runs, BLAS on one thread as `lesiondb mine` runs it. Goal ≤ 200 ms.", "",
+             "| lesion diameter | ms per candidate study | found |", "|---:|---:|:---:|"]
+    for d, t, ok in rows:
+        lines.append(f"| {d:.0f} mm | {t * 1000:.1f} | {'yes' if ok else 'no'} |")
+        print(f"diameter {d:4.0f} mm: {t * 1000:7.1f} ms  found={ok}")
+    if a.cohort:
+        r = bench_cohort(a.cohort)
+        print({k: r[k] for k in ("candidateStudies", "seconds_per_candidate_study", "seconds_loading_per_study")})
+        lines += ["", f"End to end on the synthetic cohort `{a.cohort.name}` (seed {r.get('seed')}, "
+                  f"{r['patients']} patients, {r['candidateStudies']} candidate studies): "
+                  f"{r['seconds_per_candidate_study'] * 1000:.1f} ms per candidate study "
+                  f"(+ {r['seconds_loading_per_study'] * 1000:.1f} ms reading DICOM per study)."]
+    if not a.no_write:
+        write_section("mining", "## Missing-annotation mining\n\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""Neo4jEngine: unit tests on a fake driver (no server), and the Neo4j tier (marked ``neo4j``).
+
+The Neo4j tier runs against ``LESIONDB_TEST_NEO4J_URI`` (with ``LESIONDB_PASSWORD``), e.g. the
+``docker compose`` service or CI's ``neo4j:5-community`` service container; without it those
+tests are skipped with the reason (see tests/conftest.py).
+"""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from lesiondb import queries
+from lesiondb.errors import ConfigError, EngineError, LesionDBError, QueryError
+from lesiondb.graph.neo4j_engine import Neo4jEngine
+
+SECRET = "s3cret-" + uuid.uuid4().hex[:8]
+
+
+# -- a fake of the official driver's session API ---------------------------------------------------
+class FakeRecord:
+    def __init__(self, data):
+        self._data = data
+
+    def data(self):
+        return dict(self._data)
+
+
+class FakeTx:
+    def __init__(self, session, kind):
+        self.session, self.kind = session, kind
+
+    def run(self, text, params=None):
+        self.session.driver.calls.append((self.kind, self.session.database, text, dict(params or {})))
+        if self.session.driver.fail:
+            raise RuntimeError(self.session.driver.fail)
+        return [FakeRecord(r) for r in self.session.driver.result]
+
+
+class FakeSummary:
+    def consume(self):
+        return self
+
+
+class FakeSession:
+    def __init__(self, driver, database):
+        self.driver, self.database = driver, database
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.driver.closed_sessions += 1
+
+    def execute_read(self, fn, *args, **kwargs):
+        return fn(FakeTx(self, "read"), *args, **kwargs)
+
+    def execute_write(self, fn, *args, **kwargs):
+        return fn(FakeTx(self, "write"), *args, **kwargs)
+
+    def run(self, text, params=None):  # auto-commit (schema DDL)
+        self.driver.calls.append(("autocommit", self.database, text, dict(params or {})))
+        return FakeSummary()
+
+
+class FakeDriver:
+    def __init__(self, result=None, fail=None):
+        self.calls: list[tuple[str, str | None, str, dict]] = []
+        self.result = result or []
+        self.fail = fail
+        self.closed = False
+        self.closed_sessions = 0
+        self.session_kwargs: list[dict] = []
+
+    def session(self, **kwargs):
+        self.session_kwargs.append(kwargs)
+        return FakeSession(self, kwargs.get("database"))
+
+    def close(self):
+        self.closed = True
+
+
+def test_reads_go_through_execute_read_on_the_named_database():
+    drv = FakeDriver(result=[{"label": "Lesion", "count": 3}])
+    eng = Neo4jEngine(drv, database="lesions")
+    rows = eng.run("count_nodes")
+    assert rows == [{"label": "Lesion", "count": 3}]
+    assert [(k, db) for k, db, _, _ in drv.calls] == [("read", "lesions")]
+    assert drv.calls[0][2] == queries.load("count_nodes", "neo4j").text
+    assert drv.session_kwargs == [{"database": "lesions"}]
+    assert drv.closed_sessions == 1
+
+
+def test_writes_go_through_execute_write_after_the_schema():
+    drv = FakeDriver(result=[{"total": 2, "unchanged": 0}])
+    eng = Neo4jEngine(drv, database="lesions")
+    rows = [{"patient": {"patientId": f"P{i}"}, "study": {"studyId": f"S{i}"},
+             "lesion": {"lesionId": f"L{i}", "contentHash": "h"}} for i in range(5)]
+    out = eng.write("upsert_lesions", rows, batch_size=2)
+    schema = queries.schema("neo4j")
+    kinds = [k for k, _, _, _ in drv.calls]
+    # Schema first, in auto-commit (DDL), then one managed write transaction per batch.
+    assert kinds == ["autocommit"] * len(schema) + ["write"] * 3
+    assert [t for _, _, t, _ in drv.calls[:len(schema)]] == [q.text for q in schema]
+    batches = [p["rows"] for k, _, _, p in drv.calls if k == "write"]
+    assert batches == [rows[0:2], rows[2:4], rows[4:5]]
+    assert {db for _, db, _, _ in drv.calls} == {"lesions"}
+    assert len(out) == 3
+    # The schema is applied once per engine, not before every write.
+    drv.calls.clear()
+    eng.execute("upsert_lesions", rows=rows[:1])
+    assert [k for k, _, _, _ in drv.calls] == ["write"]
+
+
+def test_default_database_is_the_servers_default():
+    drv = FakeDriver()
+    Neo4jEngine(drv).run("count_relationships")
+    assert drv.session_kwargs == [{"database": None}]
+
+
+def test_driver_errors_name_the_query():
+    eng = Neo4jEngine(FakeDriver(fail="Neo.ClientError.Statement.SyntaxError: boom"))
+    with pytest.raises(QueryError) as exc:
+        eng.run("count_nodes")
+    assert exc.value.name == "count_nodes" and "SyntaxError" in str(exc.value)
+
+
+def test_missing_parameter_is_reported_before_the_driver_is_called():
+    drv = FakeDriver()
+    with pytest.raises(QueryError, match="patientId"):
+        Neo4jEngine(drv).run("patient_studies")
+    assert drv.calls == []
+
+
+def test_close_closes_only_an_owned_driver():
+    shared = FakeDriver()
+    Neo4jEngine(shared).close()
+    assert not shared.closed
+    owned = FakeDriver()
+    Neo4jEngine(owned, owns_driver=True).close()
+    assert owned.closed
+
+
+@pytest.mark.parametrize("uri", ["http://localhost:7474", "localhost:7687", "redis://localhost:6379",
+                                 "file:///tmp/x"])
+def test_bad_uri_scheme_is_a_config_error(uri):
+    with pytest.raises(ConfigError, match="bolt:// or neo4j://"):
+        Neo4jEngine.connect(uri, password=SECRET)
+
+
+def test_unreachable_server_error_never_shows_the_password(monkeypatch):
+    monkeypatch.setenv("LESIONDB_PASSWORD", SECRET)
+    with pytest.raises(EngineError) as exc:
+        Neo4jEngine.connect("bolt://127.0.0.1:9")  # discard port: connection refused at once
+    msg = str(exc.value)
+    assert "bolt://127.0.0.1:9" in msg and "neo4j" in msg
+    assert SECRET not in msg and SECRET not in repr(exc.value)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="Neo4jEngine.connect lets the driver's ConfigurationError through, and it "
+                          "quotes the whole URI, userinfo password included")
+@pytest.mark.parametrize("scheme", ["bolt", "neo4j"])
+def test_password_in_uri_is_refused_without_echoing_it(scheme):
+    try:
+        Neo4jEngine.connect(f"{scheme}://neo4j:{SECRET}@127.0.0.1:9")
+    except Exception as exc:  # noqa: BLE001 - asserting on whatever comes out
+        assert isinstance(exc, LesionDBError), f"{type(exc).__name__} is not a lesiondb error"
+        assert SECRET not in str(exc)
+    else:
+        pytest.fail("a URI with a password in it was accepted")
+
+
+def test_describe_has_no_credentials():
+    import neo4j as driver_mod
+
+    drv = driver_mod.GraphDatabase.driver("bolt://127.0.0.1:9", auth=("neo4j", SECRET))  # does not connect
+    try:
+        info = Neo4jEngine(drv, database="lesions").describe()
+    finally:
+        drv.close()
+    assert info["dialect"] == "neo4j" and info["database"] == "lesions"
+    assert SECRET not in repr(info)
+
+
+# -- the Neo4j tier ------------------------------------------------------------------------------
+def _rows(n: int, tag: str = "a") -> list[dict]:
+    return [{"patient": {"patientId": f"P{i % 3}", "sex": "F"},
+             "study": {"studyId": f"P{i % 3}-S{i % 2}", "studyIndex": i % 2},
+             "lesion": {"lesionId": f"L{i}", "contentHash": f"{tag}{i}", "typeName": "liver"}} for i in range(n)]
+
+
+@pytest.fixture
+def neo4j_engine(neo4j):
+    eng = Neo4jEngine.connect(neo4j)
+    eng._write("MATCH (n) DETACH DELETE n", {})
+    yield eng
+    eng.close()
+
+
+def _counts(eng) -> tuple[dict, dict]:
+    nodes = {r["label"]: r["count"] for r in eng.run("count_nodes")}
+    rels = {r["type"]: r["count"] for r in eng.run("count_relationships")}
+    return nodes, rels
+
+
+@pytest.mark.neo4j
+def test_neo4j_schema_is_applied_idempotently(neo4j_engine):
+    first = neo4j_engine.apply_schema()
+    second = neo4j_engine.apply_schema()  # IF NOT EXISTS: a second run is a no-op, not an error
+    assert first == second == [q.name for q in queries.schema("neo4j")]
+    with neo4j_engine.driver.session(database=neo4j_engine.database) as session:  # SHOW: auto-commit
+        constraints = [r.data() for r in session.run("SHOW CONSTRAINTS YIELD labelsOrTypes, properties, type")]
+    unique = {(c["labelsOrTypes"][0], c["properties"][0]) for c in constraints if "UNIQUE" in c["type"]}
+    assert {("Patient", "patientId"), ("Study", "studyId"), ("Lesion", "lesionId")} <= unique
+    assert len(constraints) == len({(tuple(c["labelsOrTypes"]), tuple(c["properties"])) for c in constraints})
+
+
+@pytest.mark.neo4j
+def test_neo4j_upsert_is_idempotent(neo4j_engine):
+    rows = _rows(7)
+    first = neo4j_engine.write("upsert_lesions", rows, batch_size=3)
+    assert sum(r["total"] for r in first) == 7 and sum(r["unchanged"] for r in first) == 0
+    counts = _counts(neo4j_engine)
+    assert counts[0] == {"Lesion": 7, "Patient": 3, "Study": 6}
+    assert counts[1] == {"HAS_LESION": 7, "HAS_STUDY": 6}
+    again = neo4j_engine.write("upsert_lesions", list(reversed(rows)), batch_size=2)
+    assert sum(r["unchanged"] for r in again) == 7
+    assert _counts(neo4j_engine) == counts
+    changed = neo4j_engine.write("upsert_lesions", _rows(7, tag="b"), batch_size=7)
+    assert sum(r["unchanged"] for r in changed) == 0
+    assert _counts(neo4j_engine) == counts
+
+
+@pytest.mark.neo4j
+def test_neo4j_errors_and_describe_never_show_credentials(neo4j, neo4j_engine, monkeypatch):
+    password = os.environ.get("LESIONDB_PASSWORD") or ""
+    assert password, "the Neo4j tier needs LESIONDB_PASSWORD"
+    info = neo4j_engine.describe()
+    assert password not in repr(info)
+    with pytest.raises(QueryError) as exc:  # a server-side error: constraint violation on a bad row
+        neo4j_engine.write("upsert_lesions", [{"patient": {}, "study": {}, "lesion": {}}])
+    assert password not in str(exc.value)
+    # One wrong password only: Neo4j locks the user out for a while after 3 failed logins in a row.
+    monkeypatch.setenv("LESIONDB_PASSWORD", SECRET)
+    with pytest.raises(EngineError) as exc:
+        Neo4jEngine.connect(neo4j)
+    assert SECRET not in str(exc.value) and password not in str(exc.value)
+    assert neo4j in str(exc.value)  # it does say where it tried

@@ -1,0 +1,155 @@
+"""docker-compose.yml and the GitHub Actions workflow: parse, and hold what the docs promise.
+
+`docker compose config` is not available on the project machines, so the compose file is checked
+here: YAML, compose's variable interpolation (emulated for the forms the file uses), and the
+health check's shell command actually run against a stand-in ``cypher-shell``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml", reason="PyYAML is needed to parse docker-compose.yml and the workflow")
+
+REPO = Path(__file__).resolve().parent.parent
+COMPOSE = REPO / "docker-compose.yml"
+WORKFLOW = REPO / ".github" / "workflows" / "ci.yml"
+
+
+class InterpolationError(Exception):
+    pass
+
+
+def interpolate(value, env: dict[str, str]):
+    """Compose-style ``${VAR}``, ``${VAR:-default}``, ``${VAR:?error}`` and ``$$`` on every string."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        if m.group("bad") is not None:  # compose rejects e.g. ${VAR#prefix}: invalid interpolation format
+            raise InterpolationError(f"invalid interpolation format in {value!r}")
+        name, op, arg = m.group("name") or m.group("bare"), m.group("op"), m.group("arg")
+        val = env.get(name)
+        if op == ":?" and not val:
+            raise InterpolationError(f"{name}: {arg}")
+        if op == ":-" and not val:
+            return arg
+        return val or ""
+
+    return re.sub(r"\$\$|\$\{(?P<name>\w+)(?:(?P<op>:[-?])(?P<arg>[^}]*))?\}|\$(?P<bare>\w+)|(?P<bad>\$\{)",
+                  sub, value)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_compose_runs_neo4j5_community_on_bolt_with_named_volume(compose):
+    svc = compose["services"]["neo4j"]
+    assert re.fullmatch(r"neo4j:5[\w.]*-community", svc["image"])
+    ports = [str(p) for p in svc["ports"]]
+    assert any(p.endswith(":7687:7687") or p == "7687:7687" for p in ports)
+    assert any(p.endswith(":7474:7474") or p == "7474:7474" for p in ports)
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in svc["volumes"]}
+    assert mounts["/data"] in compose["volumes"]  # a named volume, not a bind mount
+    hc = svc["healthcheck"]
+    assert hc["test"][0] == "CMD-SHELL" and "cypher-shell" in hc["test"][1] and "RETURN 1" in hc["test"][1]
+
+
+def test_compose_takes_the_password_from_the_environment_only(compose):
+    text = COMPOSE.read_text()
+    assert "${LESIONDB_PASSWORD:?" in compose["services"]["neo4j"]["environment"]["NEO4J_AUTH"]
+    with pytest.raises(InterpolationError, match="LESIONDB_PASSWORD"):
+        interpolate(compose, {})
+    resolved = interpolate(compose, {"LESIONDB_PASSWORD": "pw-for-test-1"})
+    assert resolved["services"]["neo4j"]["environment"]["NEO4J_AUTH"] == "neo4j/pw-for-test-1"
+    assert "pw-for-test-1" not in text
+    # No other literal credential anywhere in the file.
+    assert not re.search(r"NEO4J_AUTH\s*[:=]\s*neo4j/[^$]", text)
+
+
+def _fake_cypher_shell(tmp_path: Path, rc: int) -> Path:
+    bindir = tmp_path / f"bin{rc}"
+    bindir.mkdir()
+    script = bindir / "cypher-shell"
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{tmp_path}/args"\nexit {rc}\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return bindir
+
+
+@pytest.mark.parametrize("rc", [0, 1])
+def test_compose_healthcheck_command_authenticates_with_the_password(compose, tmp_path, rc):
+    """Runs the health check's shell command as the container would, with a stand-in cypher-shell."""
+    resolved = interpolate(compose, {"LESIONDB_PASSWORD": "pw with $pecial"})
+    svc = resolved["services"]["neo4j"]
+    env = {"PATH": f"{_fake_cypher_shell(tmp_path, rc)}:{os.environ['PATH']}",
+           "NEO4J_AUTH": svc["environment"]["NEO4J_AUTH"]}
+    res = subprocess.run(["sh", "-c", svc["healthcheck"]["test"][1]], env=env, capture_output=True, timeout=30)
+    assert res.returncode == (0 if rc == 0 else 1)
+    args = (tmp_path / "args").read_text().splitlines()
+    assert args[args.index("-p") + 1] == "pw with $pecial"
+    assert args[args.index("-u") + 1] == "neo4j"
+    assert args[-1] == "RETURN 1"
+
+
+# -- the workflow ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def workflow() -> dict:
+    wf = yaml.safe_load(WORKFLOW.read_text())
+    wf["on"] = wf.pop(True, wf.get("on"))  # YAML 1.1 reads the key `on` as true
+    return wf
+
+
+def _runs(job: dict) -> str:
+    return "\n".join(s.get("run", "") for s in job["steps"])
+
+
+def test_workflow_main_job_runs_the_readme_test_command(workflow):
+    readme = (REPO / "README.md").read_text()
+    m = re.search(r"Install and run the tests:\s*```bash\n(.+?)\n```", readme, re.S)
+    assert m, "README has no 'Install and run the tests' command block"
+    job = workflow["jobs"]["test"]
+    assert job["runs-on"].startswith("ubuntu")
+    pythons = [s["with"]["python-version"] for s in job["steps"] if "setup-python" in s.get("uses", "")]
+    assert pythons == ["3.11"]
+    assert m.group(1).strip() in _runs(job)
+    assert "download.pytorch.org/whl/cpu" in str(workflow.get("env")) + _runs(job)
+    assert "npm ci" in _runs(job)  # so tests/test_cypher_lint.py runs instead of skipping
+
+
+def test_workflow_neo4j_job_has_a_health_checked_service(workflow):
+    job = workflow["jobs"]["neo4j"]
+    svc = job["services"]["neo4j"]
+    assert svc["image"] == "neo4j:5-community"
+    assert any(str(p).startswith("7687:") for p in svc["ports"])
+    assert "--health-cmd" in svc["options"] and "cypher-shell" in svc["options"]
+    assert svc["env"]["NEO4J_AUTH"].startswith("neo4j/${{ secrets.")
+    assert job["env"]["LESIONDB_TEST_NEO4J_URI"] == "bolt://localhost:7687"
+    assert "secrets." in job["env"]["LESIONDB_PASSWORD"]
+    runs = _runs(job)
+    assert "pytest -m neo4j" in runs and "-k neo4j" in runs
+
+
+def test_workflow_lints_the_cypher(workflow):
+    job = workflow["jobs"]["cypher-lint"]
+    node = [s["with"]["node-version"] for s in job["steps"] if "setup-node" in s.get("uses", "")]
+    assert node == ["20"]
+    assert job["defaults"]["run"]["working-directory"] == "tools/cypher-lint"
+    runs = _runs(job)
+    assert "npm ci" in runs and "node lint.mjs" in runs
+
+
+def test_workflow_triggers_on_push_and_pull_request(workflow):
+    assert {"push", "pull_request"} <= set(workflow["on"])
