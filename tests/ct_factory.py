@@ -120,7 +120,7 @@ def ann_row(annotation_id, patient_id, study_uid, series_uid, date, key, col, ro
         col - r, row, col + r, row, col, row - 0.8 * r, col, row + 0.8 * r,
         col - r, row - r, col + r, row + r, 2 * r, 1.6 * r, type_code,
         spacing[0], spacing[1], interval, *location, sex, age,
-    ]))
+    ], strict=True))
 
 
 def write_annotations(path, rows: list[dict], extra_lines: list[str] = ()) -> Path:

@@ -154,6 +154,7 @@ class Alignment:
     location_shift: np.ndarray  # (3,) normalised units
     position_shift_mm: np.ndarray  # (3,) mm
     anchors: int = 0
+    prior_cost: float = 0.0  # negative log prior of the shift, nats
 
 
 @dataclass
@@ -380,13 +381,13 @@ def align_scans(a: ScanFeatures, b: ScanFeatures, p: MatchParams | None = None,
         if new_pairs == pairs:
             break
         pairs = new_pairs
-    return _alignment(geo, s, len(pairs))
+    return _alignment(geo, s, len(pairs), float(0.5 * (((s - center) / shs) ** 2).sum()))
 
 
-def _alignment(geo: _Geometry, shift: np.ndarray, anchors: int) -> Alignment:
+def _alignment(geo: _Geometry, shift: np.ndarray, anchors: int, prior_cost: float = 0.0) -> Alignment:
     if geo.uses_position:
-        return Alignment(np.zeros(3), shift, anchors)
-    return Alignment(shift, np.zeros(3), anchors)
+        return Alignment(np.zeros(3), shift, anchors, prior_cost)
+    return Alignment(shift, np.zeros(3), anchors, prior_cost)
 
 
 def match_scans(a: ScanFeatures, b: ScanFeatures, p: MatchParams | None = None,
@@ -398,6 +399,9 @@ def match_scans(a: ScanFeatures, b: ScanFeatures, p: MatchParams | None = None,
     al = align_scans(a, b, p, static, prior_center, prior_shrink, geo)
     shift = al.position_shift_mm if geo.uses_position else al.location_shift
     cost = geo.cost(shift[None])[0] + static if static.size else static
+    # each matched pair carries its share of the shift's prior cost: two scans aligned on one
+    # lesion pay the whole shift on that pair, so a large displacement is not explained away
+    cost = cost + al.prior_cost / max(al.anchors, 1)
     pairs = assign(cost, p.gate_cost)
     return ScanPairResult(cost, confidence_matrix(cost, p.gate_cost), pairs, al)
 
@@ -512,3 +516,81 @@ def nearest_location(source: LesionObs, targets: Sequence[LesionObs]) -> int | N
         if d < best_d:
             best, best_d = k, d
     return best
+
+
+# -- calibration -----------------------------------------------------------------------------------
+@dataclass
+class Calibration:
+    """Noise scales measured on the data being matched (no labels): what :func:`calibrate` found."""
+
+    params: MatchParams
+    pairs: int  # matched pairs the residual scales come from
+    scan_pairs: int  # aligned scan pairs (≥ 2 matched lesions) the shift spread comes from
+    measured: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pairs": self.pairs, "scanPairs": self.scan_pairs, "measured": self.measured,
+                "params": self.params.to_dict()}
+
+
+def calibrate(patients: Sequence[Sequence[LesionObs]], params: MatchParams | None = None, rounds: int = 2,
+              min_pairs: int = 30, min_confidence: float = 0.9, bounds: tuple[float, float] = (0.25, 2.0)) -> Calibration:
+    """Fit the position, shift and size scales to ``patients`` (lists of one patient's lesions),
+    unsupervised: match with the current scales, take the confident pairs of scan pairs aligned on
+    at least two lesions, and set each scale to the robust spread (1.4826 × median absolute
+    deviation) of what it models — residual position after alignment, the scan-pair shifts, the
+    log size ratio. Repeated ``rounds`` times. A scale moves at most within ``bounds`` × its
+    default, and only when at least ``min_pairs`` pairs (scan pairs for the shift) support it.
+    """
+    base = params or MatchParams()
+    p = base
+    n_pairs = n_scan_pairs = 0
+    measured: dict[str, Any] = {}
+    for _ in range(max(1, rounds)):
+        res_loc, res_pos, shift_loc, shift_pos, dsize = [], [], [], [], []
+        for lesions in patients:
+            pm = match_patient(lesions, p, keep_pair_results=True)
+            idx: dict[Hashable, list[int]] = {}
+            for i, les in enumerate(lesions):
+                idx.setdefault(les.scan, []).append(i)
+            for (sa, sb), r in pm.pair_results.items():
+                good = [(i, j) for i, j in r.pairs if r.confidence[i, j] >= min_confidence]
+                if len(good) < 2:
+                    continue
+                fa = ScanFeatures.of([lesions[k] for k in idx[sa]])
+                fb = ScanFeatures.of([lesions[k] for k in idx[sb]])
+                geo = _Geometry.of(fa, fb, p)
+                shift = r.alignment.position_shift_mm if geo.uses_position else r.alignment.location_shift
+                (shift_pos if geo.uses_position else shift_loc).append(shift)
+                for i, j in good:
+                    if geo.valid[i, j]:
+                        (res_pos if geo.uses_position else res_loc).append(geo.residual[i, j] - shift)
+                    d = fb.log_size[j] - fa.log_size[i]
+                    if np.isfinite(d):
+                        dsize.append(d)
+        n_pairs, n_scan_pairs = len(res_loc) + len(res_pos), len(shift_loc) + len(shift_pos)
+        changes: dict[str, Any] = {}
+        scale = np.asarray(base.location_scale_mm, float)
+
+        def robust(rows: list, default: np.ndarray, minimum: int) -> np.ndarray | None:
+            if len(rows) < minimum:
+                return None
+            s = 1.4826 * np.median(np.abs(np.asarray(rows)), axis=0)
+            return np.clip(s, default * bounds[0], default * bounds[1])
+
+        for key, rows, default, mult in (
+                ("location_sigma_mm", res_loc, np.asarray(base.location_sigma_mm, float), scale),
+                ("location_shift_sigma_mm", shift_loc, np.asarray(base.location_shift_sigma_mm, float), scale),
+                ("position_sigma_mm", res_pos, np.asarray(base.position_sigma_mm, float), 1.0),
+                ("position_shift_sigma_mm", shift_pos, np.asarray(base.position_shift_sigma_mm, float), 1.0)):
+            minimum = min_pairs if "shift" not in key else max(5, min_pairs // 3)
+            rows_mm = [np.asarray(r) * mult for r in rows]
+            s = robust(rows_mm, default, minimum)
+            if s is not None:
+                changes[key] = tuple(round(float(v), 3) for v in s)
+        s = robust(dsize, np.asarray(base.size_sigma_log), min_pairs)
+        if s is not None:
+            changes["size_sigma_log"] = round(float(s), 4)
+        measured = {k: v for k, v in changes.items()}
+        p = base.replace(**changes)
+    return Calibration(p, n_pairs, n_scan_pairs, measured)

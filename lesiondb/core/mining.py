@@ -577,24 +577,32 @@ def measure_blob(img: np.ndarray, row: float, col: float, radius_px: float, pola
     if level is None:
         c_val = float(np.median(sm[core]))
         near = float(np.percentile(np.abs(sm[ring] - c_val), 40))
-        half = float(np.clip(0.5 * near, 15.0, 200.0))
+        halves = [float(np.clip(0.5 * near, 15.0, 200.0))]
+        while halves[-1] > 15.0:  # narrower bands, tried in turn while the region leaks
+            halves.append(max(15.0, halves[-1] / 2.0))
     else:
-        c_val, half = float(level[0]), float(level[1])
+        c_val, halves = float(level[0]), [float(level[1])]
     contrast = c_val - b_val
     pol = polarity if polarity else (1 if contrast >= 0 else -1)
-    thr = (c_val, half)
-    m = np.abs(sm - c_val) <= half
-    m &= dist <= 2.5 * radius_px
-    seed = (int(np.clip(r0 - ra, 0, sub.shape[0] - 1)), int(np.clip(c0 - ca, 0, sub.shape[1] - 1)))
-    if not m[seed]:
-        # the centre pixel may sit on noise: start from the most extreme pixel of the core
-        cand = np.argwhere(core & m)
-        if len(cand) == 0:
-            return None
-        seed = tuple(cand[np.argmin(np.hypot(cand[:, 0] - seed[0], cand[:, 1] - seed[1]))])
-    reg = _flood(m, seed)
-    if reg.sum() == 0:
+    seed0 = (int(np.clip(r0 - ra, 0, sub.shape[0] - 1)), int(np.clip(c0 - ca, 0, sub.shape[1] - 1)))
+    reg = None
+    for half in halves:
+        m = (np.abs(sm - c_val) <= half) & (dist <= 2.5 * radius_px)
+        seed = seed0
+        if not m[seed]:
+            # the centre pixel may sit on noise: start from the nearest core pixel in the band
+            cand = np.argwhere(core & m)
+            if len(cand) == 0:
+                continue
+            seed = tuple(cand[np.argmin(np.hypot(cand[:, 0] - seed[0], cand[:, 1] - seed[1]))])
+        reg = _flood(m, seed)
+        ys, xs = np.nonzero(reg)
+        # a region much wider than the blob has leaked into a neighbour of similar HU
+        if max(np.ptp(ys), np.ptp(xs)) + 1 <= 3.0 * radius_px:
+            break
+    if reg is None or reg.sum() == 0:
         return None
+    thr = (c_val, half)
     long_px, short_px, long_mm, short_mm = recist_from_mask(reg, row_mm, col_mm)
     ys, xs = np.nonzero(reg)
     shift = np.array([ca, ra, ca, ra], float)

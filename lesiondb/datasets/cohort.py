@@ -142,7 +142,7 @@ def parse_row(row: dict[str, str], line: int) -> CohortRow:
     if all(not c for c in loc_cells):
         loc = None
     else:
-        loc = tuple(_num(c, n) for c, n in zip(loc_cells, ("location_x", "location_y", "location_z")))
+        loc = tuple(_num(c, n) for c, n in zip(loc_cells, ("location_x", "location_y", "location_z"), strict=True))
         if any(v < -_LOC_SLACK or v > 1 + _LOC_SLACK for v in loc):
             raise ValueError(f"location: {loc} outside [0, 1]")
     sex = txt["patient_sex"].upper() or None
@@ -199,7 +199,7 @@ def read_rows(path: str | Path) -> Iterator[CohortRow | RowError]:
                 yield RowError(line, f"expected {len(header)} cells, got {len(cells)}", str(path))
                 continue
             try:
-                row = parse_row(dict(zip(header, cells)), line)
+                row = parse_row(dict(zip(header, cells, strict=True)), line)
             except ValueError as exc:
                 yield RowError(line, str(exc), str(path))
                 continue

@@ -26,12 +26,20 @@ class Neo4jEngine(Engine):
             import neo4j
         except ImportError as exc:  # pragma: no cover - a declared dependency
             raise EngineError("the neo4j driver is not installed: pip install neo4j") from exc
-        if not uri.split("://", 1)[0] in ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"):
-            raise ConfigError(f"--uri {uri!r} is not a bolt:// or neo4j:// URI")
+        scheme, _, rest = uri.partition("://")
+        if scheme not in ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"):
+            raise ConfigError(f"--uri {_redact(uri)!r} is not a bolt:// or neo4j:// URI")
+        if "@" in rest.split("/", 1)[0]:
+            # Never echo it: the userinfo may hold a password.
+            raise ConfigError(f"--uri must not contain credentials ({scheme}://…@…); "
+                              "set LESIONDB_USER and LESIONDB_PASSWORD instead")
         user = user or os.environ.get("LESIONDB_USER", "neo4j")
         password = password if password is not None else os.environ.get("LESIONDB_PASSWORD")
         auth = (user, password) if password is not None else None
-        driver = neo4j.GraphDatabase.driver(uri, auth=auth)
+        try:
+            driver = neo4j.GraphDatabase.driver(uri, auth=auth)
+        except Exception as exc:
+            raise ConfigError(f"bad Neo4j URI {_redact(uri)!r}: {type(exc).__name__}") from None
         try:
             driver.verify_connectivity()
         except Exception as exc:
@@ -65,6 +73,14 @@ class Neo4jEngine(Engine):
     def close(self) -> None:
         if self._owns:
             self.driver.close()
+
+
+def _redact(uri: str) -> str:
+    scheme, sep, rest = uri.partition("://")
+    host, slash, path = rest.partition("/")
+    if "@" in host:
+        host = "***@" + host.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{host}{slash}{path}"
 
 
 def _collect(tx: Any, text: str, params: dict[str, Any]) -> list[Row]:

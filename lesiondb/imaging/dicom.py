@@ -504,7 +504,7 @@ def _assemble(members: list[tuple[SliceHeader, Any]], skipped: dict[str, str], a
     files: list[Path | None] = [None] * n
     sops: list[str | None] = [None] * n
     bad: dict[int, str] = {}
-    for (h, ds), g in zip(members, grid):
+    for (h, ds), g in zip(members, grid, strict=True):
         g = int(g)
         files[g], sops[g] = h.path, h.sop_uid
         positions[g] = h.position_mm

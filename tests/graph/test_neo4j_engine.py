@@ -158,9 +158,6 @@ def test_unreachable_server_error_never_shows_the_password(monkeypatch):
     assert SECRET not in msg and SECRET not in repr(exc.value)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="Neo4jEngine.connect lets the driver's ConfigurationError through, and it "
-                          "quotes the whole URI, userinfo password included")
 @pytest.mark.parametrize("scheme", ["bolt", "neo4j"])
 def test_password_in_uri_is_refused_without_echoing_it(scheme):
     try:
