@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def _find_series_folders(dicom_root: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """``{series_uid: SeriesInfo}`` from one readable header per folder, and unreadable folders."""
-    from .imaging.dicom import SeriesInfo, dicom_files, read_header
+    from .imaging.dicom import SeriesInfo, is_candidate_name, read_header
 
     found: dict[str, Any] = {}
     problems: dict[str, str] = {}
@@ -42,7 +42,7 @@ def _find_series_folders(dicom_root: Path) -> tuple[dict[str, Any], dict[str, st
         if not files:
             continue
         folder_p = Path(folder)
-        cands = [f for f in dicom_files(folder_p) if f.parent == folder_p]
+        cands = sorted(folder_p / f for f in files if is_candidate_name(f))
         last_reason = None
         for f in cands:
             try:
@@ -151,13 +151,27 @@ def ingest_cohort(
                 continue
             yield from _series_items(series_uid, members)
 
+    full_scan: dict[str, Path] = {}
+
+    def locate(series_uid: str, series_ref: str) -> Path | None:
+        """The contract folder, else the folder found by header; a full header scan only when
+        a series shares a folder with another one (non-contract layouts)."""
+        from .imaging.dicom import list_series
+
+        folder = root / series_ref
+        if folder.is_dir():
+            return folder
+        if series_uid in series_found:
+            return series_found[series_uid].folder
+        if not full_scan and dicom_root.is_dir():
+            full_scan.update({s.series_uid: s.folder for s in list_series(dicom_root)[0]})
+            full_scan.setdefault("", dicom_root)  # scanned once, even when it finds nothing
+        return full_scan.get(series_uid)
+
     def _series_items(series_uid: str, members: list[C.CohortRow]) -> Iterator[Annotated]:
         from .imaging.dicom import read_series
 
-        first = members[0]
-        folder = root / first.series_ref
-        if not folder.is_dir():
-            folder = series_found[series_uid].folder if series_uid in series_found else None
+        folder = locate(series_uid, members[0].series_ref)
         if folder is None:
             for r in members:
                 reject(r, f"series {series_uid} not found (expected the folder {r.series_ref} under {root})")

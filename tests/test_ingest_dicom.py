@@ -276,3 +276,20 @@ def test_corrupted_synth_cohort_reports_each_bad_item(engine, synth_cohort, tmp_
     assert set(got) == {i["annotation_id"] for i in annotated} - {a["annotation_id"], b["annotation_id"],
                                                                   c["annotation_id"]}
     assert Client(engine, owns_engine=False).stats()["nodes"]["Study"] == len(gt.studies)
+
+
+def test_non_contract_layout_with_two_series_in_one_folder(engine, tmp_path):
+    from tests.ct_factory import ann_row, phantom, write_annotations, write_series
+
+    root = tmp_path / "hospital"
+    folder = root / "export"
+    rows = []
+    for k, (pid, study, series) in enumerate([("P1", "1.2.3.1", "1.2.3.1.1"), ("P2", "1.2.3.2", "1.2.3.2.1")]):
+        write_series(folder, phantom(6, 32, 32, lesions=[(12, 14, 2, 3, 150.0)]), patient_id=pid,
+                     study_uid=study, series_uid=series, names=[f"{pid}_{i}" for i in range(6)])
+        rows.append(ann_row(f"H{k}", pid, study, series, "2020-01-02", 2, 12, 14, 3))
+    write_annotations(root / "annotations.csv", rows)
+    rep = ingest_cohort(engine, root, IDS)
+    assert rep.rejected == [] and rep.written == 2
+    got = _lesions(engine)
+    assert got["H1"]["imageRef"] == "export" and got["H1"]["locationZ"] is not None

@@ -165,9 +165,10 @@ def _text(o: dict[str, Any]) -> str:
 @pass_app
 @handle_errors
 def command(app, patients: int, seed: int, as_json: bool) -> None:
-    """Build a demo: a synthetic CT cohort in DATA_DIR/demo, run through every pipeline step this
-    build has (now: synth → ingest), then print the graph's contents and how to query it.
+    """Run the whole pipeline on a synthetic CT cohort and show how to query the result.
 
-    Re-running with the same options changes nothing; the cohort folder is regenerated.
+    The cohort is written to DATA_DIR/demo and goes through every pipeline step this build has
+    (now: synth → ingest); then the graph's contents and example queries are printed.
+    Re-running with the same options changes nothing in the graph; the cohort folder is regenerated.
     """
     emit(run_demo(app, patients, seed), as_json, _text)

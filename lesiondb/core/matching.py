@@ -1,35 +1,37 @@
 """Intra-patient lesion matching across follow-up scans (numpy/scipy only).
 
-The unit of one-to-one matching is a **scan**: one image series of one study (DeepLesion
-bookmarks the same lesion in two series of one study, e.g. 5 mm and 1 mm reconstructions; a
-study with one series is one scan). For every pair of a patient's scans — all pairs, not only
-consecutive ones — :func:`match_scans`
+The unit of one-to-one matching is a **scan**: one image series of one study. (DeepLesion
+bookmarks the same lesion in two series of one study, e.g. 5 mm and 1 mm reconstructions; the DLS
+benchmark pairs them; a study with one series is one scan.) For every pair of a patient's scans —
+all pairs, not only consecutive ones — :func:`match_scans`
 
-1. builds the pairwise cost of lesion i (scan A) ↔ lesion j (scan B), in nats (a negative log
-   likelihood ratio), as a sum of terms: position after alignment (patient mm from DICOM geometry
-   where both lesions have it, else DeepLesion's normalised body location), log size ratio of the
-   long diameters, coarse type disagreement and, where both are embedded, embedding distance.
-   Position and size terms use a heavy-tailed (Student-t) penalty: organs deform and move, so
-   a few lesions move much more than the rest;
+1. builds the pairwise cost of lesion i (scan A) ↔ lesion j (scan B) in nats (a negative log
+   likelihood ratio), a sum of terms: position after alignment (patient mm from DICOM geometry
+   when every lesion of both scans has it, else the normalised body location), log ratio of the
+   long diameters, coarse-type disagreement and, where both lesions are embedded, embedding
+   distance. Position and size terms are heavy-tailed (Student-t): organs deform and move, so a
+   few lesions move much more than the rest;
 2. aligns the two scans (:func:`align_scans`): the systematic shift between two scans (patient
-   positioning, scan range, body-part regression drift) is estimated jointly with the matching.
-   Every candidate pair proposes a shift hypothesis (as does "no shift"); each is scored by the
-   cost of the best one-to-one assignment under it plus a Gaussian prior on the shift; the best
-   is refined by robust (IRLS) re-estimation on the pairs it matches. Where two scans share
-   several lesions this finds the consistent translation; with one lesion each, the prior and
-   the size/type terms decide;
-3. assigns one-to-one (Hungarian, :func:`scipy.optimize.linear_sum_assignment`) with a gate:
-   a pair whose cost exceeds ``gate_cost`` is left unmatched (new / resolved lesions).
+   positioning, scan range, body-part-regression drift) is estimated jointly with the matching.
+   "No shift" and every candidate pair propose a shift; each proposal is scored by the cost of
+   the best one-to-one assignment under it plus a Gaussian prior on the shift; the best is
+   refined by robust (IRLS) re-estimation on the pairs it matches. Scans sharing several lesions
+   get their consistent translation; with one lesion each, the prior and size/type decide. Each
+   matched pair carries its share of the shift's prior cost, so a large displacement explained
+   by a single pair still costs what it should;
+3. assigns one-to-one (Hungarian, :func:`scipy.optimize.linear_sum_assignment`) under a gate:
+   a pair costing ``gate_cost`` or more is left unmatched (new, resolved or unannotated lesions).
 
-:func:`build_tracks` then unites the assigned pairs of all scan pairs into **tracks** greedily by
-confidence (highest first), refusing any union that would put two lesions of one scan into one
-track. :func:`match_patient` runs the whole thing for one patient and returns the tracks plus
-``SAME_LESION`` edges: every pair of track members in different scans, from the earlier to the
-later scan; ``method`` says whether the pair was assigned directly (``"assigned"``) or follows
-from the track (``"track"``).
+:func:`build_tracks` unites the assigned pairs of all scan pairs into **tracks**, greedily,
+links supported by the patient's other scans first (triangle support), then by confidence; a
+union that would put two lesions of one scan in one track is refused. :func:`match_patient`
+runs it all for one patient and returns tracks and ``SAME_LESION`` edges: every pair of track
+members in different scans, from the earlier to the later scan, ``method`` ``"assigned"`` (the
+scan pair's assignment chose it) or ``"track"`` (implied by the track).
 
-Defaults (:class:`MatchParams`) come from physical reasoning, not from fitting the DLS pairs —
-see docs/matching.md.
+:func:`calibrate` fits the noise scales to the data being matched, without labels (robust
+spread of the confident matches' residuals, shifts and size ratios). Defaults
+(:class:`MatchParams`) are physical, not fitted to any benchmark — see docs/matching.md.
 """
 from __future__ import annotations
 
@@ -73,8 +75,8 @@ class MatchParams:
     missing_cost: float = 1.0  # nats per term a pair cannot evaluate (feature missing on one side)
     gate_cost: float = 12.0  # a pair costing more is never matched
     align_iterations: int = 3
-    max_hypotheses: int = 64  # shift hypotheses scored exactly per scan pair (after a cheap ranking)
-    track_support: bool = True
+    max_hypotheses: int = 16  # shift hypotheses scored exactly per scan pair (after a cheap ranking)
+    track_support: bool = True  # order track unions by triangle support (else confidence only)
 
     def replace(self, **changes: Any) -> MatchParams:
         return replace(self, **changes)
@@ -187,6 +189,7 @@ class PatientMatch:
     edges: list[Edge]
     scan_pairs: int = 0
     pair_results: dict[tuple[Hashable, Hashable], ScanPairResult] = field(default_factory=dict, repr=False)
+    by_scan: dict[Hashable, list[int]] = field(default_factory=dict, repr=False)
 
     def track_of(self) -> dict[int, int]:
         """Lesion index → track index."""
@@ -199,6 +202,20 @@ class PatientMatch:
             if self.lesions[i].scan == scan:
                 return i
         return None
+
+    def cheapest_in(self, lesion: int, scan: Hashable) -> int | None:
+        """The lesion of ``scan`` with the lowest aligned cost to ``lesion``, ignoring one-to-one
+        and tracks (the "where is this lesion in that scan" query; needs ``keep_pair_results``)."""
+        own = self.lesions[lesion].scan
+        if own == scan or scan not in self.by_scan:
+            return None
+        if (own, scan) in self.pair_results:
+            row = self.pair_results[(own, scan)].cost[self.by_scan[own].index(lesion)]
+        elif (scan, own) in self.pair_results:
+            row = self.pair_results[(scan, own)].cost[:, self.by_scan[own].index(lesion)]
+        else:
+            raise ValueError("cheapest_in needs match_patient(..., keep_pair_results=True)")
+        return self.by_scan[scan][int(np.argmin(row))] if len(row) else None
 
 
 # -- cost terms ------------------------------------------------------------------------------------
@@ -412,7 +429,8 @@ def build_tracks(scans: Sequence[Hashable], candidates: Sequence[tuple[float, fl
     """Group lesions into tracks from candidate links ``(confidence, cost, i, j)``.
 
     Links are taken greedily; a link joining two groups is refused when the groups share a scan,
-    so no track ever holds two lesions of one scan. Order: first by *triangle support* (for each
+    so no track ever holds two lesions of one scan. Order: links of infinite confidence (known
+    to be one lesion) first, then by *triangle support* (for each
     third scan where both ends have a link, +1 if they link to the same lesion there, −1 if to
     different ones: links that the rest of the patient's scans contradict come last), then by
     confidence, then by cost. ``scans[i]`` is lesion i's scan. Returns every lesion's track
@@ -444,8 +462,10 @@ def build_tracks(scans: Sequence[Hashable], candidates: Sequence[tuple[float, fl
             x = parent[x]
         return x
 
-    keyed = [(-(support(i, j) if use_support else 0), -conf, cost, i, j) for conf, cost, i, j in candidates]
-    for _s, _c, _k, i, j in sorted(keyed):
+    # a link of infinite confidence (known to be one lesion) goes before everything else
+    keyed = [(not math.isinf(conf), -(support(i, j) if use_support else 0), -conf, cost, i, j)
+             for conf, cost, i, j in candidates]
+    for _m, _s, _c, _k, i, j in sorted(keyed):
         ri, rj = find(i), find(j)
         if ri == rj or members_scans[ri] & members_scans[rj]:
             continue
@@ -501,7 +521,7 @@ def match_patient(lesions: Sequence[LesionObs], params: MatchParams | None = Non
                 method = METHOD_ASSIGNED if (u, v) in assigned else METHOD_TRACK
                 edges.append(Edge(u, v, float(res.cost[ku, kv]), float(res.confidence[ku, kv]), method))
     return PatientMatch(lesions, tracks, edges, scan_pairs=len(results),
-                        pair_results=results if keep_pair_results else {})
+                        pair_results=results if keep_pair_results else {}, by_scan=by_scan)
 
 
 def nearest_location(source: LesionObs, targets: Sequence[LesionObs]) -> int | None:
@@ -534,7 +554,7 @@ class Calibration:
 
 
 def calibrate(patients: Sequence[Sequence[LesionObs]], params: MatchParams | None = None, rounds: int = 2,
-              min_pairs: int = 30, min_confidence: float = 0.9, bounds: tuple[float, float] = (0.25, 2.0)) -> Calibration:
+              min_pairs: int = 30, min_confidence: float = 0.9, bounds: tuple[float, float] = (0.1, 3.0)) -> Calibration:
     """Fit the position, shift and size scales to ``patients`` (lists of one patient's lesions),
     unsupervised: match with the current scales, take the confident pairs of scan pairs aligned on
     at least two lesions, and set each scale to the robust spread (1.4826 × median absolute
@@ -560,11 +580,15 @@ def calibrate(patients: Sequence[Sequence[LesionObs]], params: MatchParams | Non
                 fa = ScanFeatures.of([lesions[k] for k in idx[sa]])
                 fb = ScanFeatures.of([lesions[k] for k in idx[sb]])
                 geo = _Geometry.of(fa, fb, p)
-                shift = r.alignment.position_shift_mm if geo.uses_position else r.alignment.location_shift
+                rows = np.asarray([geo.residual[i, j] for i, j in good if geo.valid[i, j]])
+                if len(rows) < 2:
+                    continue
+                # the unshrunk shift (the prior pulls the alignment toward 0: measuring its spread
+                # on the aligned shifts would shrink it a little more every round)
+                shift = np.median(rows, axis=0)
                 (shift_pos if geo.uses_position else shift_loc).append(shift)
+                (res_pos if geo.uses_position else res_loc).extend(rows - shift)
                 for i, j in good:
-                    if geo.valid[i, j]:
-                        (res_pos if geo.uses_position else res_loc).append(geo.residual[i, j] - shift)
                     d = fb.log_size[j] - fa.log_size[i]
                     if np.isfinite(d):
                         dsize.append(d)

@@ -97,12 +97,15 @@ def _smallest(d: np.ndarray, k: int) -> np.ndarray:
 
 
 def relative_size_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``|a − b| / max(a, b)`` elementwise, averaged over the last axis when sizes are (…, 2)."""
+    """``|a − b| / max(a, b)`` averaged over the last axis (the diameters: long, or long and short).
+
+    Scalars compare directly; arrays of shape (..., m) give shape (...).
+    """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     den = np.maximum(np.maximum(a, b), 1e-9)
     r = np.abs(a - b) / den
-    return r.mean(axis=-1) if r.ndim and a.ndim > 1 else r
+    return r.mean(axis=-1) if r.ndim else r
 
 
 def retrieval_errors(X, types, locations, sizes_mm, k: int = 5, groups=None) -> dict[str, float]:

@@ -321,7 +321,8 @@ def predict_position(obs: Sequence[Observation], target: StudyInfo,
         m = translations[o.study_id]
         sc, t, spread, method = m if len(m) == 4 else (1.0, *m)
         pts.append(sc * np.asarray(o.position_mm, float) + t)
-        sig.append(math.hypot(base_sigma_mm, spread))
+        # the centre of a big lesion is less sharply defined (and grows unevenly)
+        sig.append(math.sqrt(base_sigma_mm ** 2 + spread ** 2 + (0.15 * o.long_diameter_mm) ** 2))
         methods.append(method)
         used.append(o)
     if not pts:
@@ -577,15 +578,19 @@ def measure_blob(img: np.ndarray, row: float, col: float, radius_px: float, pola
     if level is None:
         c_val = float(np.median(sm[core]))
         near = float(np.percentile(np.abs(sm[ring] - c_val), 40))
-        halves = [float(np.clip(0.5 * near, 15.0, 200.0))]
+        h0 = float(np.clip(0.5 * near, 15.0, 200.0))
+        halves = [h0]
         while halves[-1] > 15.0:  # narrower bands, tried in turn while the region leaks
             halves.append(max(15.0, halves[-1] / 2.0))
+        # wider bands, tried last, for a noisy or partial-volume lesion that came out as a speck
+        halves += [h for h in (1.5 * h0, 2.0 * h0, 3.0 * h0) if h <= 200.0]
     else:
         c_val, halves = float(level[0]), [float(level[1])]
     contrast = c_val - b_val
     pol = polarity if polarity else (1 if contrast >= 0 else -1)
     seed0 = (int(np.clip(r0 - ra, 0, sub.shape[0] - 1)), int(np.clip(c0 - ca, 0, sub.shape[1] - 1)))
     reg = None
+    fallback = None
     for half in halves:
         m = (np.abs(sm - c_val) <= half) & (dist <= 2.5 * radius_px)
         seed = seed0
@@ -597,9 +602,17 @@ def measure_blob(img: np.ndarray, row: float, col: float, radius_px: float, pola
             seed = tuple(cand[np.argmin(np.hypot(cand[:, 0] - seed[0], cand[:, 1] - seed[1]))])
         reg = _flood(m, seed)
         ys, xs = np.nonzero(reg)
-        # a region much wider than the blob has leaked into a neighbour of similar HU
-        if max(np.ptp(ys), np.ptp(xs)) + 1 <= 3.0 * radius_px:
-            break
+        extent = max(np.ptp(ys), np.ptp(xs)) + 1
+        # a region much wider than the blob has leaked into a neighbour of similar HU; one much
+        # narrower is a speck of noise: keep looking, remembering the first that did not leak
+        if extent <= 3.0 * radius_px:
+            if extent >= 0.8 * radius_px or len(halves) == 1:
+                break
+            if fallback is None:
+                fallback = (reg, half)
+        reg = None
+    if reg is None and fallback is not None:
+        reg, half = fallback
     if reg is None or reg.sum() == 0:
         return None
     thr = (c_val, half)
@@ -622,15 +635,22 @@ def measure_blob(img: np.ndarray, row: float, col: float, radius_px: float, pola
 
 
 def measure_candidate(hu: np.ndarray, grid: Grid, cand: Candidate, neighbours: bool = True) -> Candidate | None:
-    """Measure ``cand`` on the slice (of its own and, with ``neighbours``, the two next to it) where
-    its region is largest — RECIST's key slice — and move its centre to the region's centroid."""
+    """Measure ``cand`` on the slice (its own or, with ``neighbours``, any within a lesion radius)
+    where its region is largest — RECIST's key slice — and move its centre to the region's centroid."""
     best = None
     rad_px = cand.radius_mm / math.sqrt(grid.row_mm * grid.col_mm)
     # the level found on the candidate's own slice measures the neighbours too: partial-volume
     # slices then come out smaller, as they are, instead of as blurred, larger regions
     own = measure_blob(hu[cand.slice_index], cand.row, cand.col, rad_px, cand.polarity, grid.row_mm, grid.col_mm)
     level = own["level"] if own is not None else None
-    ks = (cand.slice_index - 1, cand.slice_index, cand.slice_index + 1) if neighbours else (cand.slice_index,)
+    if neighbours:
+        # scale-normalised LoG answers about equally on every slice through a sphere: the key
+        # slice is the one with the largest region among those within a lesion radius
+        z = np.asarray(grid.slice_z_mm, float)
+        reach = max(1.2 * cand.radius_mm, 1.01 * grid.slice_interval_mm)
+        ks = tuple(int(k) for k in np.nonzero(np.abs(z - z[cand.slice_index]) <= reach)[0])
+    else:
+        ks = (cand.slice_index,)
     for k in ks:
         if not 0 <= k < hu.shape[0]:
             continue
@@ -711,7 +731,8 @@ def score_candidate(c: Candidate, pred: Prediction, ref: dict, p: ScoreParams = 
         terms["size"] = (math.log(c.long_diameter_mm / max(pred.expected_long_mm, p.min_long_mm)) / p.size_log_tol) ** 2
     if ref.get("mean_hu") is not None and np.isfinite(c.mean_hu):
         # the mean HU of a high-contrast lesion depends on partial volume: tolerance grows with it
-        tol = max(p.hu_tol, p.hu_rel_tol * abs(ref.get("contrast_hu") or 0.0))
+        rel = p.hu_rel_tol * (2.0 if pred.expected_long_mm < 10.0 else 1.0)  # small: partial volume
+        tol = max(p.hu_tol, rel * abs(ref.get("contrast_hu") or 0.0))
         terms["hu"] = ((c.mean_hu - ref["mean_hu"]) / tol) ** 2
     if ref.get("contrast_hu") is not None and np.isfinite(c.contrast_hu):
         tol = max(p.contrast_min_tol, p.contrast_rel_tol * abs(ref["contrast_hu"]))

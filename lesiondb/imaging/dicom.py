@@ -98,6 +98,7 @@ class Volume:
     missing_slices: tuple[int, ...] = ()
     bad_slices: dict[int, str] = field(default_factory=dict)
     skipped_files: dict[str, str] = field(default_factory=dict)  # unreadable / not CT: path → reason
+    other_series: dict[str, int] = field(default_factory=dict)  # series UID → files, in the same input
 
     @property
     def n_slices(self) -> int:
@@ -370,8 +371,13 @@ def dicom_files(path: str | Path) -> list[Path]:
         return [p]
     if not p.is_dir():
         raise ImageError("series folder not found", str(p))
-    return sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
-                  and f.name not in _SKIP_NAMES and f.suffix.lower() not in (".md", ".txt", ".json", ".csv"))
+    return sorted(f for f in p.rglob("*") if f.is_file() and is_candidate_name(f.name))
+
+
+def is_candidate_name(name: str) -> bool:
+    """Whether a file name may hold a DICOM slice (hidden files, DICOMDIR and text files may not)."""
+    return not name.startswith(".") and name not in _SKIP_NAMES \
+        and Path(name).suffix.lower() not in (".md", ".txt", ".json", ".csv")
 
 
 @dataclass(frozen=True)
@@ -416,8 +422,9 @@ def read_series(
 ) -> Volume:
     """Read one CT series from a folder (or a file, or a list of files) into a :class:`Volume`.
 
-    Several series in the input need ``series_uid``. Files that are not CT images are skipped and
-    listed in ``Volume.skipped_files``; with no CT slice left the reasons are raised together.
+    Several series in the input need ``series_uid`` (the others are counted in
+    ``Volume.other_series``). Files that are not CT images are skipped and listed in
+    ``Volume.skipped_files``; with no CT slice left the reasons are raised together.
     ``allow_gaps``: keep going when a few slices are lost (see the module doc), instead of raising.
     """
     files = [Path(p) for p in path] if not isinstance(path, str | Path) else dicom_files(path)
@@ -442,11 +449,9 @@ def read_series(
         series_uid = next(iter(groups))
     if series_uid not in groups:
         raise ImageError(f"series {series_uid} not found (found {', '.join(sorted(groups))})", where)
-    for uid, members in groups.items():
-        if uid != series_uid:
-            for h, _ in members:
-                skipped[str(h.path)] = f"belongs to another series ({uid})"
-    return _assemble(groups[series_uid], skipped, allow_gaps, where)
+    vol = _assemble(groups[series_uid], skipped, allow_gaps, where)
+    vol.other_series = {uid: len(m) for uid, m in groups.items() if uid != series_uid}
+    return vol
 
 
 def _majority(values: list[Any], digits: int | None = None) -> Any:

@@ -98,6 +98,15 @@ REGIONS: dict[str, tuple[float, float, float, float, float, float, float]] = {
     "mediastinum": (0.0, -0.12, 0.20, 0.45, 0.455, 0.10, 0.10),
     "pelvis": (0.0, 0.0, 0.50, 0.55, 0.80, 0.075, 0.075),
 }
+#: Organs a lesion of a region must not sit in (they are painted over the region).
+AVOID: dict[str, tuple[str, ...]] = {
+    "liver": ("kidney_r", "stomach"),
+    "lung_r": ("liver", "heart"),
+    "lung_l": ("heart", "spleen", "stomach"),
+    "abdomen": ("liver", "kidney_r", "kidney_l", "spleen", "stomach"),
+    "mediastinum": ("heart", "lung_r", "lung_l"),
+    "pelvis": ("bladder",),
+}
 #: Largest long diameter (mm) rendered per type (DeepLesion's extremes do not fit the organs).
 MAX_LONG_MM = {1: 40.0, 2: 100.0, 3: 60.0, 4: 100.0, 5: 60.0, 6: 60.0, 7: 80.0, 8: 100.0}
 MIN_LONG_MM = 3.0
@@ -110,6 +119,7 @@ def _interp(t: np.ndarray | float, knots: np.ndarray) -> np.ndarray:
 
 
 _KT = [float(v) for v in _KNOT_T]
+KNOTS_T = tuple(_KT)
 _KA = [float(v) for v in _KNOT_A]
 _KB = [float(v) for v in _KNOT_B]
 
@@ -143,8 +153,8 @@ class Anatomy:
     rib_phase_mm: float
     organs: dict[str, tuple[float, ...]] = field(default_factory=dict)
     hu_offset: dict[str, float] = field(default_factory=dict)
-    bowel: np.ndarray = field(default_factory=lambda: np.zeros((0, 7)))  # u, v, t, rx, ry, rz mm, air
-    lung_vessels: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))  # u, v, t0, t1, r mm
+    texture_seed: int = 0
+    _textures: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     # ----------------------------------------------------------------------------- creation
     @classmethod
@@ -158,21 +168,6 @@ class Anatomy:
         hz = rng.normal(0.0, 1.0, 6).tolist()
         hu_offset = {"lung": 25 * hz[0], "liver": 7 * hz[1], "fat": 8 * hz[2], "muscle": 5 * hz[3],
                      "spleen": 6 * hz[4], "kidney": 8 * hz[5]}
-        n_bowel = int(rng.integers(22, 36))
-        bowel = np.column_stack([
-            rng.uniform(-0.55, 0.65, n_bowel), rng.uniform(-0.75, 0.35, n_bowel),
-            rng.uniform(0.60, 0.86, n_bowel), rng.uniform(9, 19, n_bowel), rng.uniform(8, 17, n_bowel),
-            rng.uniform(12, 30, n_bowel), (rng.random(n_bowel) < 0.15).astype(float)])
-        # Lung vessels: short axial segments inside the lungs (dots on axial slices).
-        n_ves = int(rng.integers(30, 46))
-        ves_side = np.where(rng.random(n_ves) < 0.5, -1.0, 1.0)
-        ang = rng.uniform(0, 2 * np.pi, n_ves)
-        rad = np.sqrt(rng.uniform(0.05, 0.7, n_ves))
-        t_mid = rng.uniform(0.40, 0.56, n_ves)
-        lung_vessels = np.column_stack([
-            ves_side * 0.48 + 0.38 * rad * np.cos(ang), 0.06 + 0.72 * rad * np.sin(ang),
-            t_mid - rng.uniform(0.01, 0.04, n_ves), t_mid + rng.uniform(0.01, 0.04, n_ves),
-            rng.uniform(1.2, 3.2, n_ves) * (1.3 - rad)])
         size = clamp(rng.normal(1.0, 0.07), 0.86, 1.15)
         aspect = clamp(rng.normal(1.0, 0.05), 0.9, 1.1)
         fat = float(rng.uniform(5.0, 35.0))
@@ -185,14 +180,41 @@ class Anatomy:
             spine_radius_mm=float(rng.uniform(15.0, 21.0)),
             disc_period_mm=float(rng.uniform(26.0, 32.0)),
             rib_phase_mm=float(rng.uniform(0.0, 24.0)),
-            organs=organs, hu_offset=hu_offset, bowel=bowel, lung_vessels=lung_vessels,
+            organs=organs, hu_offset=hu_offset, texture_seed=int(rng.integers(0, 2**62)),
         )
+
+    def textures(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bowel loops ``(u, v, t, rx, ry, rz mm, has_air)`` and lung vessels ``(u, v, t0, t1,
+        r mm)``: only rendering needs them, so they come from their own seed, on demand."""
+        if self._textures is None:
+            rng = np.random.default_rng(self.texture_seed)
+            n_bowel = int(rng.integers(22, 36))
+            bowel = np.column_stack([
+                rng.uniform(-0.55, 0.65, n_bowel), rng.uniform(-0.75, 0.35, n_bowel),
+                rng.uniform(0.60, 0.86, n_bowel), rng.uniform(9, 19, n_bowel), rng.uniform(8, 17, n_bowel),
+                rng.uniform(12, 30, n_bowel), (rng.random(n_bowel) < 0.15).astype(float)])
+            # Lung vessels: short axial segments inside the lungs (dots on axial slices).
+            n_ves = int(rng.integers(30, 46))
+            ves_side = np.where(rng.random(n_ves) < 0.5, -1.0, 1.0)
+            ang = rng.uniform(0, 2 * np.pi, n_ves)
+            rad = np.sqrt(rng.uniform(0.05, 0.7, n_ves))
+            t_mid = rng.uniform(0.40, 0.56, n_ves)
+            vessels = np.column_stack([
+                ves_side * 0.48 + 0.38 * rad * np.cos(ang), 0.06 + 0.72 * rad * np.sin(ang),
+                t_mid - rng.uniform(0.01, 0.04, n_ves), t_mid + rng.uniform(0.01, 0.04, n_ves),
+                rng.uniform(1.2, 3.2, n_ves) * (1.3 - rad)])
+            self._textures = (bowel, vessels)
+        return self._textures
 
     # ------------------------------------------------------------------------------ geometry
     def z_of_t(self, t: Any) -> Any:
+        if isinstance(t, float):
+            return self.height_mm * (T_REF - t)
         return self.height_mm * (T_REF - np.asarray(t, dtype=float))
 
     def t_of_z(self, z: Any) -> Any:
+        if isinstance(z, float):
+            return T_REF - z / self.height_mm
         return T_REF - np.asarray(z, dtype=float) / self.height_mm
 
     def fat_at(self, t: Any) -> np.ndarray:
@@ -222,10 +244,11 @@ class Anatomy:
         cx, cy, a_in, b_in, _, _ = self.section(t)
         return float(cx + u * a_in), float(cy + v * b_in), float(self.z_of_t(t))
 
-    def max_half_extent_mm(self, t0: float = 0.0, t1: float = 1.0) -> tuple[float, float]:
-        ts = np.linspace(t0, t1, 64)
-        _, cy, _, _, a_out, b_out = self.section(ts)
-        return float(a_out.max()), float(b_out.max())
+    def max_half_extent_mm(self) -> tuple[float, float]:
+        """Largest outer half-width and half-depth over the body (piecewise linear in t, so the
+        maxima lie on the knots)."""
+        secs = [self.section1(tk) for tk in (*_KT, 0.28, 0.34)]
+        return max(s[4] for s in secs), max(s[5] for s in secs)
 
     def hu(self, tissue: str, contrast: float) -> float:
         base, enh = TISSUE_HU[tissue]
@@ -249,37 +272,69 @@ class Anatomy:
         u = (2 * lx - 1) * float(a_out / a_in)
         v = (2 * ly - 1) * float(b_out / b_in)
         if type_code == 4:
-            return self._project_organ("liver", u, v, t, radius_mm, rng)
+            return self._project_organ("liver", u, v, t, radius_mm, rng, avoid=AVOID["liver"])
         if type_code == 5:
-            return self._project_organ("lung_r" if u < 0 else "lung_l", u, v, t, radius_mm, rng)
+            lung = "lung_r" if u < 0 else "lung_l"
+            return self._project_organ(lung, u, v, t, radius_mm, rng, avoid=AVOID[lung])
         if type_code == 6:
             return self._project_organ("kidney_r" if u < 0 else "kidney_l", u, v, t, radius_mm, rng,
                                        min_r=0.35)
         if type_code in (2, 3, 8):
             name = {2: "abdomen", 3: "mediastinum", 8: "pelvis"}[type_code]
-            return self._project(REGIONS[name], u, v, t, radius_mm, rng)
+            return self._project(REGIONS[name], u, v, t, radius_mm, rng, avoid=AVOID[name])
         if type_code == 1:
             return self._place_bone(u, v, t, radius_mm, rng)
         return self._place_wall(u, v, t, radius_mm, rng)  # 7 soft tissue (and anything else)
 
-    def _project_organ(self, name: str, u: float, v: float, t: float, radius_mm: float,
-                       rng: np.random.Generator, min_r: float = 0.15) -> tuple[float, float, float]:
+    def inside(self, name: str, u: float, v: float, t: float, margin_mm: float = 0.0) -> bool:
+        """Whether ``(u, v, t)`` lies in organ ``name`` grown by ``margin_mm``."""
         uc, vc, su, sv, tc, stu, std, _ = self.organs[name]
-        return self._project((uc, vc, su, sv, tc, stu, std), u, v, t, radius_mm, rng, min_r)
+        d = (t - tc) / (stu if t < tc else std)
+        if d * d >= 1.0:
+            # Beyond the organ's ends: within the margin only if close along z.
+            st_mm = (stu if t < tc else std) * self.height_mm
+            return abs(t - tc) * self.height_mm < st_mm + margin_mm and margin_mm > 0 and \
+                ((u - uc) / su) ** 2 + ((v - vc) / sv) ** 2 < 0.25
+        f = math.sqrt(1.0 - d * d)
+        _, _, a_in, b_in, _, _ = self.section1(t)
+        ru = su * f * a_in + margin_mm
+        rv = sv * f * b_in + margin_mm
+        return ((u - uc) * a_in / ru) ** 2 + ((v - vc) * b_in / rv) ** 2 < 1.0
+
+    def _project_organ(self, name: str, u: float, v: float, t: float, radius_mm: float,
+                       rng: np.random.Generator, min_r: float = 0.15,
+                       avoid: tuple[str, ...] = ()) -> tuple[float, float, float]:
+        uc, vc, su, sv, tc, stu, std, _ = self.organs[name]
+        return self._project((uc, vc, su, sv, tc, stu, std), u, v, t, radius_mm, rng, min_r, avoid)
 
     def _project(self, spec: tuple[float, ...], u: float, v: float, t: float, radius_mm: float,
-                 rng: np.random.Generator, min_r: float = 0.15) -> tuple[float, float, float]:
+                 rng: np.random.Generator, min_r: float = 0.15,
+                 avoid: tuple[str, ...] = ()) -> tuple[float, float, float]:
+        """Move ``(u, v, t)`` into the region ellipsoid ``spec`` (with a margin for the lesion's
+        radius), then, if it falls into an organ of ``avoid``, try random points of the region
+        nearer its centre."""
         uc, vc, su, sv, tc, stu, std = spec[:7]
         st = stu if t < tc else std
-        _, _, a_in, b_in, _, _ = self.section(tc)
-        semi_mm = min(su * float(a_in), sv * float(b_in), st * self.height_mm)
+        _, _, a_in, b_in, _, _ = self.section1(tc)
+        semi_mm = min(su * a_in, sv * b_in, st * self.height_mm)
         r_max = clamp(1.0 - radius_mm / max(semi_mm, 1e-3), min_r, 0.85)
-        q = np.array([(u - uc) / su, (v - vc) / sv, (t - tc) / st])
-        r = math.sqrt(float(q[0]) ** 2 + float(q[1]) ** 2 + float(q[2]) ** 2)
+        q0, q1, q2 = (u - uc) / su, (v - vc) / sv, (t - tc) / st
+        r = math.sqrt(q0 * q0 + q1 * q1 + q2 * q2)
         if r > r_max:
-            q *= r_max * rng.uniform(0.75, 1.0) / r
-        t_new = tc + q[2] * (stu if q[2] < 0 else std)
-        return float(uc + q[0] * su), float(vc + q[1] * sv), float(t_new)
+            k = r_max * rng.uniform(0.75, 1.0) / r
+            q0, q1, q2 = q0 * k, q1 * k, q2 * k
+        for attempt in range(24):
+            t_new = tc + q2 * (stu if q2 < 0 else std)
+            u_new, v_new = uc + q0 * su, vc + q1 * sv
+            margin = 0.5 * radius_mm
+            if not any(self.inside(o, u_new, v_new, t_new, margin) for o in avoid):
+                break
+            # A random point of the region, shrinking towards its centre as attempts fail.
+            d = rng.normal(0.0, 1.0, 3)
+            d /= max(float(np.linalg.norm(d)), 1e-9)
+            rad = r_max * rng.uniform(0.0, 1.0) ** (1 / 3) * (1.0 - attempt / 30)
+            q0, q1, q2 = (float(x) * rad for x in d)
+        return float(u_new), float(v_new), float(t_new)
 
     def _place_bone(self, u: float, v: float, t: float, radius_mm: float,
                     rng: np.random.Generator) -> tuple[float, float, float]:
@@ -351,6 +406,8 @@ class Transform:
         return self.scale * x + self.dx, self.scale * y + self.dy, self.scale * z + self.dz
 
     def z_to_anat(self, z_scan: Any) -> Any:
+        if isinstance(z_scan, float):
+            return (z_scan - self.dz) / self.scale
         return (np.asarray(z_scan) - self.dz) / self.scale
 
 
@@ -491,7 +548,8 @@ def render_volume(anatomy: Anatomy, geom: SliceGeometry, transform: Transform, c
                weight=in_cavity.astype(float))
 
     # Bowel loops (abdomen/pelvis), painted before the solid organs so these cover them.
-    for bu, bv, bt, brx, bry, brz, air in an.bowel:
+    bowel, lung_vessels = an.textures()
+    for bu, bv, bt, brx, bry, brz, air in bowel:
         f = np.sqrt(np.clip(1 - ((an.z_of_t(t) - an.z_of_t(bt)) / brz) ** 2, 0, None))
         bc, br = uv(bu, bv)
         p.ellipses(0, bc, br, brx * f * sx, bry * f * sy, hu("bowel"))  # enhancing wall
@@ -505,7 +563,7 @@ def render_volume(anatomy: Anatomy, geom: SliceGeometry, transform: Transform, c
 
     for name in ("lung_r", "lung_l", "heart", "liver", "spleen", "stomach", "kidney_r", "kidney_l"):
         organ(name)
-    for vu, vv, vt0, vt1, vr in an.lung_vessels:
+    for vu, vv, vt0, vt1, vr in lung_vessels:
         luc, lvc, lsu, lsv, ltc, lstu, lstd, _ = an.organs["lung_r" if vu < 0 else "lung_l"]
         inside = math.hypot((vu - luc) / lsu, (vv - lvc) / lsv) < 0.85 * _ellipsoid_profile(t, ltc, lstu, lstd)
         w = ((t >= vt0) & (t <= vt1) & inside).astype(float)

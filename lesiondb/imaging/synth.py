@@ -36,6 +36,7 @@ from .phantom import (
     MAX_LONG_MM,
     MIN_LONG_MM,
     Anatomy,
+    KNOTS_T,
     LesionShape,
     SliceGeometry,
     Transform,
@@ -305,13 +306,15 @@ def _clip_size(type_code: int, long_mm: float, short_mm: float, anatomy: Anatomy
 # --------------------------------------------------------------------------------- planning
 def plan_cohort(n_patients: int | None = None, seed: int = 0, like: str | Path | None = None, *,
                 withhold: tuple[float, float] = (0.3, 0.5), max_studies: int = 6,
-                image_size: int = 256, type_probs: dict[int, float] | None = None) -> CohortPlan:
+                image_size: int = 256, type_probs: dict[int, float] | None = None,
+                workers: int | None = None) -> CohortPlan:
     """Plan a cohort (no files): patients, studies, tracks and every lesion instance.
 
     ``like``: a DL_info.csv whose structure (patients, studies per patient, lesions per study,
     types, sizes, normalised locations) is mirrored; ``n_patients`` then defaults to its count
     (fewer takes the first ones; more repeats it). ``withhold``: range of the per-study fraction
     of lesion instances whose annotation is withheld (at least one per study stays annotated).
+    ``workers``: processes for large cohorts (the plan does not depend on it).
     """
     seed = _check_seed(seed)
     lo, hi = (float(w) for w in withhold)
@@ -337,17 +340,58 @@ def plan_cohort(n_patients: int | None = None, seed: int = 0, like: str | Path |
         raise InputError(f"number of patients must be ≥ 1, got {n_patients}")
     n_patients = int(n_patients)
     width = max(4, len(str(n_patients)))
-    patients: list[PatientPlan] = []
-    counters = {"annotation": 0, "track": 0}
-    for i in range(n_patients):
-        rng = np.random.default_rng([seed, i, salt_int])
-        pid = f"SYN{i + 1:0{width}d}"
-        source = like_struct.patients[i % len(like_struct.patients)] if like_struct else None
-        patients.append(_plan_patient(i, pid, rng, stats, codes, probs, source, (lo, hi),
-                                      max_studies, image_size, salt, counters))
+    common = (seed, salt_int, salt, width, codes, probs, (lo, hi), max_studies, image_size)
+    sources = like_struct.patients if like_struct else None
+    n_workers = 1 if workers is None or n_patients < 400 else int(workers)
+    if n_workers <= 1:
+        patients = _plan_range((0, n_patients, common, sources))
+    else:
+        import concurrent.futures as cf
+
+        step = -(-n_patients // (4 * n_workers))
+        jobs = [(a, min(a + step, n_patients), common, sources) for a in range(0, n_patients, step)]
+        with cf.ProcessPoolExecutor(n_workers, mp_context=_mp_context()) as ex:
+            patients = [pp for part in ex.map(_plan_range, jobs) for pp in part]
+    _number(patients)
     return CohortPlan(seed, patients, like=str(like) if like is not None else None,
                       like_rows_skipped=like_struct.rows_skipped if like_struct else 0,
                       like_errors=like_struct.errors if like_struct else [])
+
+
+def _plan_range(job) -> list[PatientPlan]:
+    """Plan patients ``a … b−1`` (one worker's share); ids are patient-local until :func:`_number`."""
+    a, b, (seed, salt_int, salt, width, codes, probs, withhold, max_studies, image_size), sources = job
+    stats = dl_stats.load_stats()
+    out = []
+    for i in range(a, b):
+        rng = np.random.default_rng([seed, i, salt_int])
+        source = sources[i % len(sources)] if sources else None
+        out.append(_plan_patient(i, f"SYN{i + 1:0{width}d}", rng, stats, codes, probs, source, withhold,
+                                 max_studies, image_size, salt, {"annotation": 0, "track": 0}))
+    return out
+
+
+def _number(patients: list[PatientPlan]) -> None:
+    """Cohort-wide sequential track and annotation ids, in patient / study / track order."""
+    n_track = n_ann = 0
+    for p in patients:
+        new_ids = {}
+        for tr in p.tracks:
+            n_track += 1
+            new_ids[tr.track_id] = tr.track_id = f"T{n_track:06d}"
+        for s in p.studies:
+            for inst in s.instances:
+                n_ann += 1
+                inst.annotation_id = f"A{n_ann:06d}"
+                inst.track_id = new_ids[inst.track_id]
+
+
+def _mp_context():
+    import multiprocessing as mp
+
+    # fork: workers inherit the imported modules (fast start; works from notebooks and stdin);
+    # the parent holds no locks the workers use.
+    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
 
 
 def _check_seed(seed: Any) -> int:
@@ -510,7 +554,7 @@ def _plan_patient(i, pid, rng, stats, codes, probs, source, withhold, max_studie
             tracks.append(tr)
 
     # --- studies: geometry around the visible lesions, then instances
-    a_max, b_max = anatomy.max_half_extent_mm(0.0, 1.0)
+    a_max, b_max = anatomy.max_half_extent_mm()
     need = max(2 * 1.03 * a_max / (0.94 * image_size), 2 * 1.03 * b_max / (0.94 * image_size))
     sx_patient = max(float(rng.uniform(1.4, 1.6)), need)
     table_dz = float(rng.uniform(-300.0, 100.0))
@@ -571,12 +615,13 @@ def _study_geometry(rng, anatomy: Anatomy, tf: Transform, shapes, sx_patient: fl
         n = MIN_SLICES
     z_first = _r(top, 2)
     sx = _r(max(sx_patient * float(rng.uniform(0.985, 1.015)), need), 4)
-    # In-plane field of view: centred on the body over the slab's levels.
-    zs = z_first - np.arange(n) * interval
-    ts = anatomy.t_of_z(tf.z_to_anat(zs))
-    _, cy, _, _, _, b_out = anatomy.section(ts)
-    y_lo = float(np.min(cy - b_out))
-    y_hi = float(np.max(cy + b_out))
+    # In-plane field of view: centred on the body over the slab's levels (the body's depth is
+    # piecewise linear in t: its extremes are at the slab ends or at knots inside).
+    t_a = anatomy.t_of_z(tf.z_to_anat(float(z_first)))
+    t_b = anatomy.t_of_z(tf.z_to_anat(float(z_first - (n - 1) * interval)))
+    secs = [anatomy.section1(tk) for tk in (t_a, t_b, *(k for k in KNOTS_T if t_a < k < t_b))]
+    y_lo = min(s[1] - s[5] for s in secs)
+    y_hi = max(s[1] + s[5] for s in secs)
     xc = tf.dx + float(rng.normal(0, 3.0))
     yc = tf.scale * 0.5 * (y_lo + y_hi) + tf.dy + float(rng.normal(0, 3.0))
     half = 0.5 * (image_size - 1) * sx
@@ -608,12 +653,12 @@ def _instance(tr: TrackPlan, k: int, center, semi, angle, geom: SliceGeometry, t
     short_px = math.dist(pts[4:6], pts[6:8])
     # Normalised location on the key slice: x, y from the body outline's bounding box, z from
     # the body extent (docs/architecture.md, cohort folder contract).
-    t_key = float(anatomy.t_of_z(tf.z_to_anat(z_key)))
-    cxb, cyb, _, _, a_out, b_out = anatomy.section(t_key)
-    bx0 = (tf.scale * (float(cxb) - float(a_out)) + tf.dx - geom.x0_mm) / sx
-    bx1 = (tf.scale * (float(cxb) + float(a_out)) + tf.dx - geom.x0_mm) / sx
-    by0 = (tf.scale * (float(cyb) - float(b_out)) + tf.dy - geom.y0_mm) / sy
-    by1 = (tf.scale * (float(cyb) + float(b_out)) + tf.dy - geom.y0_mm) / sy
+    t_key = anatomy.t_of_z(tf.z_to_anat(float(z_key)))
+    cxb, cyb, _, _, a_out, b_out = anatomy.section1(t_key)
+    bx0 = (tf.scale * (cxb - a_out) + tf.dx - geom.x0_mm) / sx
+    bx1 = (tf.scale * (cxb + a_out) + tf.dx - geom.x0_mm) / sx
+    by0 = (tf.scale * (cyb - b_out) + tf.dy - geom.y0_mm) / sy
+    by1 = (tf.scale * (cyb + b_out) + tf.dy - geom.y0_mm) / sy
     top, bottom = body_z
     loc = (_r(min(1, max(0, (col - bx0) / (bx1 - bx0)))), _r(min(1, max(0, (row - by0) / (by1 - by0)))),
            _r(min(1, max(0, (top - z_key) / (top - bottom)))))
@@ -999,7 +1044,8 @@ def generate_cohort(out_dir: str | Path, n_patients: int | None = None, seed: in
     t0 = time.perf_counter()
     out = Path(out_dir)
     plan = plan_cohort(n_patients, seed, like, withhold=withhold, max_studies=max_studies,
-                       image_size=image_size, type_probs=type_probs)
+                       image_size=image_size, type_probs=type_probs,
+                       workers=_n_workers(workers, 10**6))
     _prepare_out(out, overwrite)
     total = plan.n_studies
     errors: list[str] = []
@@ -1017,13 +1063,9 @@ def generate_cohort(out_dir: str | Path, n_patients: int | None = None, seed: in
                 if progress:
                     progress(n, total)
         else:
-            import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
 
-            # fork: workers inherit the imported modules (fast start, works from notebooks and
-            # stdin); the parent holds no locks the workers use.
-            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            with ProcessPoolExecutor(n_workers, mp_context=ctx) as ex:
+            with ProcessPoolExecutor(n_workers, mp_context=_mp_context()) as ex:
                 for n, sl, err in ex.map(_render_patient, jobs, chunksize=max(1, len(jobs) // (8 * n_workers))):
                     slices += sl
                     errors += err

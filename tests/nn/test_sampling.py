@@ -16,7 +16,7 @@ def test_sequences_same_type_by_increasing_distance_then_other_type():
     types, loc, size = _data()
     s = SequentialSampler(n_same=4, size_weight=0.5)
     seqs, valid = s.sample(types, loc, size, np.arange(80), np.random.default_rng(1))
-    assert seqs.shape == (80, 6) and valid.shape == (80, 5)
+    assert seqs.shape == (80, 6) and valid.shape == (80, 4)
     for a, *bs in seqs:
         same, other = bs[:-1], bs[-1]
         assert all(types[b] == types[a] and b != a for b in same)
