@@ -163,7 +163,7 @@ def _body_box(hu: np.ndarray, grid: M.Grid) -> tuple[M.Vec3, M.Vec3] | None:
     ks, rs, cs = np.nonzero(body[:, ::2, ::2])
     a = grid.to_mm(ks.min(), rs.min() * 2, cs.min() * 2)
     b = grid.to_mm(ks.max(), rs.max() * 2, cs.max() * 2)
-    return tuple(min(u, v) for u, v in zip(a, b)), tuple(max(u, v) for u, v in zip(a, b))
+    return tuple(min(u, v) for u, v in zip(a, b, strict=True)), tuple(max(u, v) for u, v in zip(a, b, strict=True))
 
 
 def mine_case(case: PatientCase, load_volume: VolumeLoader, min_score: float = DEFAULT_MIN_SCORE,
@@ -254,13 +254,13 @@ def mine_case(case: PatientCase, load_volume: VolumeLoader, min_score: float = D
                 continue
             hu, grid = v
             t0 = time.perf_counter()
-            pred = _predict(obs, info, hu, grid, lambda a: translation(a, info.study_id, uid), vol)
+            pred = _predict(obs, info, hu, grid, lambda a, b=info.study_id, u=uid: translation(a, b, u), vol)
             if pred is None:
                 stats.skip(f"track {uid} in study {info.study_id}", "no geometry or location to predict a position")
                 continue
             z0, z1 = grid.z_range()
             info_cov = M.StudyInfo(info.study_id, info.time, (z0, z1), info.annotated_mm, info.annotated_radius_mm)
-            if not M.candidate_studies(obs, [info_cov], lambda _s: pred, min_visible_mm):
+            if not M.candidate_studies(obs, [info_cov], lambda _s, p=pred: p, min_visible_mm):
                 continue
             stats.candidate_studies += 1
             emb_fn = None
@@ -577,7 +577,7 @@ def make_embedder(model: Any, spec: Any = None, batch_size: int = 64) -> Embedde
     """An :data:`Embedder` from an encoder of :mod:`lesiondb.nn` (``embed_patches``) and the patch
     spec it was trained with (:class:`lesiondb.imaging.patches.PatchSpec`)."""
     from .imaging.patches import extract_patch_from_volume, stack_patches
-    from .nn import embed_patches  # type: ignore[attr-defined]
+    from .nn import embed_patches
 
     def embed(hu: np.ndarray, grid: M.Grid, items: list) -> np.ndarray:
         patches = [extract_patch_from_volume(hu, int(k), tuple(float(v) for v in box),
@@ -591,9 +591,9 @@ def make_embedder(model: Any, spec: Any = None, batch_size: int = 64) -> Embedde
 
 def default_embedder() -> tuple[Embedder, str]:
     """(embedder, modelId) of the shipped default encoder; ImportError / ModelError when absent."""
-    from .nn import load_default_model  # type: ignore[attr-defined]
+    from .nn import load_default_model, prepare_for_inference
 
-    model = load_default_model()
+    model = prepare_for_inference(load_default_model())
     spec = getattr(model, "patch_spec", None)
     model_id = getattr(model, "model_id", None) or getattr(model, "modelId", None) or "default"
     return make_embedder(model, spec), str(model_id)

@@ -182,3 +182,95 @@ def test_a_study_without_images_is_reported_not_fatal(graph):
     out = mining.mine(graph, loader)
     assert out["created"] == 1
     assert any("S3" in e["item"] and "truncated" in e["reason"] for e in out["errors"])
+
+
+def test_embedder_path_scores_with_embeddings():
+    """With an encoder (random weights here) candidates and references are embedded and the
+    embedding distance enters the score; the planted lesion is still the one proposed."""
+    torch = pytest.importorskip("torch")
+    from lesiondb.nn import create_encoder
+
+    torch.manual_seed(0)
+    model = create_encoder("resnet18_ms").eval()
+    emb = mining.make_embedder(model)
+    hu, grid = VOLUMES["S1"]
+    vecs = emb(hu, grid, [(12, (50.0, 40.0, 70.0, 60.0)), (10, (10.0, 10.0, 30.0, 30.0))])
+    assert vecs.shape[0] == 2 and np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
+    case = mining.cases_from_rows(
+        [{"patientId": "P1", "study": r["study"], "lesion": r["lesion"], "trackingUid": TRACKS[r["lesion"]["lesionId"]]}
+         for r in ROWS])[0]
+    recs = mining.mine_case(case, _loader, embedder=emb)
+    assert [(r.tracking_uid, r.study_id) for r in recs] == [("T1", "S2")]
+    assert "embedding" in recs[0].candidate.terms
+    assert np.linalg.norm(np.array(recs[0].position_mm) - (T1 + SHIFTS["S2"])) < 3.0
+
+
+def test_client_proposal_methods(graph):
+    from lesiondb.client import Client
+
+    mining.mine(graph, _loader)
+    c = Client(graph, owns_engine=False)
+    df = c.proposals(status="pending")
+    assert list(df.trackingUid) == ["T1"] and "score" in df.columns
+    pid = df.proposalId[0]
+    assert c.accept(pid, by="dr.a")["status"] == "accepted"
+    assert c.proposals(status="pending").empty and len(c.proposals(status="accepted")) == 1
+
+
+# -- real-image check: DeepLesion series 000062_01_01 (29 consecutive slices, 3 bookmarks) ---------
+#: The outcome recorded in docs/mining.md ("Real-image check"). Pinned: if mining changes so that a
+#: bookmark is (or is no longer) found, this test fails — update the doc with the new outcome.
+REAL_SAME_STUDY_FOUND = {62: False, 71: False, 78: False}
+REAL_SAME_LESION_FOUND = {62: False, 71: False, 78: False}
+
+
+def _real_series(shared_data):
+    import csv
+
+    from lesiondb.imaging.png import read_slice
+
+    folder = shared_data / "deeplesion_images" / "series_000062_01_01"
+    info = shared_data / "deeplesion" / "DL_info_available_merged.csv"
+    if not folder.is_dir() or not info.is_file():
+        pytest.skip(f"{folder} or {info} is missing")
+    hu = np.stack([read_slice(folder / f"{k:03d}.png") for k in range(56, 85)]).astype(np.float32)
+    rows = {}
+    with open(info, newline="") as f:
+        for r in csv.DictReader(f):
+            if r["File_name"].startswith("000062_01_01_"):
+                rows[int(r["Key_slice_index"])] = r
+    assert sorted(rows) == [62, 71, 78]
+    sx = float(rows[62]["Spacing_mm_px_"].split(",")[0])
+    dz = float(rows[62]["Spacing_mm_px_"].split(",")[2])
+    grid = M.Grid(-np.arange(hu.shape[0]) * dz, sx, sx)  # slice 056 is index 0
+    obs = {}
+    for k, r in rows.items():
+        x1, y1, x2, y2 = (float(v) for v in r["Bounding_boxes"].split(","))
+        long_px, short_px = (float(v) for v in r["Lesion_diameters_Pixel_"].split(","))
+        c, rr = (x1 + x2) / 2, (y1 + y2) / 2
+        o = M.Observation(str(k), "S", 0.0, long_px * sx, short_px * sx, slice_index=k - 56, center_px=(c, rr),
+                          position_mm=grid.to_mm(k - 56, rr, c))
+        obs[k] = M.measure_reference(hu, grid, o)
+    return hu, grid, obs
+
+
+@pytest.mark.slow
+def test_real_deeplesion_withheld_bookmark(shared_data):
+    hu, grid, obs = _real_series(shared_data)
+    assert hu.shape == (29, 512, 512)
+    assert hu.min() <= -1000 and 0 <= float(np.median(hu[hu > -200])) <= 150  # air and soft tissue
+    for o in obs.values():
+        assert o.mean_hu is not None and -100 < o.mean_hu < 150, o  # soft-tissue lesions
+    same_study, same_lesion = {}, {}
+    for w, o in obs.items():
+        # the brief's check: withhold one bookmark, search the study for lesions like the others
+        scored = M.search_similar(hu, grid, [obs[k] for k in obs if k != w], max_candidates=120)
+        assert scored, "the detector returned no candidate at all"
+        top = scored[0]
+        same_study[w] = M._dist(top.position_mm, o.position_mm) <= o.long_diameter_mm / 2 and top.score >= 0.25
+        # the mining scenario proper: the same lesion, predicted 7 mm off (a realistic alignment error)
+        pred = M.Prediction(tuple(np.array(o.position_mm) + [4.0, -3.0, 5.0]), 6.0, "test", o.long_diameter_mm, (o,))
+        best, _ = M.mine_study(hu, grid, pred)
+        same_lesion[w] = best is not None and M._dist(best.position_mm, o.position_mm) <= o.long_diameter_mm / 2
+    assert same_study == REAL_SAME_STUDY_FOUND
+    assert same_lesion == REAL_SAME_LESION_FOUND

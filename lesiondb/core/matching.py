@@ -36,7 +36,7 @@ spread of the confident matches' residuals, shifts and size ratios). Defaults
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -266,7 +266,7 @@ class _Geometry:
         return np.where(self.valid[None], c, self.missing)
 
     def refine(self, pairs: Sequence[tuple[int, int]], shift: np.ndarray, center: np.ndarray,
-               shift_sigma: np.ndarray, steps: int = 5) -> np.ndarray:
+               shift_sigma: np.ndarray, steps: int = 3) -> np.ndarray:
         """MAP shift given matched pairs: a robust (IRLS) weighted mean, shrunk toward the prior."""
         rows = [self.residual[i, j] for i, j in pairs if self.valid[i, j]]
         if not rows:
@@ -375,6 +375,8 @@ def align_scans(a: ScanFeatures, b: ScanFeatures, p: MatchParams | None = None,
     shs = geo.shift_sigma / prior_shrink
     if n == 0 or m == 0 or not geo.valid.any():
         return _alignment(geo, center, 0)
+    if n == 1 and m == 1:  # one lesion each (a fifth of DeepLesion's scan pairs): no search needed
+        return _align_single(geo, static, center, shs, p)
     # hypotheses: the prior centre, and the shift that makes each candidate pair coincide
     hyps = np.vstack([center[None], geo.residual[geo.valid]])
     prior = 0.5 * (((hyps - center) / shs) ** 2).sum(1)
@@ -399,6 +401,22 @@ def align_scans(a: ScanFeatures, b: ScanFeatures, p: MatchParams | None = None,
             break
         pairs = new_pairs
     return _alignment(geo, s, len(pairs), float(0.5 * (((s - center) / shs) ** 2).sum()))
+
+
+def _align_single(geo: _Geometry, static: np.ndarray, center: np.ndarray, shs: np.ndarray,
+                  p: MatchParams) -> Alignment:
+    """Two scans of one lesion each: either they are unrelated (shift at the prior centre), or
+    the same lesion (shift = its displacement, refined toward the prior)."""
+    r = geo.residual[0, 0]
+    cost_none = geo.cost(center[None])[0, 0, 0] + static[0, 0]
+    prior_r = 0.5 * float((((r - center) / shs) ** 2).sum())
+    if min(cost_none, p.gate_cost) <= prior_r + min(static[0, 0], p.gate_cost) or not geo.valid[0, 0]:
+        if cost_none >= p.gate_cost:
+            return _alignment(geo, center, 0, 0.0)
+        s = geo.refine([(0, 0)], center, center, shs)
+    else:
+        s = geo.refine([(0, 0)], r, center, shs)
+    return _alignment(geo, s, 1, float(0.5 * (((s - center) / shs) ** 2).sum()))
 
 
 def _alignment(geo: _Geometry, shift: np.ndarray, anchors: int, prior_cost: float = 0.0) -> Alignment:
@@ -554,67 +572,77 @@ class Calibration:
 
 
 def calibrate(patients: Sequence[Sequence[LesionObs]], params: MatchParams | None = None, rounds: int = 2,
-              min_pairs: int = 30, min_confidence: float = 0.9, bounds: tuple[float, float] = (0.1, 3.0)) -> Calibration:
+              min_confidence: float = 0.9, prior_weight: tuple[float, float] = (20.0, 10.0),
+              bounds: tuple[float, float] = (0.1, 3.0), mapper: Callable = map) -> Calibration:
     """Fit the position, shift and size scales to ``patients`` (lists of one patient's lesions),
-    unsupervised: match with the current scales, take the confident pairs of scan pairs aligned on
-    at least two lesions, and set each scale to the robust spread (1.4826 × median absolute
-    deviation) of what it models — residual position after alignment, the scan-pair shifts, the
-    log size ratio. Repeated ``rounds`` times. A scale moves at most within ``bounds`` × its
-    default, and only when at least ``min_pairs`` pairs (scan pairs for the shift) support it.
+    unsupervised: match with the current scales, take the confident pairs (``min_confidence``) of
+    scan pairs matched on at least two lesions, and measure the robust spread (1.4826 × median
+    absolute deviation) of what each scale models — the residual position after alignment, the
+    scan-pair shift, the log size ratio. Repeated ``rounds`` times.
+
+    Each measured scale is pooled with its default in log space, the default weighing as
+    ``prior_weight`` observations (pairs for residual scales, scan pairs for shifts), so a small
+    graph stays near the defaults; the result stays within ``bounds`` × the default.
+    ``mapper`` maps over patients (e.g. a process pool's ``map``).
     """
     base = params or MatchParams()
     p = base
     n_pairs = n_scan_pairs = 0
     measured: dict[str, Any] = {}
+    patients = [list(x) for x in patients]
     for _ in range(max(1, rounds)):
-        res_loc, res_pos, shift_loc, shift_pos, dsize = [], [], [], [], []
-        for lesions in patients:
-            pm = match_patient(lesions, p, keep_pair_results=True)
-            idx: dict[Hashable, list[int]] = {}
-            for i, les in enumerate(lesions):
-                idx.setdefault(les.scan, []).append(i)
-            for (sa, sb), r in pm.pair_results.items():
-                good = [(i, j) for i, j in r.pairs if r.confidence[i, j] >= min_confidence]
-                if len(good) < 2:
-                    continue
-                fa = ScanFeatures.of([lesions[k] for k in idx[sa]])
-                fb = ScanFeatures.of([lesions[k] for k in idx[sb]])
-                geo = _Geometry.of(fa, fb, p)
-                rows = np.asarray([geo.residual[i, j] for i, j in good if geo.valid[i, j]])
-                if len(rows) < 2:
-                    continue
-                # the unshrunk shift (the prior pulls the alignment toward 0: measuring its spread
-                # on the aligned shifts would shrink it a little more every round)
-                shift = np.median(rows, axis=0)
-                (shift_pos if geo.uses_position else shift_loc).append(shift)
-                (res_pos if geo.uses_position else res_loc).extend(rows - shift)
-                for i, j in good:
-                    d = fb.log_size[j] - fa.log_size[i]
-                    if np.isfinite(d):
-                        dsize.append(d)
-        n_pairs, n_scan_pairs = len(res_loc) + len(res_pos), len(shift_loc) + len(shift_pos)
+        parts = list(mapper(_calibration_sample, patients, [p] * len(patients), [min_confidence] * len(patients)))
+        pooled_rows = {k: [r for part in parts for r in part[k]] for k in _SAMPLE_KEYS}
+        n_pairs = len(pooled_rows["location_sigma_mm"]) + len(pooled_rows["position_sigma_mm"])
+        n_scan_pairs = len(pooled_rows["location_shift_sigma_mm"]) + len(pooled_rows["position_shift_sigma_mm"])
         changes: dict[str, Any] = {}
+        measured = {}
         scale = np.asarray(base.location_scale_mm, float)
-
-        def robust(rows: list, default: np.ndarray, minimum: int) -> np.ndarray | None:
-            if len(rows) < minimum:
-                return None
-            s = 1.4826 * np.median(np.abs(np.asarray(rows)), axis=0)
-            return np.clip(s, default * bounds[0], default * bounds[1])
-
-        for key, rows, default, mult in (
-                ("location_sigma_mm", res_loc, np.asarray(base.location_sigma_mm, float), scale),
-                ("location_shift_sigma_mm", shift_loc, np.asarray(base.location_shift_sigma_mm, float), scale),
-                ("position_sigma_mm", res_pos, np.asarray(base.position_sigma_mm, float), 1.0),
-                ("position_shift_sigma_mm", shift_pos, np.asarray(base.position_shift_sigma_mm, float), 1.0)):
-            minimum = min_pairs if "shift" not in key else max(5, min_pairs // 3)
-            rows_mm = [np.asarray(r) * mult for r in rows]
-            s = robust(rows_mm, default, minimum)
-            if s is not None:
-                changes[key] = tuple(round(float(v), 3) for v in s)
-        s = robust(dsize, np.asarray(base.size_sigma_log), min_pairs)
-        if s is not None:
-            changes["size_sigma_log"] = round(float(s), 4)
-        measured = {k: v for k, v in changes.items()}
+        for key in _SAMPLE_KEYS:
+            rows = pooled_rows[key]
+            if len(rows) < 3:
+                continue
+            mult = scale if key.startswith("location") else 1.0
+            n0 = prior_weight[1] if "shift" in key else prior_weight[0]
+            default = np.asarray(getattr(base, key), float)
+            s = 1.4826 * np.median(np.abs(np.asarray(rows) * mult), axis=0)
+            s = np.maximum(s, default * bounds[0])
+            n = len(rows)
+            pooled = np.exp((n * np.log(s) + n0 * np.log(default)) / (n + n0))
+            pooled = np.clip(pooled, default * bounds[0], default * bounds[1])
+            measured[key] = (np.round(s, 4).tolist(), n)
+            changes[key] = round(float(pooled), 4) if pooled.ndim == 0 else tuple(round(float(v), 3) for v in pooled)
         p = base.replace(**changes)
     return Calibration(p, n_pairs, n_scan_pairs, measured)
+
+
+_SAMPLE_KEYS = ("location_sigma_mm", "location_shift_sigma_mm", "position_sigma_mm", "position_shift_sigma_mm",
+                "size_sigma_log")
+
+
+def _calibration_sample(lesions: Sequence[LesionObs], p: MatchParams, min_confidence: float) -> dict[str, list]:
+    """One patient's contribution to :func:`calibrate`: residuals, shifts and log size ratios of
+    the confident pairs of scan pairs matched on at least two lesions."""
+    out: dict[str, list] = {k: [] for k in _SAMPLE_KEYS}
+    pm = match_patient(lesions, p, keep_pair_results=True)
+    feats = {s: ScanFeatures.of([lesions[k] for k in idx]) for s, idx in pm.by_scan.items()}
+    for (sa, sb), r in pm.pair_results.items():
+        good = [(i, j) for i, j in r.pairs if r.confidence[i, j] >= min_confidence]
+        if len(good) < 2:
+            continue
+        fa, fb = feats[sa], feats[sb]
+        geo = _Geometry.of(fa, fb, p)
+        rows = np.asarray([geo.residual[i, j] for i, j in good if geo.valid[i, j]])
+        if len(rows) < 2:
+            continue
+        # the unshrunk shift (the prior pulls the alignment toward 0: measuring its spread on the
+        # aligned shifts would shrink it a little more every round)
+        shift = np.median(rows, axis=0)
+        kind = "position" if geo.uses_position else "location"
+        out[f"{kind}_shift_sigma_mm"].append(shift)
+        out[f"{kind}_sigma_mm"].extend(rows - shift)
+        for i, j in good:
+            d = fb.log_size[j] - fa.log_size[i]
+            if np.isfinite(d):
+                out["size_sigma_log"].append(float(d))
+    return out

@@ -189,7 +189,7 @@ def annotated_with_radius(s: StudyInfo, pred: Prediction | None = None) -> list[
     """(centre, radius) of the study's annotated lesions (radius unknown: the expected one, ≥ 3 mm)."""
     default = max((pred.expected_long_mm if pred else 10.0) / 2.0, 3.0)
     radii = list(s.annotated_radius_mm) + [default] * (len(s.annotated_mm) - len(s.annotated_radius_mm))
-    return [(a, max(r, 3.0)) for a, r in zip(s.annotated_mm, radii)]
+    return [(a, max(r, 3.0)) for a, r in zip(s.annotated_mm, radii, strict=True)]
 
 
 # -- 2. alignment and prediction ------------------------------------------------------------------
@@ -361,7 +361,7 @@ def _kernel_matrix_cached(n: int, sigma: float, order: int) -> np.ndarray:
         k = g
     m = np.zeros((n, n))
     idx = np.arange(n)
-    for off, w in zip(x.astype(int), k):
+    for off, w in zip(x.astype(int), k, strict=True):
         j = idx + off
         j = np.where(j < 0, -j - 1, j)
         j = np.where(j >= n, 2 * n - j - 1, j)
@@ -590,7 +590,7 @@ def measure_blob(img: np.ndarray, row: float, col: float, radius_px: float, pola
     pol = polarity if polarity else (1 if contrast >= 0 else -1)
     seed0 = (int(np.clip(r0 - ra, 0, sub.shape[0] - 1)), int(np.clip(c0 - ca, 0, sub.shape[1] - 1)))
     reg = None
-    fallback = None
+    fallback = leaked = None
     for half in halves:
         m = (np.abs(sm - c_val) <= half) & (dist <= 2.5 * radius_px)
         seed = seed0
@@ -605,14 +605,23 @@ def measure_blob(img: np.ndarray, row: float, col: float, radius_px: float, pola
         extent = max(np.ptp(ys), np.ptp(xs)) + 1
         # a region much wider than the blob has leaked into a neighbour of similar HU; one much
         # narrower is a speck of noise: keep looking, remembering the first that did not leak
+        if level is not None:  # an imposed band (neighbour slices): the 2.5-radius disc bounds it
+            break
         if extent <= 3.0 * radius_px:
-            if extent >= 0.8 * radius_px or len(halves) == 1:
+            if extent >= 0.8 * radius_px:
                 break
             if fallback is None:
                 fallback = (reg, half)
+        if leaked is None or half < leaked[2]:
+            leaked = (m, seed, half)
         reg = None
     if reg is None and fallback is not None:
         reg, half = fallback
+    if reg is None and leaked is not None:
+        # every band leaked (a lesion touching tissue of its own HU): cut the narrowest band's
+        # region at 1.5 radii, where a blob of the detected scale ends
+        m, seed, half = leaked
+        reg = _flood(m & (dist <= 1.5 * radius_px), seed)
     if reg is None or reg.sum() == 0:
         return None
     thr = (c_val, half)
@@ -651,6 +660,7 @@ def measure_candidate(hu: np.ndarray, grid: Grid, cand: Candidate, neighbours: b
         ks = tuple(int(k) for k in np.nonzero(np.abs(z - z[cand.slice_index]) <= reach)[0])
     else:
         ks = (cand.slice_index,)
+    found = []
     for k in ks:
         if not 0 <= k < hu.shape[0]:
             continue
@@ -666,13 +676,24 @@ def measure_candidate(hu: np.ndarray, grid: Grid, cand: Candidate, neighbours: b
         if m["long_diameter_mm"] > 4.8 * cand.radius_mm:
             continue
         key = m["area_px"] * (1.0 if k == cand.slice_index else 0.999)
+        found.append((k, m))
         if best is None or key > best[0]:
             best = (key, k, m)
     if best is None:
         return None
     _, k, m = best
     r, c = m["center_rc"]
-    return replace(cand, slice_index=k, row=r, col=c, position_mm=grid.to_mm(k, r, c),
+    pos = grid.to_mm(k, r, c)
+    if len(found) > 1:
+        # the centre along z: the area-weighted mean of the slices through the same region
+        # (slices are thick next to small lesions: the key slice alone is up to half a slice off)
+        lim = max(0.5 * m["long_diameter_mm"] / 2.0, 1.0)
+        same = [(kk, mm["area_px"]) for kk, mm in found
+                if math.hypot((mm["center_rc"][0] - r) * grid.row_mm, (mm["center_rc"][1] - c) * grid.col_mm) <= lim]
+        w = np.array([a for _, a in same], float)
+        zs = np.array([grid.slice_z_mm[kk] for kk, _ in same], float)
+        pos = (pos[0], pos[1], float((w * zs).sum() / w.sum()))
+    return replace(cand, slice_index=k, row=r, col=c, position_mm=pos,
                    mean_hu=m["mean_hu"], contrast_hu=m["contrast_hu"], bbox_px=m["bbox_px"],
                    recist_long_px=m["recist_long_px"], recist_short_px=m["recist_short_px"],
                    long_diameter_mm=m["long_diameter_mm"], short_diameter_mm=m["short_diameter_mm"],
@@ -751,8 +772,8 @@ def mine_study(hu: np.ndarray, grid: Grid, pred: Prediction, ref: dict | None = 
     """Detect, measure and score candidates in one study; returns (proposal or None, all scored
     candidates best first). ``embed`` maps measured candidates to unit embeddings when an
     encoder is available (the ``refine`` best by appearance are embedded). Candidates whose centre
-    lies within ``exclude`` ((centre, radius) of lesions annotated in the study) are dropped: they
-    are annotated already."""
+    lies within half the radius of a lesion annotated in the study (``exclude``: (centre, radius))
+    are dropped: they are annotated already."""
     ref = ref if ref is not None else reference_stats(pred.reference)
     pol = 0
     if ref.get("contrast_hu") is not None and abs(ref["contrast_hu"]) >= 15.0:
@@ -765,7 +786,8 @@ def mine_study(hu: np.ndarray, grid: Grid, pred: Prediction, ref: dict | None = 
     # slice with the largest region is the key slice); cheap first, exact where it matters
     measured = [m for m in (measure_candidate(hu, grid, c, neighbours=False) for c in raw) if m is not None]
     if exclude:
-        measured = [m for m in measured if not any(_dist(m.position_mm, a) <= r for a, r in exclude)]
+        # a candidate centred on an annotated lesion (within half its radius) *is* that lesion
+        measured = [m for m in measured if not any(_dist(m.position_mm, a) <= 0.5 * r for a, r in exclude)]
     scored = sorted((score_candidate(m, pred, ref, params) for m in measured), key=lambda c: -c.score)
     top = [m for m in (measure_candidate(hu, grid, c, neighbours=True) for c in scored[:refine]) if m is not None]
     scored = sorted([score_candidate(m, pred, ref, params) for m in top] + scored[refine:], key=lambda c: -c.score)
@@ -773,7 +795,7 @@ def mine_study(hu: np.ndarray, grid: Grid, pred: Prediction, ref: dict | None = 
         head = scored[:refine]
         embs = embed(head)
         head = [score_candidate(replace(m, embedding=np.asarray(e, float)), pred, ref, params)
-                for m, e in zip(head, embs)]
+                for m, e in zip(head, embs, strict=True)]
         # candidates without an embedding keep their appearance-only score but rank after
         scored = sorted(head, key=lambda c: -c.score) + scored[refine:]
     best = scored[0] if scored and scored[0].score >= min_score else None
@@ -781,4 +803,23 @@ def mine_study(hu: np.ndarray, grid: Grid, pred: Prediction, ref: dict | None = 
 
 
 def _dist(a: Sequence[float], b: Sequence[float]) -> float:
-    return float(math.sqrt(sum((float(x) - float(y)) ** 2 for x, y in zip(a, b))))
+    return float(math.sqrt(sum((float(x) - float(y)) ** 2 for x, y in zip(a, b, strict=True))))
+
+
+def search_similar(hu: np.ndarray, grid: Grid, refs: Sequence[Observation], max_candidates: int = 300,
+                   params: ScoreParams = ScoreParams()) -> list[Candidate]:
+    """Candidates anywhere in the volume, scored by appearance only (size, mean HU, contrast of
+    the measured ``refs``; no position term): "find lesions like these" when no track predicts a
+    position — e.g. another lesion of the same study. Best first."""
+    ref = reference_stats(refs)
+    expected = float(np.median([o.long_diameter_mm for o in refs]))
+    signs = {int(np.sign(o.contrast_hu)) for o in refs if o.contrast_hu is not None and abs(o.contrast_hu) >= 15}
+    pol = signs.pop() if len(signs) == 1 else 0
+    k0 = (hu.shape[0] - 1) / 2.0
+    centre = grid.to_mm(k0, (hu.shape[1] - 1) / 2.0, (hu.shape[2] - 1) / 2.0)
+    half_mm = 0.5 * math.hypot(hu.shape[1] * grid.row_mm, hu.shape[2] * grid.col_mm)
+    raw = detect_candidates(hu, grid, centre, expected, search_mm=half_mm, z_search_mm=1e9,
+                            polarity=pol, max_candidates=max_candidates)
+    measured = [m for m in (measure_candidate(hu, grid, c, neighbours=False) for c in raw) if m is not None]
+    pred = Prediction(centre, 1e9, "none", expected)
+    return sorted((score_candidate(m, pred, ref, params) for m in measured), key=lambda c: -c.score)

@@ -65,8 +65,8 @@ TISSUE_HU: dict[str, tuple[float, float]] = {
 
 # Ellipsoids in normalised anatomy: (u_c, v_c, semi_u, semi_v, t_c, semi_t_up, semi_t_down, tissue).
 ORGANS: dict[str, tuple[float, float, float, float, float, float, float, str]] = {
-    "lung_r": (-0.47, 0.05, 0.42, 0.78, 0.545, 0.20, 0.05, "lung"),
-    "lung_l": (0.50, 0.08, 0.38, 0.75, 0.545, 0.20, 0.05, "lung"),
+    "lung_r": (-0.52, 0.05, 0.36, 0.80, 0.545, 0.20, 0.05, "lung"),
+    "lung_l": (0.54, 0.08, 0.33, 0.78, 0.545, 0.20, 0.05, "lung"),
     "heart": (0.12, -0.25, 0.36, 0.42, 0.52, 0.05, 0.035, "heart"),
     "liver": (-0.42, -0.02, 0.50, 0.80, 0.585, 0.05, 0.095, "liver"),
     "spleen": (0.60, 0.35, 0.22, 0.35, 0.59, 0.04, 0.04, "spleen"),
@@ -101,11 +101,12 @@ REGIONS: dict[str, tuple[float, float, float, float, float, float, float]] = {
 #: Organs a lesion of a region must not sit in (they are painted over the region).
 AVOID: dict[str, tuple[str, ...]] = {
     "liver": ("kidney_r", "stomach"),
-    "lung_r": ("liver", "heart"),
-    "lung_l": ("heart", "spleen", "stomach"),
-    "abdomen": ("liver", "kidney_r", "kidney_l", "spleen", "stomach"),
-    "mediastinum": ("heart", "lung_r", "lung_l"),
-    "pelvis": ("bladder",),
+    "lung_r": ("liver", "heart", "wall"),
+    "lung_l": ("heart", "spleen", "stomach", "wall"),
+    "abdomen": ("liver", "kidney_r", "kidney_l", "spleen", "stomach", "wall", "ivc", "desc_aorta"),
+    "mediastinum": ("heart", "lung_r", "lung_l", "asc_aorta", "pulm_trunk", "svc", "desc_aorta",
+                    "trachea", "esophagus"),
+    "pelvis": ("bladder", "wall"),
 }
 #: Largest long diameter (mm) rendered per type (DeepLesion's extremes do not fit the organs).
 MAX_LONG_MM = {1: 40.0, 2: 100.0, 3: 60.0, 4: 100.0, 5: 60.0, 6: 60.0, 7: 80.0, 8: 100.0}
@@ -161,7 +162,7 @@ class Anatomy:
     def random(cls, rng: np.random.Generator) -> Anatomy:
         organs: dict[str, tuple[float, ...]] = {}
         jit = rng.normal(0.0, 1.0, (len(ORGANS), 4)).tolist()
-        for (name, (uc, vc, su, sv, tc, stu, std, tissue)), (j0, j1, j2, j3) in zip(ORGANS.items(), jit):
+        for (name, (uc, vc, su, sv, tc, stu, std, tissue)), (j0, j1, j2, j3) in zip(ORGANS.items(), jit, strict=True):
             k = clamp(1.0 + 0.06 * j0, 0.85, 1.15)
             organs[name] = (uc + 0.025 * j1, vc + 0.025 * j2, su * k, sv * k, tc + 0.006 * j3,
                             stu * k, std * k, tissue)
@@ -287,7 +288,18 @@ class Anatomy:
         return self._place_wall(u, v, t, radius_mm, rng)  # 7 soft tissue (and anything else)
 
     def inside(self, name: str, u: float, v: float, t: float, margin_mm: float = 0.0) -> bool:
-        """Whether ``(u, v, t)`` lies in organ ``name`` grown by ``margin_mm``."""
+        """Whether ``(u, v, t)`` lies in organ ``name`` grown by ``margin_mm``; ``"wall"``: in
+        the body wall (muscle, ribs) or within ``margin_mm`` + 5 mm of it."""
+        if name == "wall":
+            _, _, a_in, b_in, _, _ = self.section1(t)
+            d = self.wall_mm + margin_mm + 5.0
+            return (u * a_in / max(a_in - d, 1.0)) ** 2 + (v * b_in / max(b_in - d, 1.0)) ** 2 >= 1.0
+        if name in VESSELS:
+            uc, vc, r_mm, t0, t1, _ = VESSELS[name]
+            if not (t0 <= t <= t1):
+                return False
+            _, _, a_in, b_in, _, _ = self.section1(t)
+            return math.hypot((u - uc) * a_in, (v - vc) * b_in) < r_mm + margin_mm
         uc, vc, su, sv, tc, stu, std, _ = self.organs[name]
         d = (t - tc) / (stu if t < tc else std)
         if d * d >= 1.0:
@@ -323,18 +335,22 @@ class Anatomy:
         if r > r_max:
             k = r_max * rng.uniform(0.75, 1.0) / r
             q0, q1, q2 = q0 * k, q1 * k, q2 * k
+        best, best_hits = None, 1 << 30
         for attempt in range(24):
             t_new = tc + q2 * (stu if q2 < 0 else std)
             u_new, v_new = uc + q0 * su, vc + q1 * sv
             margin = 0.5 * radius_mm
-            if not any(self.inside(o, u_new, v_new, t_new, margin) for o in avoid):
-                break
+            hits = sum(self.inside(o, u_new, v_new, t_new, margin) for o in avoid)
+            if hits == 0:
+                return float(u_new), float(v_new), float(t_new)
+            if hits < best_hits:
+                best, best_hits = (float(u_new), float(v_new), float(t_new)), hits
             # A random point of the region, shrinking towards its centre as attempts fail.
             d = rng.normal(0.0, 1.0, 3)
             d /= max(float(np.linalg.norm(d)), 1e-9)
             rad = r_max * rng.uniform(0.0, 1.0) ** (1 / 3) * (1.0 - attempt / 30)
             q0, q1, q2 = (float(x) * rad for x in d)
-        return float(u_new), float(v_new), float(t_new)
+        return best  # type: ignore[return-value]
 
     def _place_bone(self, u: float, v: float, t: float, radius_mm: float,
                     rng: np.random.Generator) -> tuple[float, float, float]:
@@ -478,7 +494,7 @@ class _Painter:
         hi = np.floor(np.min(cx[:, None] + half, axis=0)).astype(int)
         lo = np.where(np.min(half, axis=0) > 0, lo, c1)
         edges = np.linspace(r0, r1, 17).astype(int)
-        for ra, rb in zip(edges[:-1], edges[1:]):
+        for ra, rb in zip(edges[:-1], edges[1:], strict=True):
             if rb <= ra:
                 continue
             a = max(c0, int(lo[ra - r0:rb - r0].max()))
@@ -500,15 +516,18 @@ class _Painter:
         if angle:
             c, s = np.float32(math.cos(angle)), np.float32(math.sin(angle))
             dx, dy = c * dx + s * dy, -s * dx + c * dy
-        # 1 − r ≈ (1 − r²)/2 within the ~1 px edge band, so no square root is needed.
-        q = (dx / ax32) ** 2 + (dy / ay32) ** 2
-        np.subtract(np.float32(1.0), q, out=q)
-        q *= np.minimum(ax32, ay32) * np.float32(0.5 / self.edge)
-        q += np.float32(0.5)
-        np.clip(q, 0.0, 1.0, out=q)
+        # α = (1 − r)·k + ½ with 1 − r ≈ (1 − r²)/2 inside the ~1 px edge band (no square
+        # root), i.e. α = (k/2 + ½) − (k/2)(dx/ax)² − (k/2)(dy/ay)²: the squares are computed on
+        # the small per-row / per-column arrays, so the full block needs one add and one subtract.
+        k = np.minimum(ax32, ay32) * np.float32(0.5 / self.edge)
+        alpha = (k * (dx / ax32) ** 2) + (k * (dy / ay32) ** 2)
+        np.subtract(k + np.float32(0.5), alpha, out=alpha)
+        np.clip(alpha, 0.0, 1.0, out=alpha)
         if w32 is not None:
-            q *= w32
-        block += q * (hu_arr - block)
+            alpha *= w32
+        tmp = np.subtract(hu_arr, block, dtype=np.float32)
+        tmp *= alpha
+        block += tmp
 
 
 def _ellipsoid_profile(t: np.ndarray, tc: float, st_up: float, st_down: float) -> np.ndarray:
@@ -704,15 +723,15 @@ def _noise_bank(rows: int, cols: int) -> np.ndarray:
 
 
 def add_noise(vol: np.ndarray, sigma_hu: float, rng: np.random.Generator) -> None:
-    """Add correlated Gaussian noise of standard deviation ``sigma_hu``: per slice, the mean of
-    two random crops of the bank (independent fields: variance adds), scaled."""
+    """Add correlated Gaussian noise of standard deviation ``sigma_hu``: per slice, a random crop
+    of a random bank field, with a random sign, scaled."""
     n, rows, cols = vol.shape
     bank = _noise_bank(rows, cols)
-    i = rng.integers(0, _BANK_SIZE, size=(n, 2))
-    off = rng.integers(0, [rows + 1, cols + 1], size=(n, 2, 2))
-    sign = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(n, 2))
-    k = np.float32(sigma_hu / math.sqrt(2.0))
+    i = rng.integers(0, _BANK_SIZE, size=n)
+    off = rng.integers(0, [rows + 1, cols + 1], size=(n, 2))
+    sign = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=n)
+    tmp = np.empty((rows, cols), np.float32)
     for s in range(n):
-        (i0, i1), (o0, o1) = i[s], off[s]
-        vol[s] += (sign[s, 0] * k) * bank[i0, o0[0]:o0[0] + rows, o0[1]:o0[1] + cols]
-        vol[s] += (sign[s, 1] * k) * bank[i1, o1[0]:o1[0] + rows, o1[1]:o1[1] + cols]
+        r0, c0 = off[s]
+        np.multiply(bank[i[s], r0:r0 + rows, c0:c0 + cols], np.float32(sign[s] * sigma_hu), out=tmp)
+        vol[s] += tmp

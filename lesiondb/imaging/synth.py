@@ -33,10 +33,10 @@ import numpy as np
 from ..errors import InputError
 from . import dl_stats
 from .phantom import (
+    KNOTS_T,
     MAX_LONG_MM,
     MIN_LONG_MM,
     Anatomy,
-    KNOTS_T,
     LesionShape,
     SliceGeometry,
     Transform,
@@ -445,7 +445,7 @@ def _like_tracks(rng, source: dl_stats.LikePatient, codes, probs):
                     if d <= 0.12:
                         cost[a, b] = d
             ra, cb = linear_sum_assignment(cost)
-            for a, b in zip(ra, cb):
+            for a, b in zip(ra, cb, strict=True):
                 if cost[a, b] < 1e6:
                     matched_rows[int(b)] = active[int(a)]
         new_active = []
@@ -680,7 +680,7 @@ def _withhold(rng, instances: list[InstancePlan], withhold: tuple[float, float])
     keep = rng.random(len(instances)) >= frac
     if not keep.any():
         keep[int(rng.integers(0, len(instances)))] = True
-    for inst, k in zip(instances, keep):
+    for inst, k in zip(instances, keep, strict=True):
         inst.annotated = bool(k)
 
 
@@ -725,7 +725,7 @@ def annotation_rows(plan: CohortPlan) -> list[dict[str, Any]]:
             "series_uid": s.series_uid, "study_date": s.study_date.isoformat(),
             "key_slice_index": i.key_slice_index,
             **{f"recist_{c}{n}": v for (c, n), v in zip(
-                [("x", 1), ("y", 1), ("x", 2), ("y", 2), ("x", 3), ("y", 3), ("x", 4), ("y", 4)], i.recist_px)},
+                [("x", 1), ("y", 1), ("x", 2), ("y", 2), ("x", 3), ("y", 3), ("x", 4), ("y", 4)], i.recist_px, strict=True)},
             "bbox_x1": i.bbox_px[0], "bbox_y1": i.bbox_px[1], "bbox_x2": i.bbox_px[2], "bbox_y2": i.bbox_px[3],
             "long_diameter_px": i.long_diameter_px, "short_diameter_px": i.short_diameter_px,
             "type_code": i.type_code, "spacing_x_mm": g.spacing_x_mm, "spacing_y_mm": g.spacing_y_mm,
@@ -906,7 +906,7 @@ def series_dataset(p: PatientPlan, s: StudyPlan):
     ds.Modality = "CT"
     ds.Manufacturer = "lesiondb synthetic phantom"
     ds.ReferringPhysicianName = ""
-    ds.StudyDescription = f"CT {body_part.lower()} (synthetic)"
+    ds.StudyDescription = f"CT {_BODY_PART_WORDS[body_part]} (synthetic)"
     ds.SeriesDescription = f"Axial {_ds(g.interval_mm)} mm (synthetic)"
     ds.PatientName = f"Synthetic^{p.patient_id}"
     ds.PatientID = p.patient_id
@@ -954,6 +954,8 @@ def _body_part(p: PatientPlan, s: StudyPlan) -> str:
 
 
 THORAX_T = 0.555
+_BODY_PART_WORDS = {"CHEST": "chest", "ABDOMEN": "abdomen", "ABDOMENPELVIS": "abdomen-pelvis",
+                    "CHESTABDOMEN": "chest-abdomen", "CHESTABDPELVIS": "chest-abdomen-pelvis"}
 
 
 def render_study(p: PatientPlan, s: StudyPlan, lesions: bool = True, noise: bool = True) -> np.ndarray:
@@ -972,13 +974,13 @@ def hu_to_stored(hu: np.ndarray, intercept: float, slope: float = 1.0, inplace: 
     """HU → stored int16 values for ``RescaleIntercept``/``RescaleSlope`` (HU clipped to the
     12-bit CT range −1024…3071)."""
     v = hu if inplace else hu.astype(np.float32, copy=True)
-    np.clip(v, -1024.0, 3071.0, out=v)
     if intercept:
         v -= np.float32(intercept)
     if slope != 1.0:
         v /= np.float32(slope)
     np.rint(v, out=v)
-    np.clip(v, -32768.0, 32767.0, out=v)
+    lo, hi = (-1024.0 - intercept) / slope, (3071.0 - intercept) / slope
+    np.clip(v, max(math.ceil(lo), -32768), min(math.floor(hi), 32767), out=v)
     return v.astype(np.int16)
 
 
@@ -1018,7 +1020,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         ours = (out / "cohort.json").exists() or (out / "dicom").is_dir()
         if not overwrite:
             raise InputError("output folder is not empty; pick a new folder"
-                             + (" or pass --force / overwrite=True to replace the cohort there" if ours else ""),
+                             + (" or pass --force (overwrite=True) to replace the cohort there" if ours else ""),
                              str(out))
         if not ours:
             raise InputError("output folder is not empty and holds no lesiondb cohort; "
@@ -1039,7 +1041,8 @@ def generate_cohort(out_dir: str | Path, n_patients: int | None = None, seed: in
 
     ``images=False`` writes annotations and ground truth only. ``workers``: processes rendering
     studies (default: up to the CPU count, 1 for small cohorts); output does not depend on it.
-    ``progress(done, total)`` is called as studies are written (and once after planning).
+    ``progress(done, total)`` is called with the number of studies written so far (0 after
+    planning, ``total`` at the end).
     """
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -1050,27 +1053,29 @@ def generate_cohort(out_dir: str | Path, n_patients: int | None = None, seed: in
     total = plan.n_studies
     errors: list[str] = []
     slices = 0
+    done = 0
     if progress:
         progress(0, total)
     if images:
         n_workers = _n_workers(workers, total)
         jobs = [(str(out), p) for p in plan.patients]
         if n_workers <= 1:
-            for job in jobs:
-                n, sl, err = _render_patient(job)
-                slices += sl
-                errors += err
-                if progress:
-                    progress(n, total)
+            results = map(_render_patient, jobs)
         else:
             from concurrent.futures import ProcessPoolExecutor
 
-            with ProcessPoolExecutor(n_workers, mp_context=_mp_context()) as ex:
-                for n, sl, err in ex.map(_render_patient, jobs, chunksize=max(1, len(jobs) // (8 * n_workers))):
-                    slices += sl
-                    errors += err
-                    if progress:
-                        progress(n, total)
+            ex = ProcessPoolExecutor(n_workers, mp_context=_mp_context())
+            results = ex.map(_render_patient, jobs, chunksize=max(1, len(jobs) // (8 * n_workers)))
+        try:
+            for n, sl, err in results:
+                slices += sl
+                errors += err
+                done += n
+                if progress:
+                    progress(done, total)
+        finally:
+            if n_workers > 1:
+                ex.shutdown()
     elif progress:
         progress(total, total)
     n_ann = write_annotations(plan, out / "annotations.csv")

@@ -180,7 +180,7 @@ def _training_types(data: PatchSet, cfg: TrainConfig) -> tuple[np.ndarray, np.nd
     types = data.types.astype(np.int64).copy()
     hidden = np.zeros(len(types), dtype=bool)
     if cfg.unlabelled_fraction > 0:
-        rng = np.random.default_rng(_epoch_seed(cfg.seed, -1, 7))
+        rng = np.random.default_rng(_epoch_seed(cfg.seed, 0, 7))  # stream 7: the hidden labels
         lab = np.flatnonzero(types >= 0)
         k = int(round(cfg.unlabelled_fraction * len(lab)))
         hide = rng.choice(lab, k, replace=False) if k else np.zeros(0, dtype=np.int64)
@@ -190,10 +190,12 @@ def _training_types(data: PatchSet, cfg: TrainConfig) -> tuple[np.ndarray, np.nd
 
 
 def fit(data: PatchSet, cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = False,
-        progress: bool | Callable[[int], None] = False, on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+        progress: bool | Callable[[int], None] = False, on_epoch: Callable[[dict], None] | None = None,
+        stop_after_epoch: int | None = None) -> TrainResult:
     """Train an encoder on ``data``. Writes ``out_dir/checkpoint.pt`` after every epoch when
     ``out_dir`` is given; ``resume=True`` continues from it (same config required).
     ``progress``: True for a tqdm bar on stderr, or a callable taking the number of steps done.
+    ``stop_after_epoch``: stop early after that epoch (as an interrupted run would; for tests).
     """
     t0 = time.time()
     if cfg.num_threads:
@@ -299,6 +301,8 @@ def fit(data: PatchSet, cfg: TrainConfig, out_dir: str | Path | None = None, *, 
             on_epoch(rec)
         if ckpt_path is not None:
             _save_checkpoint(ckpt_path, model, opt, sched, epoch + 1, history, types, cfg)
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            break
     if bar is not None:
         bar.close()
     model.eval()
