@@ -134,7 +134,7 @@ def read_like(path: str | Path, max_errors: int = 20) -> LikeStructure:
             read += 1
             try:
                 pi, si, sex, age, lr = _parse(row)
-            except (ValueError, TypeError, KeyError) as exc:
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 skipped += 1
                 if len(errors) < max_errors:
                     errors.append(f"{path}:{reader.line_num}: {exc}")

@@ -374,12 +374,13 @@ def test_like_reproduces_a_real_cohorts_structure(dl_info):
 
 
 def test_like_skips_bad_rows(tmp_path, dl_info):
-    lines = open(dl_info, encoding="utf-8-sig").read().splitlines()[:30]
-    lines[5] = lines[5].replace(",F,", ",F,").split(",")[0] + ",oops"
+    lines = open(dl_info, encoding="utf-8-sig").read().splitlines()[:31]
+    lines[5] = lines[5].split(",")[0] + ",oops"  # a short row
+    lines[9] = lines[9].replace('"0.', '"x.', 1)  # a non-number in a quoted cell
     p = tmp_path / "small.csv"
     p.write_text("\n".join(lines) + "\n")
     like = dl_stats.read_like(p)
-    assert like.rows_skipped == 1 and like.n_lesions == 28 and like.errors
+    assert like.rows_skipped == 2 and like.n_lesions == 28 and len(like.errors) == 2
     with pytest.raises(InputError, match="missing column"):
         bad = tmp_path / "bad.csv"
         bad.write_text("a,b\n1,2\n")
