@@ -62,6 +62,17 @@ class Client:
         return pd.DataFrame(flat)
 
     # -- missing-annotation proposals (lesiondb.mining) ----------------------------------------
+    def tracks(self, patient: str):
+        """One row per (track, lesion) of a patient after ``lesiondb match``: trackingUid, status
+        (RECIST 1.1), nVisits, baselineMm, nadirMm, lastMm, changeFromBaselinePct,
+        changeFromNadirPct, studyId, studyIndex, studyDate, lesionId, seriesIndex, typeName,
+        longDiameterMm, response (at that visit), visitChangeFromBaselinePct."""
+        import pandas as pd
+
+        q = self.engine.query("patient_tracks")
+        cols = [c.strip() for c in q.returns.split(",")]
+        return pd.DataFrame(self.query("patient_tracks", patientId=patient), columns=cols)
+
     def proposals(self, status: str | None = None, patient: str | None = None, limit: int | None = None):
         """One row per mining proposal (``status`` pending / accepted / rejected, or all)."""
         import pandas as pd

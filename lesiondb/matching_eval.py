@@ -202,7 +202,7 @@ def evaluate_dls(app_engine, pairs_path: str | Path, dl_info: str | Path, *, cal
     if progress:
         progress(1)
     by_id = {r.lesion_id: r for rs in rows.values() for r in rs}
-    track_of = {lid: t["trackingUid"] for d in data for lid, t in d.tracks.items()}
+    track_of = {lid: t[0] for d in data for lid, t in d.tracks.items()}
     members: dict[str, list[str]] = {}
     for lid, uid in track_of.items():
         members.setdefault(uid, []).append(lid)
@@ -366,6 +366,8 @@ def evaluate_cohort(app_engine, cohort: str | Path, *, calibrate: bool = True, k
             "lesions", patientId=None, studyId=None, typeName=None, limit=10 ** 9)}
         pids = [r["patientId"] for r in eng.run("match_patients", patientId=None)]
         data = list(read_patients(eng, pids))
+        edges = [e for i in range(0, len(pids), 200)
+                 for e in eng.run("match_patient_edges", patientIds=pids[i:i + 200])]
     if progress:
         progress(1)
     inst = gt.by_annotation_id()
@@ -384,14 +386,14 @@ def evaluate_cohort(app_engine, cohort: str | Path, *, calibrate: bool = True, k
                     truth.add(frozenset((a, b)))
     pred = set()
     track_members: dict[str, list[str]] = {}
+    for e in edges:
+        a, b = ann.get(e["src"]), ann.get(e["dst"])
+        if a and b:
+            pred.add(frozenset((a, b)))
     for d in data:
-        for (src, dst) in d.edges:
-            a, b = ann.get(src), ann.get(dst)
-            if a and b:
-                pred.add(frozenset((a, b)))
-        for lid, t in d.tracks.items():
+        for lid, (uid, _h) in d.tracks.items():
             if ann.get(lid):
-                track_members.setdefault(t["trackingUid"], []).append(ann[lid])
+                track_members.setdefault(uid, []).append(ann[lid])
     tp = len(pred & truth)
     purity_num = sum(max(_count(truth_track.get(a) for a in m).values()) for m in track_members.values())
     n_tracked = sum(len(m) for m in track_members.values())

@@ -30,7 +30,7 @@ from .errors import ImageError, InputError, LesionDBError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MIN_SCORE = 0.25
+DEFAULT_MIN_SCORE = 0.2
 #: Expected error of a prediction aligned by body geometry only (no lesion matched in both studies).
 BODY_SIGMA_MM = 8.0
 #: ... and by normalised location only (no patient-mm geometry at all).

@@ -176,8 +176,8 @@ def plan_patient(data: PatientData, params: M.MatchParams) -> PatientPlan:
     track_index = pm.track_of()
     for e in pm.edges:
         edges_of.setdefault(track_index[e.src], []).append(
-            {"src": ids[e.src], "dst": ids[e.dst], "cost": round(e.cost, _ROUND),
-             "confidence": round(e.confidence, _ROUND), "method": e.method})
+            {"src": ids[e.src], "dst": ids[e.dst], "cost": _rounded(e.cost),
+             "confidence": _rounded(e.confidence), "method": e.method})
     tracks: list[dict[str, Any]] = []
     statuses: dict[str, int] = {}
     for k, members in enumerate(pm.tracks):
@@ -204,6 +204,11 @@ def plan_patient(data: PatientData, params: M.MatchParams) -> PatientPlan:
     plan = PatientPlan(data.patient_id, tracks, n_edges=len(pm.edges), statuses=statuses)
     _diff(data, plan)
     return plan
+
+
+def _rounded(x: float) -> float | None:
+    """Stored precision; a pair linked only by a must-link may have no finite cost (null)."""
+    return round(x, _ROUND) if math.isfinite(x) else None
 
 
 def _classify(data: PatientData, members: Sequence[int]) -> recist.TrackChange:
@@ -248,6 +253,7 @@ class MatchReport:
     edges_deleted: int = 0
     links_deleted: int = 0
     tracks_deleted: int = 0
+    tracks_retired: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None
     skipped: list[dict[str, Any]] = field(default_factory=list)
@@ -260,6 +266,7 @@ class MatchReport:
             "written": {"tracks": self.tracks_written, "edges": self.edges_written},
             "unchangedTracks": self.tracks - self.tracks_written,
             "deleted": {"edges": self.edges_deleted, "trackLinks": self.links_deleted, "tracks": self.tracks_deleted},
+            "retiredTracks": self.tracks_retired,
             "statuses": dict(sorted(self.statuses.items())),
             "calibration": self.calibration, "skipped": self.skipped, "seconds": round(self.seconds, 3),
         }
@@ -375,5 +382,7 @@ def _write(engine, plans: Sequence[PatientPlan], report: MatchReport) -> None:
         res = engine.write("delete_same_lesion", [{"lesionId": k, "keep": v} for k, v in keep.items()])
         report.edges_deleted += int(sum(float(r.get("deleted") or 0) for r in res))
     if stale:
+        res = engine.write("retire_stale_tracks", stale)
+        report.tracks_retired += int(sum(float(r.get("retired") or 0) for r in res))
         res = engine.write("delete_stale_tracks", stale)
         report.tracks_deleted += int(sum(float(r.get("deleted") or 0) for r in res))

@@ -2,17 +2,10 @@
 // params: rows: LIST<MAP>
 // returns: deleted
 // idempotent: yes
-// For each row {trackingUid}: a track left without lesions is deleted, unless a mining proposal
-// points at it — then it stays, with status 'retired', so the proposal's history is kept.
+// For each row {trackingUid}: deletes the track if no lesion is in it any more and no mining
+// proposal points at it (those are retired by retire_stale_tracks instead, keeping their history).
 UNWIND $rows AS row
 MATCH (t:Track {trackingUid: row.trackingUid})
-OPTIONAL MATCH (l:Lesion)-[:IN_TRACK]->(t)
-WITH t, count(l) AS members
-WHERE members = 0
-OPTIONAL MATCH (pr:Proposal)-[:PROPOSED_FOR]->(t)
-WITH t, count(pr) AS proposals
-SET t.status = CASE WHEN proposals > 0 THEN 'retired' ELSE t.status END
-WITH t, proposals
-WHERE proposals = 0
+WHERE NOT (t)<-[:IN_TRACK]-(:Lesion) AND NOT (t)<-[:PROPOSED_FOR]-(:Proposal)
 DETACH DELETE t
 RETURN count(*) AS deleted

@@ -9,7 +9,7 @@ from .common import emit, handle_errors, pass_app, progress_bar
 @click.command("mine")
 @click.option("--patient", help="Mine one patient (its patientId) instead of every tracked patient.")
 @click.option("--min-score", type=click.FloatRange(0.0, 1.0), default=None,
-              help="Propose only candidates scoring at least this (0..1) [default: 0.25].")
+              help="Propose only candidates scoring at least this (0..1) [default: 0.2].")
 @click.option("--images", "images", type=click.Path(exists=True, file_okay=False),
               help="Cohort folder the studies' images live in (the folder given to `lesiondb ingest dicom`); "
                    "needed when the graph stores image references relative to it.")

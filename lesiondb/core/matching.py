@@ -72,7 +72,8 @@ class MatchParams:
     type_mismatch_cost: float = 2.5
     embedding_sigma: float = 0.3
     tail_dof: float = 1.0  # Student-t degrees of freedom of the position/size terms (1 = Cauchy)
-    missing_cost: float = 1.0  # nats per term a pair cannot evaluate (feature missing on one side)
+    max_residual_sigmas: float = 20.0  # beyond this many noise scales (any axis, aligned) a pair is impossible
+    missing_cost: float = 1.0  # nats for a size term a pair cannot evaluate (a diameter missing)
     gate_cost: float = 12.0  # a pair costing more is never matched
     align_iterations: int = 3
     max_hypotheses: int = 16  # shift hypotheses scored exactly per scan pair (after a cheap ranking)
@@ -243,7 +244,8 @@ class _Geometry:
     shift_sigma: np.ndarray  # (3,) prior spread of the shift
     uses_position: bool
     dof: float
-    missing: float  # cost of a pair without position
+    missing: float  # cost of a pair without a position on both sides
+    max_sigmas: float = math.inf
 
     @classmethod
     def of(cls, a: ScanFeatures, b: ScanFeatures, p: MatchParams) -> _Geometry:
@@ -256,13 +258,16 @@ class _Geometry:
             sig, shs = p.location_sigma, p.location_shift_sigma
         r = fb[None, :, :] - fa[:, None, :]
         valid = np.isfinite(r).all(-1)
-        return cls(np.where(valid[..., None], r, 0.0), valid, sig, shs, bool(use_pos), p.tail_dof,
-                   3.0 * p.missing_cost)
+        # a pair without a position on both sides is never matched: size and type alone say too little
+        return cls(np.where(valid[..., None], r, 0.0), valid, sig, shs, bool(use_pos), p.tail_dof, math.inf,
+                   p.max_residual_sigmas)
 
     def cost(self, shifts: np.ndarray) -> np.ndarray:
-        """(H, n, m) position cost for H shift hypotheses (H, 3)."""
+        """(H, n, m) position cost for H shift hypotheses (H, 3); a pair displaced by more than
+        ``max_sigmas`` noise scales along an axis after alignment is impossible (infinite cost)."""
         u = (self.residual[None] - shifts[:, None, None, :]) / self.sigma
         c = _rho(u, self.dof).sum(-1)
+        c = np.where((np.abs(u) > self.max_sigmas).any(-1), math.inf, c)
         return np.where(self.valid[None], c, self.missing)
 
     def refine(self, pairs: Sequence[tuple[int, int]], shift: np.ndarray, center: np.ndarray,
@@ -358,65 +363,59 @@ def confidence_matrix(cost: np.ndarray, gate: float) -> np.ndarray:
 
 
 # -- one scan pair ---------------------------------------------------------------------------------
-def align_scans(a: ScanFeatures, b: ScanFeatures, p: MatchParams | None = None,
-                static: np.ndarray | None = None, prior_center: np.ndarray | None = None,
-                prior_shrink: float = 1.0, geometry: _Geometry | None = None) -> Alignment:
-    """Estimate the shift from scan A to scan B jointly with their matching (see module doc).
-
-    The shift prior is Gaussian around ``prior_center`` (default 0) with the spread of the
-    parameters divided by ``prior_shrink``.
-    """
+def align_scans(a: ScanFeatures, b: ScanFeatures, p: MatchParams | None = None) -> Alignment:
+    """Estimate the shift from scan A to scan B jointly with their matching (see module doc)."""
     p = p or MatchParams()
-    geo = geometry or _Geometry.of(a, b, p)
-    if static is None:
-        static = static_cost(a, b, p)
+    return _align(_Geometry.of(a, b, p), static_cost(a, b, p), p)[0]
+
+
+def _align(geo: _Geometry, static: np.ndarray, p: MatchParams
+           ) -> tuple[Alignment, np.ndarray, list[tuple[int, int]]]:
+    """The alignment, the position + static cost under it, and the assignment under it."""
     n, m = static.shape
-    center = np.zeros(3) if prior_center is None else np.asarray(prior_center, float)
-    shs = geo.shift_sigma / prior_shrink
+    center = np.zeros(3)
+    shs = geo.shift_sigma
     if n == 0 or m == 0 or not geo.valid.any():
-        return _alignment(geo, center, 0)
+        cost = geo.cost(center[None])[0] + static
+        return _alignment(geo, center, 0), cost, assign(cost, p.gate_cost)
     if n == 1 and m == 1:  # one lesion each (a fifth of DeepLesion's scan pairs): no search needed
-        return _align_single(geo, static, center, shs, p)
-    # hypotheses: the prior centre, and the shift that makes each candidate pair coincide
-    hyps = np.vstack([center[None], geo.residual[geo.valid]])
-    prior = 0.5 * (((hyps - center) / shs) ** 2).sum(1)
-    cost = geo.cost(hyps) + static[None]
-    gain = np.minimum(cost - p.gate_cost, 0.0)
-    if min(n, m) > 2 and len(hyps) > p.max_hypotheses:
-        # rank by a relaxation (each row's best pair), score the best few exactly
-        cheap = prior + gain.min(2).sum(1)
-        keep = np.argsort(cheap, kind="stable")[: p.max_hypotheses]
-        score = np.full(len(hyps), np.inf)
-        score[keep] = prior[keep] + _best_matching_gain(gain[keep])
+        s = _align_single(geo, static, center, shs, p)
     else:
-        score = prior + _best_matching_gain(gain)
-    s = hyps[int(np.argmin(score))]
+        # hypotheses: no shift, and the shift that makes each candidate pair coincide
+        hyps = np.vstack([center[None], geo.residual[geo.valid]])
+        prior = 0.5 * (((hyps - center) / shs) ** 2).sum(1)
+        gain = np.minimum(geo.cost(hyps) + static[None] - p.gate_cost, 0.0)
+        if min(n, m) > 2 and len(hyps) > p.max_hypotheses:
+            # rank by a relaxation (each row's best pair), score the best few exactly
+            cheap = prior + gain.min(2).sum(1)
+            keep = np.argsort(cheap, kind="stable")[: p.max_hypotheses]
+            score = np.full(len(hyps), np.inf)
+            score[keep] = prior[keep] + _best_matching_gain(gain[keep])
+        else:
+            score = prior + _best_matching_gain(gain)
+        s = hyps[int(np.argmin(score))]
     pairs: list[tuple[int, int]] = []
+    cost = geo.cost(s[None])[0] + static
     for _ in range(max(0, p.align_iterations)):
-        new_pairs = assign(geo.cost(s[None])[0] + static, p.gate_cost)
-        if not new_pairs:
-            break
-        s = geo.refine(new_pairs, s, center, shs)
-        if new_pairs == pairs:
+        new_pairs = assign(cost, p.gate_cost)
+        if not new_pairs or new_pairs == pairs:
             break
         pairs = new_pairs
-    return _alignment(geo, s, len(pairs), float(0.5 * (((s - center) / shs) ** 2).sum()))
+        s = geo.refine(pairs, s, center, shs)
+        cost = geo.cost(s[None])[0] + static
+    return _alignment(geo, s, len(pairs), float(0.5 * (((s - center) / shs) ** 2).sum())), cost, pairs
 
 
 def _align_single(geo: _Geometry, static: np.ndarray, center: np.ndarray, shs: np.ndarray,
-                  p: MatchParams) -> Alignment:
-    """Two scans of one lesion each: either they are unrelated (shift at the prior centre), or
-    the same lesion (shift = its displacement, refined toward the prior)."""
+                  p: MatchParams) -> np.ndarray:
+    """One lesion in each scan: either unrelated (no shift) or the same lesion (shift = its
+    displacement); whichever costs less, prior included."""
     r = geo.residual[0, 0]
-    cost_none = geo.cost(center[None])[0, 0, 0] + static[0, 0]
+    cost_none = float(geo.cost(center[None])[0, 0, 0] + static[0, 0])
     prior_r = 0.5 * float((((r - center) / shs) ** 2).sum())
-    if min(cost_none, p.gate_cost) <= prior_r + min(static[0, 0], p.gate_cost) or not geo.valid[0, 0]:
-        if cost_none >= p.gate_cost:
-            return _alignment(geo, center, 0, 0.0)
-        s = geo.refine([(0, 0)], center, center, shs)
-    else:
-        s = geo.refine([(0, 0)], r, center, shs)
-    return _alignment(geo, s, 1, float(0.5 * (((s - center) / shs) ** 2).sum()))
+    if geo.valid[0, 0] and prior_r + min(float(static[0, 0]), p.gate_cost) < min(cost_none, p.gate_cost):
+        return r.copy()
+    return center.copy()
 
 
 def _alignment(geo: _Geometry, shift: np.ndarray, anchors: int, prior_cost: float = 0.0) -> Alignment:
@@ -425,19 +424,17 @@ def _alignment(geo: _Geometry, shift: np.ndarray, anchors: int, prior_cost: floa
     return Alignment(shift, np.zeros(3), anchors, prior_cost)
 
 
-def match_scans(a: ScanFeatures, b: ScanFeatures, p: MatchParams | None = None,
-                prior_center: np.ndarray | None = None, prior_shrink: float = 1.0) -> ScanPairResult:
+def match_scans(a: ScanFeatures, b: ScanFeatures, p: MatchParams | None = None) -> ScanPairResult:
     """Align two scans, then assign their lesions one-to-one under the gate."""
     p = p or MatchParams()
     static = static_cost(a, b, p)
     geo = _Geometry.of(a, b, p)
-    al = align_scans(a, b, p, static, prior_center, prior_shrink, geo)
-    shift = al.position_shift_mm if geo.uses_position else al.location_shift
-    cost = geo.cost(shift[None])[0] + static if static.size else static
-    # each matched pair carries its share of the shift's prior cost: two scans aligned on one
-    # lesion pay the whole shift on that pair, so a large displacement is not explained away
-    cost = cost + al.prior_cost / max(al.anchors, 1)
-    pairs = assign(cost, p.gate_cost)
+    al, cost, pairs = _align(geo, static, p)
+    if al.prior_cost > 0.0 and cost.size:
+        # each matched pair carries its share of the shift's prior cost: two scans aligned on one
+        # lesion pay the whole shift on that pair, so a large displacement is not explained away
+        cost = cost + al.prior_cost / max(al.anchors, 1)
+        pairs = assign(cost, p.gate_cost)
     return ScanPairResult(cost, confidence_matrix(cost, p.gate_cost), pairs, al)
 
 

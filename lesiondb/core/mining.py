@@ -96,6 +96,7 @@ class Observation:
     embedding: np.ndarray | None = None
     mean_hu: float | None = None  # filled by measure_reference
     contrast_hu: float | None = None
+    band_hu: tuple[float, float] | None = None  # (centre HU, half-width) its region was grown with
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class Candidate:
     embedding: np.ndarray | None = None
     score: float = 0.0
     terms: dict = field(default_factory=dict)
+    level: tuple[float, float] | None = None  # imposed HU band (centre, half-width), else found
 
 
 @dataclass(frozen=True)
@@ -650,14 +652,19 @@ def measure_candidate(hu: np.ndarray, grid: Grid, cand: Candidate, neighbours: b
     rad_px = cand.radius_mm / math.sqrt(grid.row_mm * grid.col_mm)
     # the level found on the candidate's own slice measures the neighbours too: partial-volume
     # slices then come out smaller, as they are, instead of as blurred, larger regions
-    own = measure_blob(hu[cand.slice_index], cand.row, cand.col, rad_px, cand.polarity, grid.row_mm, grid.col_mm)
+    own = measure_blob(hu[cand.slice_index], cand.row, cand.col, rad_px, cand.polarity, grid.row_mm, grid.col_mm,
+                       cand.level)
     level = own["level"] if own is not None else None
     if neighbours:
         # scale-normalised LoG answers about equally on every slice through a sphere: the key
         # slice is the one with the largest region among those within a lesion radius
         z = np.asarray(grid.slice_z_mm, float)
         reach = max(1.2 * cand.radius_mm, 1.01 * grid.slice_interval_mm)
-        ks = tuple(int(k) for k in np.nonzero(np.abs(z - z[cand.slice_index]) <= reach)[0])
+        ks = np.nonzero(np.abs(z - z[cand.slice_index]) <= reach)[0]
+        if len(ks) > 7:  # thin slices through a big lesion: every other one (or sparser) suffices
+            step = int(math.ceil(len(ks) / 7))
+            ks = np.unique(np.concatenate([ks[::step], [cand.slice_index]]))
+        ks = tuple(int(k) for k in ks)
     else:
         ks = (cand.slice_index,)
     found = []
@@ -709,7 +716,7 @@ def measure_reference(hu: np.ndarray, grid: Grid, obs: Observation) -> Observati
                      grid.row_mm, grid.col_mm)
     if m is None:
         return obs
-    return replace(obs, mean_hu=m["mean_hu"], contrast_hu=m["contrast_hu"])
+    return replace(obs, mean_hu=m["mean_hu"], contrast_hu=m["contrast_hu"], band_hu=m["level"])
 
 
 # -- 5. scoring -----------------------------------------------------------------------------------
@@ -737,8 +744,10 @@ def reference_stats(obs: Sequence[Observation]) -> dict:
         emb = np.mean(np.asarray(embs, float), axis=0)
         n = np.linalg.norm(emb)
         emb = emb / n if n > 0 else None
+    bands = [o.band_hu for o in obs if o.band_hu is not None]
+    band = (float(np.median([b[0] for b in bands])), float(np.median([b[1] for b in bands]))) if bands else None
     return {"mean_hu": med(o.mean_hu for o in obs), "contrast_hu": med(o.contrast_hu for o in obs),
-            "embedding": emb}
+            "embedding": emb, "band": band}
 
 
 def score_candidate(c: Candidate, pred: Prediction, ref: dict, p: ScoreParams = ScoreParams()) -> Candidate:
@@ -782,6 +791,14 @@ def mine_study(hu: np.ndarray, grid: Grid, pred: Prediction, ref: dict | None = 
         search_mm = max(2.5 * pred.sigma_mm, 10.0)
     raw = detect_candidates(hu, grid, pred.position_mm, pred.expected_long_mm, search_mm=search_mm,
                             polarity=pol, max_candidates=max_candidates)
+    # the prediction itself is a candidate too: a lesion that touches tissue of similar HU may
+    # give no LoG peak of its own, yet the region grown from the predicted point is the lesion
+    k0, r0, c0 = grid.to_voxel(pred.position_mm)
+    k0 = int(np.clip(round(k0), 0, hu.shape[0] - 1))
+    if 0 <= r0 < hu.shape[1] and 0 <= c0 < hu.shape[2]:
+        for p_ in ((pol,) if pol else (1, -1)):
+            raw.append(Candidate(k0, float(r0), float(c0), grid.to_mm(k0, r0, c0),
+                                 max(pred.expected_long_mm / 2.0, 1.5), 0.0, p_))
     # measure every candidate on its own slice, then the best few on their neighbours too (the
     # slice with the largest region is the key slice); cheap first, exact where it matters
     measured = [m for m in (measure_candidate(hu, grid, c, neighbours=False) for c in raw) if m is not None]

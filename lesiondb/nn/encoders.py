@@ -174,13 +174,14 @@ def _resnet_stages(width: int, depths: list[int], stem: str) -> tuple[nn.Module,
 
 
 @register_encoder("resnet18_ms")
-def resnet18_ms(width: int = 16, depths: list[int] | tuple = (1, 1, 1, 1), stem: str = "imagenet",
+def resnet18_ms(width: int = 16, depths: list[int] | tuple = (1, 1, 1, 1), stem: str = "light",
                 feature_stages: list[int] | tuple = (1, 2, 3), embed_dim: int = 64,
                 roi_size: int | list[int] = (4, 2, 2), stage_dim: int = 64, context: bool = True,
                 box_geometry: bool = True, roi_expand: float = 0.0, input_size: int = 64) -> LesionEncoder:
     """ResNet-18 (torchvision BasicBlocks) with RoI features from several stages.
 
-    Defaults are CPU-sized (width 16, one block per stage); ``width=64, depths=(2, 2, 2, 2)``
+    Defaults are CPU-sized (width 16, one block per stage, the 3×3 "light" stem: the 7×7 stem's
+    backward pass alone is ~6× slower on CPU); ``width=64, depths=(2, 2, 2, 2), stem="imagenet"``
     is torchvision's ``resnet18`` itself. ``feature_stages`` index ``layer1..layer4`` from 0.
     """
     depths = list(depths)

