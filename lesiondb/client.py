@@ -93,6 +93,55 @@ class Client:
 
         return reject(self.engine, proposal_id, by=by, reason=reason)
 
+    # -- similarity services (lesiondb.services) ----------------------------------------------
+    def similar(self, lesion_id: str, k: int = 10, type: str | int | None = None,
+                exclude_same_patient: bool = False):
+        """The ``k`` lesions most similar to ``lesion_id`` (nearest first): lesionId, distance, rank,
+        typeName, patientId, … (from its SIMILAR_TO edges; an exact scan when filters need more)."""
+        import pandas as pd
+
+        from . import services
+
+        return pd.DataFrame(services.similar(self.engine, lesion_id, k=k, type_name=type,
+                                             exclude_same_patient=exclude_same_patient))
+
+    def similar_to_vector(self, vector, k: int = 10, type: str | int | None = None, exact: bool = False):
+        """The ``k`` lesions nearest to an embedding of the graph's model (vector index, or ``exact``)."""
+        import pandas as pd
+
+        from . import services
+
+        return pd.DataFrame(services.similar_to_vector(self.engine, vector, k=k, type_name=type, exact=exact))
+
+    def predict_types(self, k: int = 10, method: str = "embeddings", write: bool = True):
+        """Predict the type of unlabelled embedded lesions (k-NN vote; written as predictedType*,
+        never over a label). One row per prediction: lesionId, typeCode, typeName, confidence, votes;
+        the run's summary is in ``df.attrs``."""
+        import pandas as pd
+
+        from . import services
+
+        out = services.predict_types(self.engine, k=k, method=method, write=write,
+                                     cache_dir=self.data_dir / "embeddings")
+        df = pd.DataFrame(out.pop("predictions"), columns=["lesionId", "typeCode", "typeName", "confidence", "votes"])
+        df.attrs.update(out)
+        return df
+
+    def clusters(self, compute: bool = False, resolution: float = 1.0, seed: int = 0):
+        """The stored (:Cluster) nodes, largest first; ``compute=True`` first re-clusters the
+        SIMILAR_TO graph (Louvain, seeded) and stores the result."""
+        import pandas as pd
+
+        from . import services
+
+        summary = services.cluster(self.engine, resolution=resolution, seed=seed) if compute else None
+        df = pd.DataFrame(services.clusters(self.engine),
+                          columns=["clusterId", "size", "dominantType", "dominantTypeShare", "labelled", "modelId",
+                                   "method", "resolution", "seed", "createdAt"])
+        if summary:
+            df.attrs.update({k: v for k, v in summary.items() if k != "largest"})
+        return df
+
     # -- networkx ------------------------------------------------------------------------------
     def to_networkx(self, patient: str):
         """A patient's subgraph: patient, studies, lesions and every relationship leaving a lesion."""

@@ -180,37 +180,44 @@ class EmbeddingTable:
                               np.concatenate([self.types[keep], np.asarray(types, dtype=np.int64)]))
 
 
-def encode_vectors(vectors: np.ndarray) -> list[list[int]]:
-    """Unit vectors in the fixed point the write queries take (components × EMBEDDING_SCALE)."""
-    return np.rint(np.asarray(vectors, dtype=np.float64) * EMBEDDING_SCALE).astype(np.int64).tolist()
+def encode_vectors(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows scaled to unit length, in the fixed point the write queries take (components ×
+    EMBEDDING_SCALE as integers), and the float32 values the graph will hold for them.
 
-
-def quantize(vectors: np.ndarray) -> np.ndarray:
-    """Unit vectors as the graph stores them (fixed point, then float32): computing neighbours on
-    these gives bit-identical distances whether the vectors come from memory or from the graph."""
+    Neighbours computed on the second give bit-identical distances whether the vectors come from
+    memory or are read back from the graph."""
     v = np.asarray(vectors, dtype=np.float64)
-    return (np.rint(v * EMBEDDING_SCALE) / EMBEDDING_SCALE).astype(np.float32)
+    if v.ndim != 2:
+        raise ValueError(f"embeddings must be a 2-D array (n, dim), got shape {v.shape}")
+    norms = np.linalg.norm(v, axis=1)
+    bad = np.flatnonzero(~np.isfinite(norms) | (norms == 0))
+    if bad.size:
+        raise InputError(f"{bad.size} embedding(s) are zero or not finite (first: row {bad[0]})")
+    fixed = np.rint(v / norms[:, None] * EMBEDDING_SCALE)
+    return fixed.astype(np.int64), (fixed / EMBEDDING_SCALE).astype(np.float32)
 
 
 def write_embeddings(engine: Engine, ids: Sequence[str], vectors: np.ndarray, model_id: str,
                      content_hashes: Sequence[str | None] | None = None, batch_size: int = EMBED_BATCH,
-                     progress: Callable[[int], None] | None = None) -> int:
-    """Store unit-length ``vectors`` on the lesions ``ids`` (one query per batch). Returns the
-    number of lesions written (lesions missing from the graph are skipped)."""
-    vectors = knn.normalize(vectors)
+                     progress: Callable[[int], None] | None = None) -> tuple[int, np.ndarray]:
+    """Store ``vectors`` (scaled to unit length) on the lesions ``ids``, one query per batch.
+
+    Returns the number of lesions written (lesions missing from the graph are skipped) and the
+    float32 vectors as stored."""
     if len(ids) != len(vectors):
         raise ValueError(f"{len(ids)} ids but {len(vectors)} vectors")
+    fixed, stored = encode_vectors(vectors)
     hashes = list(content_hashes) if content_hashes is not None else [None] * len(ids)
     written = 0
     for s in range(0, len(ids), batch_size):
-        enc = encode_vectors(vectors[s:s + batch_size])
-        rows = [[str(i), v, h] for i, v, h in zip(ids[s:s + batch_size], enc, hashes[s:s + batch_size])]
+        rows = [[str(i), v, h] for i, v, h in zip(ids[s:s + batch_size], fixed[s:s + batch_size].tolist(),
+                                                 hashes[s:s + batch_size])]
         res = engine.write("write_embeddings", rows, batch_size=len(rows), modelId=model_id,
                            scale=float(EMBEDDING_SCALE))
         written += int(sum(r.get("written") or 0 for r in res))
         if progress:
             progress(len(rows))
-    return written
+    return written, stored
 
 
 def mark_not_embedded(engine: Engine, problems: Iterable[tuple[str, str]], model_id: str,
@@ -226,9 +233,10 @@ def read_embeddings(engine: Engine, model_id: str) -> EmbeddingTable:
     rows = engine.run("embeddings", modelId=model_id)
     if not rows:
         return EmbeddingTable.empty(0)
+    # As stored (already unit length up to float32): no renormalising, so distances computed from
+    # these equal those computed from the vectors that were written.
     vecs = np.asarray([r["embedding"] for r in rows], dtype=np.float32)
-    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-    return EmbeddingTable(np.asarray([r["lesionId"] for r in rows], dtype=str), vecs / np.maximum(norms, 1e-12),
+    return EmbeddingTable(np.asarray([r["lesionId"] for r in rows], dtype=str), vecs,
                           np.asarray([r["patientId"] for r in rows], dtype=str),
                           np.asarray([int(r["typeCode"]) for r in rows], dtype=np.int64))
 
@@ -415,7 +423,7 @@ class EmbeddingRun:
         existing = sum(int(r["lesions"]) for r in status
                        if r.get("modelId") == self.model.model_id and r.get("embedded"))
         self._version = uuid.uuid4().hex
-        eng.execute("upsert_model", modelId=self.model.model_id, name=self.model.name, dim=int(self.model.dim),
+        eng.execute("upsert_model", modelId=self.model.model_id, modelName=self.model.name, dim=int(self.model.dim),
                     config=json.dumps(self.model.config, sort_keys=True, default=str), createdAt=now_iso(),
                     version=self._version)
         info = vector_index(eng)
@@ -442,10 +450,9 @@ class EmbeddingRun:
         if vectors.ndim != 2 or vectors.shape[1] != self.model.dim:
             raise InputError(f"embeddings of shape {vectors.shape} do not fit model {self.model.model_id} "
                              f"(dimension {self.model.dim})")
-        vectors = quantize(knn.normalize(vectors))
         t = time.perf_counter()
-        written = write_embeddings(self.engine, list(ids), vectors, self.model.model_id, content_hashes,
-                                   batch_size=self.batch_size)
+        written, vectors = write_embeddings(self.engine, list(ids), vectors, self.model.model_id, content_hashes,
+                                            batch_size=self.batch_size)
         self._tick("write", t)
         self._new_ids.extend(str(i) for i in ids)
         self._new_vecs.append(vectors)

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 TRACK_UID_ROOT = "2.25."
 _UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://lesiondb/track")
 DEFAULT_BATCH = 200
-CALIBRATION_PATIENTS = 400
+CALIBRATION_PATIENTS = 200
 MAX_WORKERS = 8
 MIN_PARALLEL_PATIENTS = 100  # below this a process pool costs more than it saves
 _ROUND = 4  # decimals of cost/confidence stored (and compared: a re-run must not rewrite noise)
@@ -104,23 +104,29 @@ def lesion_obs(p: dict[str, Any], study_id: str, study_index: int, study_date: s
     )
 
 
+_ROW_FIELDS = ("patientId", "studyId", "studyIndex", "studyDate", *_FEATURES)
+
+
 def patients_from_rows(rows: Sequence[dict[str, Any]], track_rows: Sequence[dict[str, Any]] = ()) -> list[PatientData]:
     """One :class:`PatientData` per patient from ``match_patient_lesions`` rows (and the
-    ``match_patient_tracks`` rows of the same patients)."""
+    ``match_patient_tracks`` rows of the same patients), in the order the patients come."""
     by: dict[str, dict[str, Any]] = {}
     for r in rows:
-        d = by.setdefault(r["patientId"], {"visits": set(), "lesions": [], "props": [], "seen": set()})
-        idx = int(r.get("studyIndex") or 0)
-        d["visits"].add(idx)
-        f = r.get("f")
-        if not f or not f[0] or f[0] in d["seen"]:
+        f = dict(zip(_ROW_FIELDS, (r.get("row") or "").split("|")))
+        pid, sid = f.get("patientId"), f.get("studyId")
+        if not pid or not sid:
             continue
-        p = dict(zip(_FEATURES, f))
+        d = by.setdefault(pid, {"visits": set(), "lesions": [], "props": [], "seen": set()})
+        idx = int(_num(f.get("studyIndex")) or 0)
+        d["visits"].add(idx)
+        lid = f.get("lesionId")
+        if not lid or lid in d["seen"]:
+            continue
+        p = {k: (v if v != "" else None) for k, v in f.items()}
         p["embedding"] = r.get("embedding")
-        d["seen"].add(p["lesionId"])
-        d["lesions"].append(lesion_obs(p, r["studyId"], idx, r.get("studyDate")))
-        d["props"].append({"lesionId": p["lesionId"], "source": p.get("source"), "studyId": r["studyId"],
-                           "studyIndex": idx})
+        d["seen"].add(lid)
+        d["lesions"].append(lesion_obs(p, sid, idx, p.get("studyDate")))
+        d["props"].append({"lesionId": lid, "source": p.get("source"), "studyId": sid, "studyIndex": idx})
     tracks: dict[str, dict[str, tuple[str, str | None]]] = {}
     for t in track_rows:
         tracks.setdefault(t["patientId"], {})[t["lesionId"]] = (t["trackingUid"], t.get("matchHash"))
@@ -258,6 +264,8 @@ class MatchReport:
     calibration: dict[str, Any] | None = None
     skipped: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "calibrate": 0.0, "match": 0.0,
+                                                               "write": 0.0})
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -269,6 +277,7 @@ class MatchReport:
             "retiredTracks": self.tracks_retired,
             "statuses": dict(sorted(self.statuses.items())),
             "calibration": self.calibration, "skipped": self.skipped, "seconds": round(self.seconds, 3),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
 
@@ -323,21 +332,29 @@ def match_graph(engine, patient: str | None = None, params: M.MatchParams | None
     sample_ids = all_ids[:CALIBRATION_PATIENTS] if calibrate else []
     with _mapper(workers, max(len(ids), len(sample_ids))) as mapper:
         cached: dict[str, PatientData] = {}
+        tm = report.timings
         if sample_ids:
             # read once: the sample's patients are matched from the same read
+            t = time.perf_counter()
             sample = list(read_patients(engine, sample_ids, batch_size))
+            tm["read"] += time.perf_counter() - t
             wanted = set(ids)
             cached = {d.patient_id: d for d in sample if d.patient_id in wanted}
+            t = time.perf_counter()
             cal = M.calibrate([d.lesions for d in sample], p, mapper=mapper)
+            tm["calibrate"] += time.perf_counter() - t
             p = cal.params
             report.calibration = cal.to_dict()
         for start in range(0, len(ids), batch_size):
             batch = ids[start:start + batch_size]
             need = [pid for pid in batch if pid not in cached]
+            t = time.perf_counter()
             datas = {d.patient_id: d for d in read_patients(engine, need, batch_size)} if need else {}
+            tm["read"] += time.perf_counter() - t
             datas.update({pid: cached.pop(pid) for pid in batch if pid in cached})
             ordered = [datas[pid] for pid in batch if pid in datas]
             plans: list[PatientPlan] = []
+            t = time.perf_counter()
             for data, plan in zip(ordered, mapper(_plan_or_error, ordered, [p] * len(ordered))):
                 if isinstance(plan, str):
                     log.warning("patient %s: matching failed: %s", data.patient_id, plan)
@@ -352,7 +369,10 @@ def match_graph(engine, patient: str | None = None, params: M.MatchParams | None
                 report.edges += plan.n_edges
                 for k, v in plan.statuses.items():
                     report.statuses[k] = report.statuses.get(k, 0) + v
+            tm["match"] += time.perf_counter() - t
+            t = time.perf_counter()
             _write(engine, plans, report)
+            tm["write"] += time.perf_counter() - t
             if progress:
                 progress(len(batch))
     report.seconds = time.perf_counter() - t0

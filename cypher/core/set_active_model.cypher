@@ -4,9 +4,11 @@
 // idempotent: yes
 // Marks $modelId as the model whose embeddings and SIMILAR_TO edges the graph serves (every
 // other :Model stays, inactive, as history) and records how many lesions it embedded and its k.
+// One SET clause, no filter after it (FalkorDB drops SETs on rows a later WHERE filters out).
 MATCH (m:Model)
-SET m.active = (m.modelId = $modelId)
-WITH m
-WHERE m.modelId = $modelId
-SET m.embeddedLesions = $embedded, m.k = $k, m.updatedAt = $updatedAt
+WITH m, m.modelId = $modelId AS this
+SET m.active = this,
+    m.embeddedLesions = CASE WHEN this THEN $embedded ELSE m.embeddedLesions END,
+    m.k = CASE WHEN this THEN $k ELSE m.k END,
+    m.updatedAt = CASE WHEN this THEN $updatedAt ELSE m.updatedAt END
 RETURN m.modelId AS modelId, m.active AS active

@@ -26,6 +26,7 @@ _F32_SLACK = 1e-4
 _SAMPLE_COLUMNS = 2048
 _RERANK_CHUNK = 1 << 15  # candidate pairs re-scored in float64 at a time
 _TIE_TOL = 1e-9  # distances this close to a radius count as ties
+_PAD_LIMIT = 8 * 2**20  # cells of the padded candidate matrix before the sort fallback
 DEFAULT_MEMORY_MB = 192
 
 
@@ -305,7 +306,7 @@ def _near_top(r: np.ndarray, c: np.ndarray, v: np.ndarray, rows: int, k: int):
     if not full.any():
         return r, c, v
     width = int(counts.max())
-    if width * rows > 8 * 2**20:  # a row with very many candidates: fall back to a sort
+    if width * rows > _PAD_LIMIT:  # a row with very many candidates (ties): fall back to a sort
         order = np.lexsort((-v, r))
         r, c, v = r[order], c[order], v[order]
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])

@@ -789,8 +789,11 @@ def mine_study(hu: np.ndarray, grid: Grid, pred: Prediction, ref: dict | None = 
         pol = 1 if ref["contrast_hu"] > 0 else -1
     if search_mm is None:
         search_mm = max(2.5 * pred.sigma_mm, 10.0)
+    # along z too the search reaches two prediction errors (thick slices: a small lesion may show
+    # on one slice only, beyond the nearest ones)
+    z_search = max(pred.expected_long_mm / 2.0, 1.5 * grid.slice_interval_mm, 2.0 * pred.sigma_mm)
     raw = detect_candidates(hu, grid, pred.position_mm, pred.expected_long_mm, search_mm=search_mm,
-                            polarity=pol, max_candidates=max_candidates)
+                            z_search_mm=z_search, polarity=pol, max_candidates=max_candidates)
     # the prediction itself is a candidate too: a lesion that touches tissue of similar HU may
     # give no LoG peak of its own, yet the region grown from the predicted point is the lesion
     k0, r0, c0 = grid.to_voxel(pred.position_mm)

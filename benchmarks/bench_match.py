@@ -1,0 +1,85 @@
+"""Time `lesiondb match` on a DeepLesion-scale graph (goal: every patient ≤ 10 s on 2 cores).
+
+    python benchmarks/bench_match.py [DL_info.csv] [--full-scale] [--no-write]
+
+Ingests the real DL_info rows (10,857 lesions, 1,492 patients) into a fresh data dir (not timed),
+then runs `lesiondb match --json` in a subprocess — the whole command: embedded server start,
+calibration, reading, matching every pair of every patient's scans, writing, shutdown — first
+on the unmatched graph, then again (a no-op re-match). ``--full-scale`` also builds a
+32k-lesion synthetic cohort like DeepLesion (`lesiondb synth --like DL_info --no-images`,
+4,427 patients, the size of the whole DeepLesion) and times the same. Writes the figures to
+docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import write_section  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT = REPO.parent / "shared" / "data" / "deeplesion" / "DL_info_available_merged.csv"
+
+
+def cli(data_dir: str, *args: str) -> tuple[float, dict]:
+    t = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "lesiondb.cli.main", "--data-dir", data_dir, "--no-progress", *args],
+                         capture_output=True, text=True)
+    dt = time.perf_counter() - t
+    if res.returncode != 0:
+        raise SystemExit(f"lesiondb {' '.join(args)} failed:\n{res.stderr}")
+    out = res.stdout.strip()
+    return dt, json.loads(out) if out.startswith("{") else {}
+
+
+def run_case(label: str, ingest_args: list[str]) -> list[str]:
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        cli(d, *ingest_args, "--json")
+        for run in ("first match", "re-match (no change)"):
+            load = os.getloadavg()[0]
+            wall, rep = cli(d, "match", "--json")
+            t = rep["timings"]
+            rows.append(
+                f"| {label} | {run} | {wall:.2f} | {rep['seconds']:.2f} | {t['read']:.2f} | {t['calibrate']:.2f} | "
+                f"{t['match']:.2f} | {t['write']:.2f} | {rep['patients']:,} | {rep['lesions']:,} | "
+                f"{rep['scanPairs']:,} | {rep['tracks']:,} | {rep['sameLesionEdges']:,} | "
+                f"{rep['written']['tracks']:,} | {load:.1f} |")
+            print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    path = Path(args[0]) if args else DEFAULT
+    rows = run_case(f"{path.name}", ["ingest", "deeplesion", str(path)])
+    if "--full-scale" in sys.argv:
+        with tempfile.TemporaryDirectory() as c:
+            subprocess.run([sys.executable, "-m", "lesiondb.cli.main", "--no-progress", "synth", c + "/cohort",
+                            "--like", str(path), "--patients", "4427", "--no-images", "--seed", "2018"],
+                           check=True, capture_output=True)
+            rows += run_case("synthetic like DL_info, 4,427 patients", ["ingest", "dicom", c + "/cohort"])
+    body = (
+        "## Lesion matching (`benchmarks/bench_match.py`)\n\n"
+        "`lesiondb match --json` as a subprocess on a fresh data dir holding the ingested lesions: the whole "
+        "command (embedded server start, calibration on 200 patients, reading, matching every pair of every "
+        "patient's scans, writing SAME_LESION edges and tracks, shutdown). Goal ≤ 10 s for every patient of a "
+        "DeepLesion-scale graph on 2 cores. `command s` is the command's own clock (no interpreter start); "
+        "read / calibrate / match / write are its phases.\n\n"
+        "| graph | run | wall s | command s | read s | calibrate s | match s | write s | patients | lesions | "
+        "scan pairs | tracks | SAME_LESION | tracks written | load avg |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n\n"
+        "The machine is shared with other work: a load average above the CPU count means the figures are "
+        "slower than on an idle machine.\n")
+    print(body)
+    write_section("match", body)
+
+
+if __name__ == "__main__":
+    main()
