@@ -174,7 +174,7 @@ def evaluate_dls(app_engine, pairs_path: str | Path, dl_info: str | Path, *, cal
     def find(fname: str, coords: tuple[float, ...]) -> _Row | None:
         best, err = None, math.inf
         for r in rows.get(fname, []):
-            e = max(abs(a - b) for a, b in zip(r.coords, coords))
+            e = max(abs(a - b) for a, b in zip(r.coords, coords, strict=True))
             if e < err:
                 best, err = r, e
         return best if err <= 0.15 else None  # DLS rounds to 0.1 px
@@ -340,7 +340,7 @@ def _cross_validate(mapped, data, params: M.MatchParams, by_id: dict[str, _Row],
         held_ok += sum(correct[best][i] for i in test)
         held_n += len(test)
     in_sample = {f"gate={s['gate_cost']:g},dof={s['tail_dof']:g}": _ratio(sum(c), len(c))
-                 for s, c in zip(CV_GRID, correct)}
+                 for s, c in zip(CV_GRID, correct, strict=True)}
     return {"folds": folds, "pair_accuracy": _ratio(held_ok, held_n), "chosen": chosen,
             "grid_in_sample": in_sample}
 

@@ -112,7 +112,7 @@ def patients_from_rows(rows: Sequence[dict[str, Any]], track_rows: Sequence[dict
     ``match_patient_tracks`` rows of the same patients), in the order the patients come."""
     by: dict[str, dict[str, Any]] = {}
     for r in rows:
-        f = dict(zip(_ROW_FIELDS, (r.get("row") or "").split("|")))
+        f = dict(zip(_ROW_FIELDS, (r.get("row") or "").split("|"), strict=False))
         pid, sid = f.get("patientId"), f.get("studyId")
         if not pid or not sid:
             continue
@@ -355,7 +355,7 @@ def match_graph(engine, patient: str | None = None, params: M.MatchParams | None
             ordered = [datas[pid] for pid in batch if pid in datas]
             plans: list[PatientPlan] = []
             t = time.perf_counter()
-            for data, plan in zip(ordered, mapper(_plan_or_error, ordered, [p] * len(ordered))):
+            for data, plan in zip(ordered, mapper(_plan_or_error, ordered, [p] * len(ordered)), strict=True):
                 if isinstance(plan, str):
                     log.warning("patient %s: matching failed: %s", data.patient_id, plan)
                     report.skipped.append({"patientId": data.patient_id, "reason": plan})

@@ -6,6 +6,7 @@ services have something to find) with explicit ids, patients and studies.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from lesiondb.core.records import LESION_TYPES
 
@@ -49,3 +50,27 @@ def build(engine, n: int = 120, seed: int = 0, k: int = 5, model_id: str = "mode
                               patients[:m], [int(t) if i % 3 else -1 for i, t in enumerate(types[:m])],
                               k=k, cache_dir=cache_dir, missing=[(i, "no image") for i in ids[m:]])
     return ids, patients, types, vectors, report
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """An untrained encoder saved like a trained one (the pipeline only needs its shape and id)."""
+    import torch
+
+    from lesiondb.imaging.patches import PatchSpec
+    from lesiondb.nn.encoders import create_encoder
+    from lesiondb.nn.model_io import save_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    save_model(create_encoder("resnet18_ms", width=8, embed_dim=32), path, patch=PatchSpec(size_px=48))
+    return path
+
+
+@pytest.fixture(scope="session")
+def cohort(tmp_path_factory):
+    from lesiondb.imaging.synth import generate_cohort
+
+    out = tmp_path_factory.mktemp("cohort") / "c"
+    generate_cohort(out, 4, seed=3, images=True, workers=1)
+    return out

@@ -107,7 +107,7 @@ def test_edges_go_from_earlier_to_later_and_one_lesion_per_scan(engine):
     assert list(grow["response"]) == ["baseline", "stable", "progressing"]
     assert set(grow["status"]) == {"progressing"}
     # every SAME_LESION edge: earlier → later study, both ends in one track
-    uid = dict(zip(df["lesionId"], df["trackingUid"]))
+    uid = dict(zip(df["lesionId"], df["trackingUid"], strict=True))
     for r in engine.run("patient_lesion_links", patientId="P-A"):
         if r["type"] == "SAME_LESION":
             src, dst = r["lesion"]["lesionId"], r["target"]["lesionId"]

@@ -1,13 +1,16 @@
 // name: write_embeddings
 // params: rows: LIST<LIST<ANY>>, modelId: STRING, scale: FLOAT
-// returns: written
+// returns: written, replaced (lesions that already held an embedding)
 // idempotent: yes
 // Stores embeddings on lesions: each row is [lesionId, embedding, contentHash], the embedding in
 // fixed point (unit-vector components × $scale, as integers: 5× faster to encode than floats
 // and exact to float32). Stored as vecf32 for the vector index; embeddedHash records which
-// version of the lesion's data was embedded.
+// version of the lesion's data was embedded. The old vector is REMOVEd first: FalkorDB silently
+// keeps an existing vecf32 value that a plain SET overwrites.
 UNWIND $rows AS row
 MATCH (l:Lesion {lesionId: row[0]})
+WITH l, row, l.embedding IS NOT NULL AS had
+REMOVE l.embedding
 SET l.embedding = vecf32([x IN row[1] | x / $scale]), l.modelId = $modelId, l.embedded = true,
     l.embeddedHash = row[2], l.embeddingProblem = null
-RETURN count(l) AS written
+RETURN count(l) AS written, sum(CASE WHEN had THEN 1 ELSE 0 END) AS replaced

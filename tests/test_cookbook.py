@@ -1,0 +1,121 @@
+"""docs/cookbook.md: every query runs as written (with its :param values) on the embedded engine,
+and every block passes Neo4j's own Cypher parser (tools/cypher-lint)."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lesiondb import services
+from tests.similarity_factory import build
+
+REPO = Path(__file__).resolve().parent.parent
+COOKBOOK = REPO / "docs" / "cookbook.md"
+LINT_DIR = REPO / "tools" / "cypher-lint"
+_BLOCK = re.compile(r"^### (?P<title>.+?)\n.*?```cypher(?P<dialect>[ a-z0-9]*)\n(?P<body>.*?)```", re.S | re.M)
+_PARAM = re.compile(r"^:param\s+(\w+)\s*=>\s*(.+?);?\s*$")
+
+
+def _value(raw: str):
+    raw = raw.strip()
+    if raw.startswith("'") and raw.endswith("'"):
+        return raw[1:-1]
+    return json.loads(raw)  # numbers, true/false/null, lists
+
+
+def blocks() -> list[dict]:
+    out = []
+    for m in _BLOCK.finditer(COOKBOOK.read_text(encoding="utf-8")):
+        params, lines = {}, []
+        for line in m.group("body").splitlines():
+            pm = _PARAM.match(line.strip())
+            if pm:
+                params[pm.group(1)] = _value(pm.group(2))
+            elif line.strip():
+                lines.append(line)
+        out.append({"title": m.group("title").strip(), "neo4j_only": "neo4j" in m.group("dialect"),
+                    "params": params, "query": "\n".join(lines)})
+    return out
+
+
+BLOCKS = blocks()
+PORTABLE = [b for b in BLOCKS if not b["neo4j_only"]]
+
+
+def test_the_cookbook_has_queries_and_every_block_is_well_formed():
+    assert len(PORTABLE) >= 12 and any(b["neo4j_only"] for b in BLOCKS)
+    for b in BLOCKS:
+        used = set(re.findall(r"\$(\w+)", b["query"]))
+        assert used == set(b["params"]), f"{b['title']}: :param lines {sorted(b['params'])} != $params {sorted(used)}"
+        assert "(portable)" in b["title"] or b["neo4j_only"], b["title"]
+        assert not b["query"].rstrip().endswith(";")
+
+
+@pytest.fixture(scope="module")
+def cookbook_graph(falkor_server, tmp_path_factory):
+    """A graph with embeddings, edges, predictions, clusters and one lesion planted with a wrong label."""
+    from tests.conftest import _falkor_engine
+
+    eng = _falkor_engine(falkor_server)
+    ids, patients, types, _, _ = build(eng, n=160, embed=150, k=5, n_patients=20)
+    services.predict_types(eng, k=5)
+    services.cluster(eng, seed=0)
+    liver = [lid for i, lid in enumerate(ids[:150]) if i % 3 and int(types[i]) == 4]
+    query_lesion = liver[0]
+    planted = liver[1]  # a liver lesion relabelled bone: its liver neighbours disagree
+    eng._write("MATCH (l:Lesion {lesionId: $id}) SET l.typeName = 'bone', l.typeCode = 1", {"id": planted})
+    pid = dict(zip(ids, patients))
+    yield {"engine": eng, "lesionId": query_lesion, "patientId": pid[query_lesion], "planted": planted}
+    eng.graph.delete()
+
+
+@pytest.mark.parametrize("block", PORTABLE, ids=[b["title"] for b in PORTABLE])
+def test_cookbook_query_runs_on_the_embedded_engine(block, cookbook_graph):
+    g = cookbook_graph
+    params = dict(block["params"])
+    for key in ("lesionId", "patientId"):  # the doc's example ids → ids of this graph
+        if key in params:
+            params[key] = g[key]
+    rows = g["engine"]._read(block["query"], params)
+    assert rows, f"{block['title']}: no rows on a graph that has what it asks for"
+    title = block["title"]
+    if title.startswith("The lesions most similar to a lesion"):
+        want = [r["lesionId"] for r in services.similar(g["engine"], g["lesionId"], k=params["k"])]
+        assert len(rows) == 5 and [r["lesionId"] for r in rows] == want[:5]  # the graph stores k = 5
+    elif title.startswith("…of one type"):
+        assert all(r["patientId"] != g["patientId"] for r in rows)
+    elif title.startswith("Labelled lesions whose neighbours disagree"):
+        assert g["planted"] in {r["lesionId"] for r in rows}
+    elif title.startswith("The members of one cluster"):
+        size = next(c["size"] for c in services.clusters(g["engine"]) if c["clusterId"] == "C0001")
+        assert len(rows) == min(size, 100)
+    elif title.startswith("Which model produced what"):
+        assert rows[0]["modelId"] == "model-a" and rows[0]["lesions"] == 150
+    elif title.startswith("Lesions without an embedding"):
+        assert rows == [{"reason": "no image", "lesions": 10, "examples": rows[0]["examples"]}]
+
+
+def _param_type(v) -> str:
+    return {bool: "BOOLEAN", int: "INTEGER", float: "FLOAT", str: "STRING"}.get(type(v), "ANY")
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (the Cypher lint needs Node >= 20)")
+@pytest.mark.skipif(not (LINT_DIR / "node_modules" / "@neo4j-cypher" / "language-support").is_dir(),
+                    reason="Cypher lint not installed: run `npm ci` in tools/cypher-lint")
+def test_cookbook_passes_the_neo4j_parser(tmp_path):
+    root = tmp_path / "cypher"
+    shutil.copytree(REPO / "cypher", root)  # the repo's writes declare the labels and types
+    for i, b in enumerate(BLOCKS):
+        params = ", ".join(f"{k}: {_param_type(v)}" for k, v in b["params"].items()) or "none"
+        (root / "core" / f"cookbook_{i:02d}.cypher").write_text(
+            f"// name: cookbook_{i:02d}\n// params: {params}\n// returns: x\n// idempotent: read-only\n"
+            f"{b['query']}\n", encoding="utf-8")
+    res = subprocess.run(["node", str(LINT_DIR / "lint.mjs"), "--root", str(root)], capture_output=True, text=True,
+                         timeout=300)
+    cook = [line for line in res.stdout.splitlines() if "cookbook_" in line]
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not [line for line in cook if "error" in line], cook

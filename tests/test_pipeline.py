@@ -1,0 +1,138 @@
+"""lesiondb.pipeline: the embedding stage on a small synthetic DICOM cohort and on real DeepLesion PNGs."""
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lesiondb import pipeline, services
+from lesiondb import similarity as sim
+from lesiondb.core import knn
+from lesiondb.core.pseudonym import Pseudonymizer
+from tests.similarity_factory import cohort, tiny_model  # noqa: F401 (fixtures)
+
+KEY = b"pipeline-test-key-0123456789"
+
+
+def _ingest(engine, root):
+    from lesiondb.ingest_dicom import ingest_cohort
+
+    rep = ingest_cohort(engine, root, Pseudonymizer(KEY))
+    assert rep.rejected == [] and rep.written > 0
+    return rep.written
+
+
+def _embed(engine, root, model_path, cache_dir=None, k=3, force=False):
+    model = pipeline.load_encoder(model_path)
+    return pipeline.embed_targets(engine, pipeline.read_targets(engine), pipeline.CohortImages(root, model.patch_spec),
+                                  sim.ModelInfo.from_encoder(model), pipeline.embed_patches_fn(model), k=k,
+                                  cache_dir=cache_dir, force=force)
+
+
+def test_cohort_lesions_are_embedded_with_exact_edges(engine, cohort, tiny_model, tmp_path):
+    n = _ingest(engine, cohort)
+    out = _embed(engine, cohort, tiny_model, tmp_path)
+    assert out["embedded"] == n and out["notEmbedded"] == 0 and out["totalEmbedded"] == n
+    assert set(out["seconds"]) >= {"read", "crop", "embed", "write", "knn", "edges"}
+    table = sim.read_embeddings(engine, out["modelId"])
+    assert len(table) == n and table.dim == 32
+    lists = sim.read_similarity_lists(engine, out["modelId"], table, 3)
+    ref = knn.brute_force(table.vectors, 3)
+    order = np.argsort(lists.rows)
+    assert np.array_equal(lists.index[order], ref.index)
+    # re-running embeds nothing and writes no edge
+    again = _embed(engine, cohort, tiny_model, tmp_path)
+    assert again["embedded"] == 0 and again["upToDate"] == n and again["similarEdgesWritten"] == 0
+    # a lesion whose data changed (re-ingested with another box) is embedded again, alone
+    lid = table.ids[0]
+    engine._write("MATCH (l:Lesion {lesionId: $id}) SET l.contentHash = 'changed'", {"id": lid})
+    third = _embed(engine, cohort, tiny_model, tmp_path)
+    assert third["embedded"] == 1 and third["upToDate"] == n - 1
+
+
+def test_the_same_patch_gives_the_same_embedding(engine, cohort, tiny_model):
+    _ingest(engine, cohort)
+    out = _embed(engine, cohort, tiny_model)
+    t = next(t for t in pipeline.read_targets(engine) if t.model_id)
+    model = pipeline.load_encoder(tiny_model)
+    folder = cohort / t.image_ref
+    vec, notes = pipeline.embed_region(model, folder / f"{t.key_slice_index:04d}.dcm", t.bbox_px)
+    assert notes["kind"] == "dicom" and notes["sliceIndex"] == t.key_slice_index
+    rows = services.similar_to_vector(engine, vec, k=2, exact=True)
+    assert rows[0]["lesionId"] == t.lesion_id and rows[0]["distance"] < 1e-3
+    assert out["modelId"] == model.model_id
+
+
+def test_missing_images_are_reported_marked_and_skipped(engine, cohort, tiny_model, tmp_path):
+    root = tmp_path / "cohort"
+    shutil.copytree(cohort, root)
+    n = _ingest(engine, root)
+    targets = pipeline.read_targets(engine)
+    gone = targets[0].image_ref
+    victims = {t.lesion_id for t in targets if t.image_ref == gone}
+    shutil.rmtree(root / gone)
+    out = _embed(engine, root, tiny_model, tmp_path)
+    assert out["notEmbedded"] == len(victims) and out["embedded"] == n - len(victims)
+    assert {p["lesionId"] for p in out["embedProblems"]} == victims
+    assert all(gone.split("/")[-1] in p["reason"] for p in out["embedProblems"])
+    rows = engine._read("MATCH (l:Lesion) WHERE l.embedded = false RETURN l.lesionId AS id, l.embeddingProblem AS why", {})
+    assert {r["id"] for r in rows} == victims and all(r["why"] for r in rows)
+    assert engine._read("MATCH (l:Lesion)-[r:SIMILAR_TO]-() WHERE l.embedded = false RETURN count(r) AS n", {})[0]["n"] == 0
+    # the images come back: those lesions are embedded, the others are left alone
+    shutil.copytree(cohort / gone, root / gone)
+    out = _embed(engine, root, tiny_model, tmp_path)
+    assert out["embedded"] == len(victims) and out["upToDate"] == n - len(victims) and out["notEmbedded"] == 0
+
+
+def _dl_subset(dl_info: Path, images: Path, tmp_path: Path, extra: int = 5) -> tuple[Path, int]:
+    """The DL_info rows whose key slice is under ``images`` plus ``extra`` rows without one."""
+    have = {f"{p.parent.name}_{p.name}" for p in images.glob("*/*.png")}
+    with open(dl_info, newline="") as fh:
+        rows = list(csv.reader(fh))
+    keep = [r for r in rows[1:] if r[0] in have]
+    others = [r for r in rows[1:] if r[0] not in have][:extra]
+    out = tmp_path / "dl_subset.csv"
+    with open(out, "w", newline="") as fh:
+        csv.writer(fh).writerows([rows[0], *keep, *others])
+    return out, len(keep)
+
+
+def test_deeplesion_pngs_are_embedded(engine, shared_data, dl_info, tiny_model, tmp_path):
+    from lesiondb.ingest import ingest_deeplesion
+
+    images = shared_data / "deeplesion_images" / "key_slices"
+    subset, n_img = _dl_subset(dl_info, images, tmp_path)
+    ids = Pseudonymizer(KEY)
+    rep = ingest_deeplesion(engine, str(subset), ids)
+    assert rep.written == n_img + 5
+    model = pipeline.load_encoder(tiny_model)
+    names = pipeline.deeplesion_file_names(subset, ids)
+    src = pipeline.DeepLesionImages(images, model.patch_spec, names)
+    out = pipeline.embed_targets(engine, pipeline.read_targets(engine), src, sim.ModelInfo.from_encoder(model),
+                                 pipeline.embed_patches_fn(model), k=4)
+    assert out["embedded"] == n_img and out["notEmbedded"] == 5
+    assert all("not found" in p["reason"] for p in out["embedProblems"])
+    assert out["seconds"]["read"] > 0 and out["seconds"]["crop"] > 0
+    # without the DL_info (and no source ids kept) the key slices cannot be found: said so
+    src = pipeline.DeepLesionImages(images, model.patch_spec, {})
+    out = pipeline.embed_targets(engine, pipeline.read_targets(engine), src, sim.ModelInfo.from_encoder(model),
+                                 pipeline.embed_patches_fn(model), k=4, force=True)
+    assert out["embedded"] == 0 and "--dl-info" in out["embedProblems"][0]["reason"]
+
+
+def test_region_patch_errors_name_the_fix(cohort, tmp_path):
+    from lesiondb.errors import InputError
+    from lesiondb.imaging.patches import PatchSpec
+
+    png = tmp_path / "001.png"
+    png.write_bytes(b"not a png")
+    with pytest.raises(InputError, match="--spacing"):
+        pipeline.region_patch(png, (1, 1, 5, 5), PatchSpec())
+    with pytest.raises(InputError, match="x1 < x2"):
+        pipeline.region_patch(png, (5, 1, 1, 5), PatchSpec(), spacing_mm=(1.0, 1.0))
+    series = next(p for p in (cohort / "dicom").rglob("*") if p.is_dir() and any(p.glob("*.dcm")))
+    with pytest.raises(InputError, match="--slice"):
+        pipeline.region_patch(series, (10, 10, 20, 20), PatchSpec())
