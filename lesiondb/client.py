@@ -98,20 +98,16 @@ class Client:
                 exclude_same_patient: bool = False):
         """The ``k`` lesions most similar to ``lesion_id`` (nearest first): lesionId, distance, rank,
         typeName, patientId, … (from its SIMILAR_TO edges; an exact scan when filters need more)."""
-        import pandas as pd
-
         from . import services
 
-        return pd.DataFrame(services.similar(self.engine, lesion_id, k=k, type_name=type,
-                                             exclude_same_patient=exclude_same_patient))
+        return _similar_frame(services.similar(self.engine, lesion_id, k=k, type_name=type,
+                                               exclude_same_patient=exclude_same_patient))
 
     def similar_to_vector(self, vector, k: int = 10, type: str | int | None = None, exact: bool = False):
         """The ``k`` lesions nearest to an embedding of the graph's model (vector index, or ``exact``)."""
-        import pandas as pd
-
         from . import services
 
-        return pd.DataFrame(services.similar_to_vector(self.engine, vector, k=k, type_name=type, exact=exact))
+        return _similar_frame(services.similar_to_vector(self.engine, vector, k=k, type_name=type, exact=exact))
 
     def predict_types(self, k: int = 10, method: str = "embeddings", write: bool = True):
         """Predict the type of unlabelled embedded lesions (k-NN vote; written as predictedType*,
@@ -181,6 +177,16 @@ class Client:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+_SIMILAR_COLUMNS = ["rank", "lesionId", "distance", "typeName", "typeCode", "predictedTypeName", "patientId",
+                    "studyId", "longDiameterMm", "locationX", "locationY", "locationZ", "source"]
+
+
+def _similar_frame(rows: list[dict[str, Any]]):
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=_SIMILAR_COLUMNS)
 
 
 def _node_key(label: str, props: dict[str, Any]) -> str:

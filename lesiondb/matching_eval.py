@@ -324,9 +324,9 @@ def _cross_validate(mapped, data, params: M.MatchParams, by_id: dict[str, _Row],
                         and m.lesion_id == t.lesion_id for _p, s, t in mapped])
         if progress:
             progress(1)
-    default = next(k for k, s in enumerate(CV_GRID)
-                   if all(getattr(params, n) == v for n, v in s.items())) if any(
-        all(getattr(params, n) == v for n, v in s.items()) for s in CV_GRID) else 0
+    # ties go to the setting in use (when it is on the grid)
+    in_use = [k for k, s in enumerate(CV_GRID) if all(getattr(params, n) == v for n, v in s.items())]
+    default = in_use[0] if in_use else 0
     held_ok = held_n = 0
     chosen = []
     for f in range(folds):

@@ -148,7 +148,7 @@ def vote(types: Sequence[int], distances: Sequence[float]) -> tuple[int, float, 
         return -1, 0.0, 0
     counts = Counter(types)
     dsum: dict[int, float] = {}
-    for t, d in zip(types, distances):
+    for t, d in zip(types, distances, strict=True):
         dsum[t] = dsum.get(t, 0.0) + float(d)
     best = min(counts, key=lambda t: (-counts[t], dsum[t], t))
     return best, counts[best] / len(types), len(types)

@@ -70,7 +70,7 @@ class ModelInfo:
         if not mid:
             raise InputError("the encoder has no model_id (load it with lesiondb.nn.model_io.load_model)")
         return cls(model_id=str(mid), name=str(config.get("name", type(model).__name__)),
-                   dim=int(getattr(model, "embed_dim")), config=config)
+                   dim=int(model.embed_dim), config=config)
 
 
 def now_iso() -> str:
@@ -211,7 +211,7 @@ def write_embeddings(engine: Engine, ids: Sequence[str], vectors: np.ndarray, mo
     written = replaced = 0
     for s in range(0, len(ids), batch_size):
         rows = [[str(i), v, h] for i, v, h in zip(ids[s:s + batch_size], fixed[s:s + batch_size].tolist(),
-                                                 hashes[s:s + batch_size])]
+                                                 hashes[s:s + batch_size], strict=True)]
         res = engine.write("write_embeddings", rows, batch_size=len(rows), modelId=model_id,
                            scale=float(EMBEDDING_SCALE))
         written += int(sum(r.get("written") or 0 for r in res))
@@ -409,6 +409,7 @@ class EmbeddingRun:
         self._new_types: list[int] = []
         self._bulk = False
         self._replaced = 0  # lesions whose existing vector this run overwrote
+        self._existing = 0  # lesions the model had embedded before this run
         self._version = ""
         self._begun = False
 
@@ -424,6 +425,7 @@ class EmbeddingRun:
         status = eng.run("embedding_status")
         existing = sum(int(r["lesions"]) for r in status
                        if r.get("modelId") == self.model.model_id and r.get("embedded"))
+        self._existing = existing
         self._version = uuid.uuid4().hex
         eng.execute("upsert_model", modelId=self.model.model_id, modelName=self.model.name, dim=int(self.model.dim),
                     config=json.dumps(self.model.config, sort_keys=True, default=str), createdAt=now_iso(),
@@ -535,14 +537,17 @@ class EmbeddingRun:
     # -- helpers ---------------------------------------------------------------------------------
     def _state(self) -> tuple[EmbeddingTable, knn.Neighbours | None, str]:
         """The model's embeddings after this run's writes, and the neighbour lists stored before it."""
-        if self._prior is not None:
-            prior_table, prior_nb = self._prior
-            new_vecs = (np.concatenate(self._new_vecs) if self._new_vecs
-                        else np.zeros((0, self.model.dim), dtype=np.float32))
+        new_vecs = (np.concatenate(self._new_vecs) if self._new_vecs
+                    else np.zeros((0, self.model.dim), dtype=np.float32))
+        if self._prior is not None or self._existing == 0:
+            # From the cache, or a first run of this model: memory holds every embedding already.
+            prior_table = self._prior[0] if self._prior is not None else EmbeddingTable.empty(self.model.dim)
             table = prior_table.merged(self._new_ids, new_vecs, self._new_patients, self._new_types)
             if (table.patients == "").any():
                 self._fill_groups(table)
-            return table, _reindex(prior_nb, prior_table, table), "cache"
+            if self._prior is None:
+                return table, None, "memory"
+            return table, _reindex(self._prior[1], prior_table, table), "cache"
         # The graph holds this run's writes too (and the same float32 values as memory).
         table = read_embeddings(self.engine, self.model.model_id)
         if len(table) == 0:

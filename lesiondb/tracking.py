@@ -1,14 +1,14 @@
 """Lesion tracking on the graph: read patients' lesions, match them, write tracks idempotently.
 
-:func:`match_graph` reads the lesions of a batch of patients in one query
-(``match_patient_lesions``), matches each patient (:func:`lesiondb.core.matching.match_patient`),
-classifies each track (:mod:`lesiondb.core.recist`), compares the result with what the graph holds
-and writes only the difference:
+:func:`match_graph` reads a batch of patients in two queries (``match_patient_lesions``: studies
+and lesion features; ``match_patient_tracks``: current track memberships and their matchHash),
+matches each patient (:func:`lesiondb.core.matching.match_patient`, in worker processes when it
+pays), classifies each track (:mod:`lesiondb.core.recist`) and writes only what changed:
 
 - ``(:Lesion)-[:SAME_LESION {cost, confidence, method}]->(:Lesion)`` from the earlier to the later
-  scan, for every pair of lesions of one track; edges of the patient no longer wanted are deleted;
-- ``(:Track {trackingUid, patientId, status, nVisits, baselineMm, nadirMm, lastMm, …})`` with
-  ``(:Lesion)-[:IN_TRACK {visit, studyIndex, response, changeFromBaselinePct, …}]->(:Track)``;
+  scan, for every pair of lesions of one track; a re-matched lesion's stale edges are deleted;
+- ``(:Track {trackingUid, patientId, status, nVisits, baselineMm, nadirMm, lastMm, …, matchHash})``
+  with ``(:Lesion)-[:IN_TRACK {studyIndex, response, changeFromBaselinePct, …}]->(:Track)``;
   every lesion is in exactly one track (a lesion seen once is a track of one). A track's
   ``trackingUid`` is a DICOM UID (``2.25.<uuid5 as integer>``) of its member lesions, so it is
   the same on every run for the same members; members made from accepted mining proposals
@@ -16,11 +16,12 @@ and writes only the difference:
   Tracks left without lesions are deleted (kept as ``status: 'retired'`` when a proposal points
   at them).
 
-Re-running changes nothing: the second run writes no edge and no track.
+Re-running changes nothing: ``matchHash`` (track properties, member links, edges) tells which
+tracks differ, and the second run writes no edge and no track.
 
 Noise scales are calibrated on the graph (:func:`lesiondb.core.matching.calibrate`) on a fixed
-sample of patients (the first ``calibration_patients`` in patientId order), so matching one
-patient gives the same result as matching everyone.
+sample (the first ``CALIBRATION_PATIENTS`` in patientId order), so matching one patient gives
+the same result as matching everyone.
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 TRACK_UID_ROOT = "2.25."
 _UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://lesiondb/track")
 DEFAULT_BATCH = 200
-CALIBRATION_PATIENTS = 200
+CALIBRATION_PATIENTS = 400
 MAX_WORKERS = 8
 MIN_PARALLEL_PATIENTS = 100  # below this a process pool costs more than it saves
 _ROUND = 4  # decimals of cost/confidence stored (and compared: a re-run must not rewrite noise)

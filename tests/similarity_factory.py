@@ -6,7 +6,6 @@ services have something to find) with explicit ids, patients and studies.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from lesiondb.core.records import LESION_TYPES
 
@@ -52,8 +51,7 @@ def build(engine, n: int = 120, seed: int = 0, k: int = 5, model_id: str = "mode
     return ids, patients, types, vectors, report
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
+def make_tiny_model(folder):
     """An untrained encoder saved like a trained one (the pipeline only needs its shape and id)."""
     import torch
 
@@ -62,15 +60,15 @@ def tiny_model(tmp_path_factory):
     from lesiondb.nn.model_io import save_model
 
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny"
+    path = folder / "tiny"
     save_model(create_encoder("resnet18_ms", width=8, embed_dim=32), path, patch=PatchSpec(size_px=48))
     return path
 
 
-@pytest.fixture(scope="session")
-def cohort(tmp_path_factory):
+def make_cohort(folder):
+    """A 4-patient synthetic DICOM cohort (about 10 annotated lesions)."""
     from lesiondb.imaging.synth import generate_cohort
 
-    out = tmp_path_factory.mktemp("cohort") / "c"
+    out = folder / "c"
     generate_cohort(out, 4, seed=3, images=True, workers=1)
     return out

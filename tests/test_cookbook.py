@@ -68,7 +68,7 @@ def cookbook_graph(falkor_server, tmp_path_factory):
     query_lesion = liver[0]
     planted = liver[1]  # a liver lesion relabelled bone: its liver neighbours disagree
     eng._write("MATCH (l:Lesion {lesionId: $id}) SET l.typeName = 'bone', l.typeCode = 1", {"id": planted})
-    pid = dict(zip(ids, patients))
+    pid = dict(zip(ids, patients, strict=True))
     yield {"engine": eng, "lesionId": query_lesion, "patientId": pid[query_lesion], "planted": planted}
     eng.graph.delete()
 

@@ -12,9 +12,19 @@ from lesiondb import pipeline, services
 from lesiondb import similarity as sim
 from lesiondb.core import knn
 from lesiondb.core.pseudonym import Pseudonymizer
-from tests.similarity_factory import cohort, tiny_model  # noqa: F401 (fixtures)
+from tests.similarity_factory import make_cohort, make_tiny_model
 
 KEY = b"pipeline-test-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    return make_cohort(tmp_path_factory.mktemp("cohort"))
 
 
 def _ingest(engine, root):

@@ -36,7 +36,7 @@ def _reference(table, patients_by_id, types_by_id, query_row, k, type_name=None,
 
 
 def _labels(ids, types):
-    return {lid: LESION_TYPES[int(t)] for i, (lid, t) in enumerate(zip(ids, types)) if i % 3}
+    return {lid: LESION_TYPES[int(t)] for i, (lid, t) in enumerate(zip(ids, types, strict=True)) if i % 3}
 
 
 def test_similar_reads_the_stored_edges(graph):
@@ -47,7 +47,7 @@ def test_similar_reads_the_stored_edges(graph):
     row = table.positions([ids[7]])[0]
     assert [r["lesionId"] for r in rows] == [table.ids[j] for j in ref.index[row]]
     assert np.allclose([r["distance"] for r in rows], ref.distance[row], atol=1e-5)
-    pid = dict(zip(ids, patients))
+    pid = dict(zip(ids, patients, strict=True))
     assert all(r["patientId"] == pid[r["lesionId"]] for r in rows)
     assert all(r["studyId"].startswith("S-" + r["patientId"]) for r in rows)
 
@@ -55,7 +55,7 @@ def test_similar_reads_the_stored_edges(graph):
 @pytest.mark.parametrize("type_name,exclude", [("liver", False), (None, True), (4, True), ("lung", True)])
 def test_filtered_similar_is_exact(graph, type_name, exclude):
     engine, ids, patients, types, table = graph
-    pid = dict(zip(ids, patients))
+    pid = dict(zip(ids, patients, strict=True))
     labels = _labels(ids, types)
     tname = services.type_name_of(type_name)
     for lid in (ids[1], ids[30], ids[100]):
@@ -70,7 +70,7 @@ def test_a_k_above_the_stored_edges_scans(graph):
     engine, ids, patients, types, table = graph
     rows = services.similar(engine, ids[3], k=12)
     assert len(rows) == 12 and rows[0]["source"] == "scan"
-    assert [r["lesionId"] for r in rows] == _reference(table, dict(zip(ids, patients)), {}, table.positions([ids[3]])[0], 12)
+    assert [r["lesionId"] for r in rows] == _reference(table, dict(zip(ids, patients, strict=True)), {}, table.positions([ids[3]])[0], 12)
 
 
 def test_similar_explains_what_is_wrong(graph):
@@ -118,7 +118,7 @@ def test_predict_types_writes_beside_the_label(graph, tmp_path, method):
     got = {p["lesionId"]: p for p in out["predictions"]}
     assert set(got) <= unlabelled and len(got) >= 0.9 * len(unlabelled)
     assert out["written"] == len(got)
-    truth = dict(zip(ids, types))
+    truth = dict(zip(ids, types, strict=True))
     acc = np.mean([truth[lid] == p["typeCode"] for lid, p in got.items()])
     assert acc > 0.8  # the factory clusters embeddings by type
     assert all(0 < p["confidence"] <= 1 and p["typeName"] == LESION_TYPES[p["typeCode"]] for p in got.values())
@@ -177,7 +177,8 @@ def test_client_methods_return_dataframes(graph, tmp_path):
     engine, ids, *_ = graph
     db = Client(engine, data_dir=tmp_path, owns_engine=False)
     df = db.similar(ids[2], k=4, type="liver")
-    assert list(df.columns[:3]) == ["lesionId", "distance", "typeName"] and len(df) == 4
+    assert list(df.columns[:4]) == ["rank", "lesionId", "distance", "typeName"] and len(df) == 4
+    assert list(df["rank"]) == [1, 2, 3, 4]
     assert (df.typeName == "liver").all()
     preds = db.predict_types(k=5)
     assert len(preds) == preds.attrs["predicted"] and set(preds.columns) >= {"lesionId", "typeName", "confidence"}

@@ -82,10 +82,47 @@ def _ingest(run: DemoRun) -> dict[str, Any]:
             "studies": d.get("studies"), "errors": d["errors"][:20]}
 
 
+class StepSkipped(Exception):
+    """A step that cannot run in this installation (e.g. no encoder weights); the demo goes on."""
+
+
+def _embed(run: DemoRun) -> dict[str, Any]:
+    from ..errors import ModelError
+    from ..pipeline import embed_cohort, load_encoder
+
+    try:
+        load_encoder(None)
+    except (ModelError, FileNotFoundError) as exc:
+        raise StepSkipped(str(exc)) from exc
+    out = embed_cohort(run.app, run.cohort_dir)
+    return {k: v for k, v in out.items() if not isinstance(v, list | dict)}
+
+
+def _match(run: DemoRun) -> dict[str, Any]:
+    from ..tracking import match_graph
+
+    with progress_bar(run.app, None, "demo: match", "patient") as bar:
+        rep = match_graph(run.app.engine(), progress=bar.update, workers=1)
+    d = rep.to_dict()
+    return {k: d[k] for k in ("patients", "lesions", "tracks", "sameLesionEdges", "statuses") if k in d}
+
+
+def _mine(run: DemoRun) -> dict[str, Any]:
+    from ..mining import dicom_loader, mine
+
+    with progress_bar(run.app, None, "demo: mine", "patient") as bar:
+        out = mine(run.app.engine(), dicom_loader(run.cohort_dir), progress=bar.update)
+    return {k: v for k, v in out.items() if not isinstance(v, list | dict)}
+
+
 #: The demo pipeline, in order. Later stages append here (e.g. Step("embed", ("lesiondb.pipeline",), …)).
 STEPS: list[Step] = [
     Step("synth", ("lesiondb.imaging.synth",), _synth, "generate a synthetic CT cohort (DICOM + annotations)"),
     Step("ingest", ("lesiondb.ingest_dicom",), _ingest, "ingest its series and annotations into the graph"),
+    Step("embed", ("lesiondb.pipeline", "lesiondb.nn"), _embed,
+         "embed every lesion with the default encoder and link each to its nearest (SIMILAR_TO)"),
+    Step("match", ("lesiondb.tracking",), _match, "match lesions across each patient's studies into tracks"),
+    Step("mine", ("lesiondb.mining",), _mine, "propose lesions that tracks say were missed (for review)"),
 ]
 
 
@@ -102,7 +139,11 @@ def run_demo(app: Any, patients: int, seed: int, steps: list[Step] | None = None
                               "reason": f"module(s) not in this build: {', '.join(missing)}"})
             continue
         t = time.perf_counter()
-        result = step.run(run)
+        try:
+            result = step.run(run)
+        except StepSkipped as exc:
+            out_steps.append({"name": step.name, "status": "skipped", "reason": str(exc)})
+            continue
         run.results[step.name] = result
         out_steps.append({"name": step.name, "status": "done", "seconds": round(time.perf_counter() - t, 2),
                           "about": step.about, **result})
@@ -125,6 +166,8 @@ def _next_commands(app: Any) -> list[str]:
         f"lesiondb {dd}query patients",
         f"lesiondb {dd}query lesions -p typeName=liver --json",
         f"lesiondb {dd}query --list",
+        f"lesiondb {dd}query patient_timeline -p patientId=<id from `query patients`>",
+        f"lesiondb {dd}review list",
         f"python -c \"import lesiondb; db = lesiondb.connect({py_dd}); print(db.lesions().head())\"",
     ]
 
@@ -168,7 +211,7 @@ def command(app, patients: int, seed: int, as_json: bool) -> None:
     """Run the whole pipeline on a synthetic CT cohort and show how to query the result.
 
     The cohort is written to DATA_DIR/demo and goes through every pipeline step this build has
-    (now: synth → ingest); then the graph's contents and example queries are printed.
+    (synth → ingest → embed → match → mine); then the graph's contents and example queries are printed.
     Re-running with the same options changes nothing in the graph; the cohort folder is regenerated.
     """
     emit(run_demo(app, patients, seed), as_json, _text)

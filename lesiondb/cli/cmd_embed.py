@@ -22,7 +22,7 @@ from .common import emit, handle_errors, pass_app
 @click.option("--force", is_flag=True, help="Re-embed lesions already embedded by this model.")
 @click.option("--pseudonym-key", envvar="LESIONDB_PSEUDONYM_KEY",
               help="Key the lesions were pseudonymised with [default: the data dir's pseudonym.key].")
-@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1, 65536),
+@click.option("--batch-size", default=512, show_default=True, type=click.IntRange(1, 65536),
               help="Patches per encoder call.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_app

@@ -660,7 +660,8 @@ def calibrate(patients: Sequence[Sequence[LesionObs]], params: MatchParams | Non
     unsupervised: match with the current scales, take the confident pairs (``min_confidence``) of
     scan pairs matched on at least two lesions, and measure the robust spread (1.4826 × median
     absolute deviation) of what each scale models — the residual position after alignment, the
-    scan-pair shift, the log size ratio. Repeated ``rounds`` times.
+    scan-pair shift, the log size ratio, the embedding distance (where lesions are embedded).
+    Repeated ``rounds`` times.
 
     Each measured scale is pooled with its default in log space, the default weighing as
     ``prior_weight`` observations (pairs for residual scales, scan pairs for shifts), so a small
@@ -706,7 +707,7 @@ def calibrate(patients: Sequence[Sequence[LesionObs]], params: MatchParams | Non
 
 
 _SAMPLE_KEYS = ("location_sigma_mm", "location_shift_sigma_mm", "position_sigma_mm", "position_shift_sigma_mm",
-                "size_sigma_log")
+                "size_sigma_log", "embedding_sigma")
 
 
 def _calibration_sample(lesions: Sequence[LesionObs], p: MatchParams, min_confidence: float) -> dict[str, list]:
@@ -715,7 +716,8 @@ def _calibration_sample(lesions: Sequence[LesionObs], p: MatchParams, min_confid
     out: dict[str, list] = {k: [] for k in _SAMPLE_KEYS}
     pm = match_patient(lesions, p, keep_pair_results=True)
     arrays = _PatientArrays(lesions, p)
-    log_size = ScanFeatures.of(lesions).log_size
+    feats = ScanFeatures.of(lesions)
+    log_size, emb = feats.log_size, feats.embedding
     for (sa, sb), r in pm.pair_results.items():
         good = [(i, j) for i, j in r.pairs if r.confidence_of(i, j) >= min_confidence]
         if len(good) < 2:
@@ -736,4 +738,8 @@ def _calibration_sample(lesions: Sequence[LesionObs], p: MatchParams, min_confid
             d = log_size[ib[j]] - log_size[ia[i]]
             if np.isfinite(d):
                 out["size_sigma_log"].append(float(d))
+            if emb is not None:
+                e = float(np.linalg.norm(emb[ib[j]] - emb[ia[i]]))
+                if np.isfinite(e):
+                    out["embedding_sigma"].append(e)
     return out

@@ -8,7 +8,17 @@ import pytest
 from click.testing import CliRunner
 
 from lesiondb.cli.main import cli
-from tests.similarity_factory import cohort, tiny_model  # noqa: F401 (fixtures)
+from tests.similarity_factory import make_cohort, make_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    return make_cohort(tmp_path_factory.mktemp("cohort"))
 
 
 @pytest.fixture
@@ -134,10 +144,30 @@ def test_similar_by_a_deeplesion_png(run, shared_data, dl_info, tiny_model, tmp_
     out = json.loads(run("embed", "--images", str(images), "--dl-info", str(sub), "--model", str(tiny_model),
                          "-k", "3", "--json").output)["deeplesion"]
     assert out["embedded"] == 12
-    r = dict(zip(rows[0], keep[0]))
+    r = dict(zip(rows[0], keep[0], strict=True))
     spacing = r["Spacing_mm_px_"].split(",")[0].strip()
     box = ",".join(v.strip() for v in r["Bounding_boxes"].split(","))
     res = json.loads(run("similar", "--image", str(have[r["File_name"]]), "--box", box, "--spacing", spacing,
                          "--model", str(tiny_model), "-k", "1", "--json").output)
     assert res["query"]["kind"] == "png" and "neighbour slices" in res["query"]["note"]
     assert res["results"][0]["distance"] < 1e-3
+
+
+def test_ingest_deeplesion_with_images_embeds_on_the_way(run, shared_data, dl_info, tiny_model, tmp_path, monkeypatch):
+    from lesiondb import pipeline
+
+    real = pipeline.load_encoder
+    monkeypatch.setattr(pipeline, "load_encoder", lambda path=None: real(path or tiny_model))  # the "shipped" model
+    images = shared_data / "deeplesion_images" / "key_slices"
+    have = {f"{p.parent.name}_{p.name}" for p in images.glob("*/*.png")}
+    with open(dl_info, newline="") as fh:
+        rows = list(csv.reader(fh))
+    keep = [r for r in rows[1:] if r[0] in have][:6] + [r for r in rows[1:] if r[0] not in have][:2]
+    sub = tmp_path / "dl.csv"
+    with open(sub, "w", newline="") as fh:
+        csv.writer(fh).writerows([rows[0], *keep])
+    out = json.loads(run("ingest", "deeplesion", str(sub), "--images", str(images), "--json").output)
+    assert out["written"] == 8 and out["embedded"] == 6 and out["notEmbedded"] == 2
+    assert out["similarEdgesWritten"] == 6 * 5  # k = 10 capped by the 5 other embedded lesions
+    again = json.loads(run("ingest", "deeplesion", str(sub), "--images", str(images), "--json").output)
+    assert again["written"] == 0 and again["embedded"] == 0 and again["similarEdgesWritten"] == 0

@@ -258,6 +258,21 @@ def test_calibration_recovers_a_small_noise_and_shift():
     assert again.params == cal.params  # deterministic
 
 
+def test_calibration_fits_the_embedding_scale():
+    rng = np.random.default_rng(8)
+    patients = []
+    for _ in range(60):
+        lesions, truth = _random_patient(rng, n_tracks=5, n_scans=3, shift_mm=2.0, noise_mm=1.0, p_seen=0.9)
+        protos = rng.normal(size=(5, 16))
+        emb = [protos[t] / np.linalg.norm(protos[t]) for t in truth]
+        emb = [e + rng.normal(0, 0.02, 16) for e in emb]  # same lesion: distance ≈ 0.1
+        patients.append([M.LesionObs(**{**les.__dict__, "embedding": list(e / np.linalg.norm(e))})
+                         for les, e in zip(lesions, emb, strict=True)])
+    cal = M.calibrate(patients)
+    assert cal.params.embedding_sigma < 0.2 < M.MatchParams().embedding_sigma
+    assert cal.measured["embedding_sigma"][1] > 100
+
+
 def test_calibration_of_a_tiny_graph_stays_near_the_defaults():
     rng = np.random.default_rng(4)
     patients = [_random_patient(rng, n_tracks=3, n_scans=2, shift_mm=2.0, noise_mm=1.0)[0] for _ in range(2)]
