@@ -138,6 +138,15 @@ class Client:
             df.attrs.update({k: v for k, v in summary.items() if k != "largest"})
         return df
 
+    def cluster_members(self, cluster_id: str, limit: int | None = None):
+        """The lesions of one cluster: lesionId, typeName, predictedTypeName, patientId, longDiameterMm."""
+        import pandas as pd
+
+        from . import services
+
+        return pd.DataFrame(services.cluster_members(self.engine, cluster_id, limit=limit or _NO_LIMIT),
+                            columns=["lesionId", "typeName", "predictedTypeName", "patientId", "longDiameterMm"])
+
     # -- networkx ------------------------------------------------------------------------------
     def to_networkx(self, patient: str):
         """A patient's subgraph: patient, studies, lesions and every relationship leaving a lesion."""

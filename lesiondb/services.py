@@ -304,3 +304,11 @@ def cluster(engine: Engine, resolution: float = 1.0, seed: int = 0, write: bool 
 def clusters(engine: Engine) -> list[dict[str, Any]]:
     """The stored clustering, largest first."""
     return engine.run("clusters")
+
+
+def cluster_members(engine: Engine, cluster_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+    """The lesions of one stored cluster (lesionId, typeName, predictedTypeName, patientId, longDiameterMm)."""
+    rows = engine.run("cluster_members", clusterId=cluster_id, limit=int(limit))
+    if not rows and not any(c["clusterId"] == cluster_id for c in clusters(engine)):
+        raise InputError(f"no cluster {cluster_id!r} (list them with `lesiondb cluster --show`)")
+    return rows

@@ -185,5 +185,7 @@ def test_client_methods_return_dataframes(graph, tmp_path):
     cl = db.clusters(compute=True, seed=1)
     assert cl["size"].sum() == 150 and cl.attrs["clusters"] == len(cl)
     assert len(db.clusters()) == len(cl)
+    members = db.cluster_members(cl.clusterId[0])
+    assert len(members) == cl["size"][0] and set(members.columns) >= {"lesionId", "patientId"}
     v = db.similar_to_vector(sim.read_embeddings(engine, "model-a").vectors[0], k=3, exact=True)
     assert len(v) == 3

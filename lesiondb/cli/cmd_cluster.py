@@ -11,11 +11,12 @@ from .common import emit, handle_errors, pass_app
               help="Louvain resolution: above 1 gives more, smaller clusters.")
 @click.option("--seed", default=0, show_default=True, help="Random seed (same graph + seed = same clusters).")
 @click.option("--show", is_flag=True, help="Only list the stored clusters; compute nothing.")
+@click.option("--members", "members", metavar="CLUSTER_ID", help="Only list the lesions of one stored cluster.")
 @click.option("--dry-run", is_flag=True, help="Compute and report, write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_app
 @handle_errors
-def command(app, resolution, seed, show, dry_run, as_json) -> None:
+def command(app, resolution, seed, show, members, dry_run, as_json) -> None:
     """Cluster lesions: Louvain communities of the SIMILAR_TO graph (networkx, seeded).
 
     Replaces the stored clustering: one (:Cluster {clusterId, size, dominantType, …}) per
@@ -24,6 +25,12 @@ def command(app, resolution, seed, show, dry_run, as_json) -> None:
     from .. import services
 
     eng = app.engine()
+    if members:
+        rows = services.cluster_members(eng, members)
+        emit(rows, as_json, lambda rs: "\n".join(
+            f"{r['lesionId']:<24} {r.get('typeName') or (r.get('predictedTypeName') or '-') + '?':<14} "
+            f"{r['patientId']}" for r in rs))
+        return
     if show:
         rows = services.clusters(eng)
         emit(rows, as_json, _list)

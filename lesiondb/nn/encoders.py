@@ -58,7 +58,7 @@ class LesionEncoder(nn.Module):
 
     def __init__(self, stem: nn.Module, stages: nn.ModuleList, channels: list[int], strides: list[int],
                  feature_stages: list[int], *, embed_dim: int = 64, roi_size: int | list[int] = 2,
-                 stage_dim: int = 64, context: bool = True, box_geometry: bool = True,
+                 stage_dim: int = 64, context: bool = True, box_geometry: bool = True, box_dim: int = 16,
                  roi_expand: float = 0.0, input_size: int = 64, config: dict | None = None):
         super().__init__()
         self.stem = stem
@@ -80,8 +80,13 @@ class LesionEncoder(nn.Module):
             self.context_fc = nn.Sequential(nn.Linear(channels[len(stages) - 1], stage_dim), nn.ReLU(inplace=True))
             width += stage_dim
         self.box_geometry = box_geometry
+        self.box_fc = None
         if box_geometry:
-            width += 2
+            if box_dim > 0:  # a small MLP: the box includes a margin, lesion size is not simply its log
+                self.box_fc = nn.Sequential(nn.Linear(4, box_dim), nn.ReLU(inplace=True))
+                width += box_dim
+            else:
+                width += 2
         self.head = nn.Linear(width, embed_dim)
         self.embed_dim = embed_dim
         self.config = dict(config or {})
@@ -106,8 +111,11 @@ class LesionEncoder(nn.Module):
         if self.context:
             parts.append(self.context_fc(maps[-1].mean(dim=(2, 3))))
         if self.box_geometry:
-            wh = (boxes[:, 2:] - boxes[:, :2]).clamp_min(1.0)
-            parts.append(torch.log(wh / self.input_size))
+            wh = (boxes[:, 2:] - boxes[:, :2]).clamp_min(1.0) / self.input_size
+            if self.box_fc is not None:
+                parts.append(self.box_fc(torch.cat([torch.log(wh), wh], dim=1)))
+            else:
+                parts.append(torch.log(wh))
         return F.normalize(self.head(torch.cat(parts, dim=1)), dim=1)
 
 
@@ -177,7 +185,8 @@ def _resnet_stages(width: int, depths: list[int], stem: str) -> tuple[nn.Module,
 def resnet18_ms(width: int = 16, depths: list[int] | tuple = (1, 1, 1, 1), stem: str = "light",
                 feature_stages: list[int] | tuple = (1, 2, 3), embed_dim: int = 64,
                 roi_size: int | list[int] = (4, 2, 2), stage_dim: int = 64, context: bool = True,
-                box_geometry: bool = True, roi_expand: float = 0.0, input_size: int = 64) -> LesionEncoder:
+                box_geometry: bool = True, box_dim: int = 16, roi_expand: float = 0.0,
+                input_size: int = 64) -> LesionEncoder:
     """ResNet-18 (torchvision BasicBlocks) with RoI features from several stages.
 
     Defaults are CPU-sized (width 16, one block per stage, the 3×3 "light" stem: the 7×7 stem's
@@ -192,11 +201,11 @@ def resnet18_ms(width: int = 16, depths: list[int] | tuple = (1, 1, 1, 1), stem:
         raise ValueError(f"feature_stages {fs} must index the {len(depths)} stages")
     cfg = dict(width=width, depths=depths, stem=stem, feature_stages=fs, embed_dim=embed_dim,
                roi_size=list(roi_size) if isinstance(roi_size, (list, tuple)) else roi_size,
-               stage_dim=stage_dim, context=context, box_geometry=box_geometry,
+               stage_dim=stage_dim, context=context, box_geometry=box_geometry, box_dim=box_dim,
                roi_expand=roi_expand, input_size=input_size)
     stem_mod, stages, channels, strides = _resnet_stages(width, depths, stem)
     model = LesionEncoder(stem_mod, stages, channels, strides, fs, embed_dim=embed_dim, roi_size=roi_size,
-                          stage_dim=stage_dim, context=context, box_geometry=box_geometry,
+                          stage_dim=stage_dim, context=context, box_geometry=box_geometry, box_dim=box_dim,
                           roi_expand=roi_expand, input_size=input_size, config=cfg)
     _init_weights(model)
     return model
@@ -212,7 +221,8 @@ _VGG16_BLOCKS = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 5
 def vgg16_ms(width: int = 8, n_blocks: int = 5, batch_norm: bool = True,
              feature_stages: list[int] | tuple = (2, 3, 4), embed_dim: int = 64,
              roi_size: int | list[int] = (4, 2, 2), stage_dim: int = 64, context: bool = True,
-             box_geometry: bool = True, roi_expand: float = 0.0, input_size: int = 64) -> LesionEncoder:
+             box_geometry: bool = True, box_dim: int = 16, roi_expand: float = 0.0,
+             input_size: int = 64) -> LesionEncoder:
     """VGG-16 (torchvision ``make_layers``) with RoI features from conv3_3, conv4_3, conv5_3.
 
     As in the paper, features are taken before each block's max pool. ``width`` scales the channel
@@ -227,7 +237,7 @@ def vgg16_ms(width: int = 8, n_blocks: int = 5, batch_norm: bool = True,
         raise ValueError(f"feature_stages {fs} must index the {n_blocks} blocks")
     cfg = dict(width=width, n_blocks=n_blocks, batch_norm=batch_norm, feature_stages=fs, embed_dim=embed_dim,
                roi_size=list(roi_size) if isinstance(roi_size, (list, tuple)) else roi_size,
-               stage_dim=stage_dim, context=context, box_geometry=box_geometry,
+               stage_dim=stage_dim, context=context, box_geometry=box_geometry, box_dim=box_dim,
                roi_expand=roi_expand, input_size=input_size)
     stages, channels, strides = [], [], []
     in_ch, stride = 3, 1
@@ -247,7 +257,7 @@ def vgg16_ms(width: int = 8, n_blocks: int = 5, batch_norm: bool = True,
         in_ch = chans[-1]
     model = LesionEncoder(nn.Identity(), nn.ModuleList(stages), channels, strides, fs, embed_dim=embed_dim,
                           roi_size=roi_size, stage_dim=stage_dim, context=context, box_geometry=box_geometry,
-                          roi_expand=roi_expand, input_size=input_size, config=cfg)
+                          box_dim=box_dim, roi_expand=roi_expand, input_size=input_size, config=cfg)
     _init_weights(model)
     return model
 

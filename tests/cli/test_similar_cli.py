@@ -129,6 +129,11 @@ def test_classify_and_cluster(run, embedded):
     shown = json.loads(run("cluster", "--show", "--json").output)
     assert sum(c["size"] for c in shown) == len(lesions)
     assert "cluster" in run("cluster", "--show").output
+    first = shown[0]
+    members = json.loads(run("cluster", "--members", first["clusterId"], "--json").output)
+    assert len(members) == first["size"] and {m["lesionId"] for m in members} <= {r["lesionId"] for r in lesions}
+    res = run("cluster", "--members", "C9999", ok=False)
+    assert res.exit_code == 1 and "no cluster 'C9999'" in res.output
 
 
 def test_similar_by_a_deeplesion_png(run, shared_data, dl_info, tiny_model, tmp_path):
