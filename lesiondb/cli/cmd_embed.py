@@ -57,6 +57,8 @@ def command(app, images, dl_info, cohort, model_path, k, force, pseudonym_key, b
     if cohort:
         out["cohort"] = pipeline.embed_cohort(app, cohort, model_path=model_path, k=k, force=force,
                                               batch_size=batch_size)
+        if "embedNote" in out["cohort"]:
+            raise click.ClickException(out["cohort"]["embedNote"] + " (pass --model PATH)")
     if not images and not cohort:
         out["edges"] = pipeline.rebuild_edges(app.engine(), k=k, cache_dir=Path(app.data_dir) / "embeddings")
     emit(out, as_json, _text)
