@@ -128,7 +128,7 @@ class EmbeddedFalkorDB:
         finally:
             r.close()
 
-    def compact(self, timeout_s: float = 300.0) -> None:
+    def compact(self, timeout_s: float = 300.0, min_growth_bytes: int = 256 * 1024) -> None:
         """Fold the append-only log into a snapshot (BGREWRITEAOF) and wait for it, so the next
         start loads in seconds instead of replaying queries. Acknowledged writes are safe either way."""
         import redis
@@ -136,6 +136,9 @@ class EmbeddedFalkorDB:
         r = self._redis(timeout=30)
         try:
             info = r.info("persistence")
+            grown = int(info.get("aof_current_size") or 0) - int(info.get("aof_base_size") or 0)
+            if grown < min_growth_bytes and not info.get("aof_rewrite_in_progress"):
+                return  # little to replay: not worth a snapshot of the whole graph
             if info.get("aof_rewrite_in_progress") == 0 and info.get("aof_rewrite_scheduled") == 0:
                 with contextlib.suppress(redis.exceptions.ResponseError):
                     r.bgrewriteaof()
