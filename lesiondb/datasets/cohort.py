@@ -6,7 +6,6 @@ with its line number, never an exception that stops the batch.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
@@ -18,7 +17,7 @@ from typing import Any
 from ..core.pseudonym import Pseudonymizer
 from ..core.records import LESION_TYPES, Annotated, Lesion, Patient, Study
 from ..errors import InputError
-from .deeplesion import RowError
+from .csvrows import RowError, iter_rows
 
 SOURCE = "dicom"
 ANNOTATIONS = "annotations.csv"
@@ -168,54 +167,31 @@ def read_rows(path: str | Path) -> Iterator[CohortRow | RowError]:
     its study_uid was already seen with another patient or date. Line numbers are 1-based (header = 1).
     """
     path = Path(path)
-    try:
-        fh = open(path, newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise InputError(f"cannot open annotations file: {exc.strerror}", str(path)) from exc
     seen_ids: dict[str, int] = {}
     studies: dict[str, tuple[str, str | None, int]] = {}
-    with fh:
-        reader = csv.reader(fh)
+    for item in iter_rows(path, COLUMNS, "cohort annotations.csv"):
+        if isinstance(item, RowError):
+            yield item
+            continue
+        line, cells = item
         try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise InputError("empty file, expected an annotations.csv header", str(path)) from None
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise InputError(f"not a cohort annotations.csv: missing column(s) {', '.join(missing)}",
-                             str(path), 1)
-        while True:
-            line = reader.line_num + 1
-            try:
-                cells = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                yield RowError(line, f"malformed CSV: {exc}", str(path))
-                continue
-            if not cells or all(not c.strip() for c in cells):
-                continue
-            if len(cells) != len(header):
-                yield RowError(line, f"expected {len(header)} cells, got {len(cells)}", str(path))
-                continue
-            try:
-                row = parse_row(dict(zip(header, cells, strict=True)), line)
-            except ValueError as exc:
-                yield RowError(line, str(exc), str(path))
-                continue
-            if row.annotation_id in seen_ids:
-                yield RowError(line, f"annotation_id {row.annotation_id!r} repeats line {seen_ids[row.annotation_id]}",
-                               str(path))
-                continue
-            first = studies.get(row.study_uid)
-            if first is not None and (first[0], first[1]) != (row.patient_id, row.study_date):
-                yield RowError(line, f"study_uid {row.study_uid} has patient {row.patient_id!r} / date "
-                                     f"{row.study_date} here but {first[0]!r} / {first[1]} on line {first[2]}",
-                               str(path))
-                continue
-            seen_ids[row.annotation_id] = line
-            studies.setdefault(row.study_uid, (row.patient_id, row.study_date, line))
-            yield row
+            row = parse_row(cells, line)
+        except ValueError as exc:
+            yield RowError(line, str(exc), str(path))
+            continue
+        if row.annotation_id in seen_ids:
+            yield RowError(line, f"annotation_id {row.annotation_id!r} repeats line {seen_ids[row.annotation_id]}",
+                           str(path))
+            continue
+        first = studies.get(row.study_uid)
+        if first is not None and (first[0], first[1]) != (row.patient_id, row.study_date):
+            yield RowError(line, f"study_uid {row.study_uid} has patient {row.patient_id!r} / date "
+                                 f"{row.study_date} here but {first[0]!r} / {first[1]} on line {first[2]}",
+                           str(path))
+            continue
+        seen_ids[row.annotation_id] = line
+        studies.setdefault(row.study_uid, (row.patient_id, row.study_date, line))
+        yield row
 
 
 def study_indices(studies: Iterable[tuple[str, str | None, str]]) -> dict[tuple[str, str], int]:

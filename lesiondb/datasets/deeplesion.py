@@ -5,16 +5,15 @@ carrying its line number and reason, never an exception that stops the batch.
 """
 from __future__ import annotations
 
-import csv
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.pseudonym import Pseudonymizer
 from ..core.records import LESION_TYPES, SPLITS, Annotated, Lesion, Patient, Study
 from ..errors import InputError
+from .csvrows import RowError, iter_rows
 
 COLUMNS = [
     "File_name", "Patient_index", "Study_index", "Series_ID", "Key_slice_index",
@@ -27,21 +26,6 @@ SOURCE = "deeplesion"
 _FILE_RE = re.compile(r"^(\d{6})_(\d{2})_(\d{2})_(\d{3})\.png$")
 # Normalised locations in the real file stay within [0, 1] up to rounding; allow a little slack.
 _LOC_SLACK = 0.05
-
-
-@dataclass(frozen=True)
-class RowError:
-    """A rejected row: where and why."""
-
-    line: int
-    reason: str
-    source: str
-
-    def __str__(self) -> str:
-        return f"{self.source}:{self.line}: {self.reason}"
-
-    def to_dict(self) -> dict:
-        return {"source": self.source, "line": self.line, "reason": self.reason}
 
 
 def _int(value: str, col: str) -> int:
@@ -158,40 +142,15 @@ def read_dl_info(
 
     Line numbers are 1-based physical lines of the file (the header is line 1).
     """
-    path = Path(path)
-    try:
-        fh = open(path, newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise InputError(f"cannot open DL_info file: {exc.strerror}", str(path)) from exc
-    with fh:
-        reader = csv.reader(fh)
+    for item in iter_rows(path, COLUMNS, "DL_info.csv"):
+        if isinstance(item, RowError):
+            yield item
+            continue
+        line, row = item
         try:
-            header = next(reader)
-        except StopIteration:
-            raise InputError("empty file, expected a DL_info.csv header", str(path)) from None
-        header = [h.strip() for h in header]
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise InputError(
-                f"not a DL_info.csv file: missing column(s) {', '.join(missing)}", str(path), 1)
-        while True:
-            line = reader.line_num + 1
-            try:
-                cells = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                yield RowError(line, f"malformed CSV: {exc}", str(path))
-                continue
-            if not cells or all(not c.strip() for c in cells):
-                continue
-            if len(cells) != len(header):
-                yield RowError(line, f"expected {len(header)} cells, got {len(cells)}", str(path))
-                continue
-            try:
-                yield parse_row(dict(zip(header, cells)), ids, keep_source_ids)
-            except ValueError as exc:
-                yield RowError(line, str(exc), str(path))
+            yield parse_row(row, ids, keep_source_ids)
+        except ValueError as exc:
+            yield RowError(line, str(exc), str(path))
 
 
 def parse_file_name(file_name: str) -> tuple[int, int, int, int]:
