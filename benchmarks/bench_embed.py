@@ -52,7 +52,7 @@ def patch_rate(spec, n: int = 300) -> float:
     rng = np.random.default_rng(1)
     vol = rng.normal(0, 200, (40, 512, 512)).astype(np.float32)
     t = time.perf_counter()
-    for i in range(n):
+    for _ in range(n):
         cx, cy = rng.uniform(100, 400, 2)
         r = rng.uniform(3, 40)
         extract_patch_from_volume(vol, int(rng.integers(2, 38)), (cx - r, cy - r, cx + r, cy + r), (0.7, 0.7),

@@ -29,6 +29,14 @@ def test_wheel_contains_every_cypher_file(wheel):
     assert repo_files and repo_files <= names, sorted(repo_files - names)[:5]
 
 
+def test_wheel_ships_the_default_model(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    model_dir = REPO / "lesiondb" / "models" / "default"
+    if not (model_dir / "model.pt").is_file():
+        pytest.fail(f"no default model in the checkout ({model_dir}); build it with {model_dir}/train_default.sh")
+    assert {"lesiondb/models/default/model.pt", "lesiondb/models/default/model_card.json"} <= names
+
+
 def test_installed_wheel_loads_queries_from_inside_the_package(wheel, tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+
 def _as2d(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return x[:, None] if x.ndim == 1 else x

@@ -73,7 +73,7 @@ class LesionEncoder(nn.Module):
         self.input_size = int(input_size)
         self.stage_fc = nn.ModuleList(
             nn.Sequential(nn.Linear(channels[s] * r * r, stage_dim), nn.ReLU(inplace=True))
-            for s, r in zip(self.feature_stages, self.roi_sizes))
+            for s, r in zip(self.feature_stages, self.roi_sizes, strict=True))
         width = stage_dim * len(self.feature_stages)
         self.context = context
         if context:
@@ -104,7 +104,7 @@ class LesionEncoder(nn.Module):
             boxes = torch.cat([boxes[:, :2] - wh, boxes[:, 2:] + wh], dim=1)
         rois = torch.cat([torch.arange(b, dtype=images.dtype, device=images.device)[:, None], boxes], dim=1)
         parts = []
-        for s, r, fc in zip(self.feature_stages, self.roi_sizes, self.stage_fc):
+        for s, r, fc in zip(self.feature_stages, self.roi_sizes, self.stage_fc, strict=True):
             pooled = roi_align(maps[s], rois, output_size=(r, r), spatial_scale=1.0 / self.strides[s],
                                sampling_ratio=2, aligned=True)
             parts.append(fc(pooled.flatten(1)))
@@ -183,8 +183,8 @@ def _resnet_stages(width: int, depths: list[int], stem: str) -> tuple[nn.Module,
 
 @register_encoder("resnet18_ms")
 def resnet18_ms(width: int = 16, depths: list[int] | tuple = (1, 1, 1, 1), stem: str = "light",
-                feature_stages: list[int] | tuple = (1, 2, 3), embed_dim: int = 64,
-                roi_size: int | list[int] = (4, 2, 2), stage_dim: int = 64, context: bool = True,
+                feature_stages: list[int] | tuple = (0, 1, 2, 3), embed_dim: int = 64,
+                roi_size: int | list[int] = (4, 4, 2, 2), stage_dim: int = 64, context: bool = True,
                 box_geometry: bool = True, box_dim: int = 16, roi_expand: float = 0.0,
                 input_size: int = 64) -> LesionEncoder:
     """ResNet-18 (torchvision BasicBlocks) with RoI features from several stages.
@@ -280,7 +280,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
                     setattr(mod, b, nn.Identity())
         if isinstance(mod, nn.Sequential):
             names = list(mod._modules)
-            for a, b in zip(names, names[1:]):
+            for a, b in zip(names, names[1:], strict=False):
                 conv, bn = mod._modules[a], mod._modules[b]
                 if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
                     mod._modules[a] = fuse_conv_bn_eval(conv, bn)

@@ -123,6 +123,8 @@ def _card_markdown(card: dict[str, Any]) -> str:
              f"({card.get('weights_bytes', 0) / 1e6:.2f} MB). Created {card.get('created')}.", ""]
     if card.get("command"):
         lines += ["## Exact command", "", "```", str(card["command"]), "```", ""]
+    if card.get("recipe"):
+        lines += [str(card["recipe"]), ""]
     if card.get("data"):
         lines += ["## Data", "", "```json", json.dumps(card["data"], indent=2, default=str), "```", ""]
     if card.get("metrics"):
@@ -145,15 +147,24 @@ def _card_markdown(card: dict[str, Any]) -> str:
 
 
 def _metrics_table(metrics: dict[str, Any]) -> list[str]:
+    """A measure × (model, baselines…) table from an evaluation result (or {name: result})."""
     from ..core.metrics import flatten
 
-    rows = {name: flatten(m) for name, m in metrics.items() if isinstance(m, dict)}
+    if "baselines" in metrics:  # lesiondb.nn.evaluate.evaluate_model_on output
+        rows = {"model": flatten({k: v for k, v in metrics.items()
+                                  if k in ("retrieval", "classification_accuracy", "clustering")})}
+        rows.update({name: flatten(b) for name, b in metrics["baselines"].items()})
+    else:
+        rows = {name: flatten(m) for name, m in metrics.items() if isinstance(m, dict)}
     if not rows:
         return ["```json", json.dumps(metrics, indent=2, default=str), "```"]
-    keys = sorted({k for r in rows.values() for k in r})
-    out = ["| measure | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
+    keys = list(dict.fromkeys(k for r in rows.values() for k in r))
+    out = ["| measure | " + " | ".join(rows) + " |", "|---|" + "---:|" * len(rows)]
     for k in keys:
         out.append(f"| {k} | " + " | ".join(_fmt(rows[n].get(k)) for n in rows) + " |")
+    extra = {k: metrics[k] for k in ("lesions", "k", "exclude_same_patient") if k in metrics}
+    if extra:
+        out += ["", ", ".join(f"{k}: {v}" for k, v in extra.items())]
     return out
 
 

@@ -40,12 +40,12 @@ class TrainConfig:
     encoder: str = "resnet18_ms"
     encoder_cfg: dict[str, Any] = field(default_factory=dict)
     patch: dict[str, Any] = field(default_factory=dict)  # PatchSpec fields
-    epochs: int = 12
+    epochs: int = 28
     anchors_per_epoch: int | None = None  # None: every typed lesion once per epoch
     batch_anchors: int = 32  # sequences per step (each holds n_same + 2 lesions)
-    n_same: int = 3
+    n_same: int = 4
     near_k: int = 5
-    size_weight: float = 1.0
+    size_weight: float = 6.0  # size vs location in the same-type order (see docs/encoder.md)
     margin: float = 0.05
     type_margin: float = 0.2
     distance: str = "sqeuclidean"
@@ -248,8 +248,10 @@ def fit(data: PatchSet, cfg: TrainConfig, out_dir: str | Path | None = None, *, 
 
     bar = None
     if progress is True:
-        from tqdm import tqdm
         import sys
+
+        from tqdm import tqdm
+
         bar = tqdm(total=total, initial=start_epoch * steps_per_epoch, desc="train", unit="step",
                    file=sys.stderr, dynamic_ncols=True, disable=not sys.stderr.isatty())
     images_np, boxes_np = data.images, data.boxes

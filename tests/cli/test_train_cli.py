@@ -51,7 +51,6 @@ def _train(run, cohort, config, out, *extra):
     return json.loads(res.stdout)
 
 
-@pytest.mark.slow
 def test_train_writes_model_card_and_resume_matches_uninterrupted(run, cohort, config, tmp_path, monkeypatch):
     import torch
 

@@ -138,3 +138,20 @@ def test_real_deeplesion_key_slices(shared_data):
         assert p.image[1].std() > 0.01
         done += 1
     assert done == 6
+
+
+def test_volume_path_equals_stack_path_including_boxes_at_the_border():
+    """extract_patch_from_volume only interpolates the window it needs: same result as the full stack."""
+    rng = np.random.default_rng(0)
+    vol = rng.normal(0, 300, (12, 90, 110)).astype(np.float32)
+    for _ in range(60):
+        spec = PatchSpec(size_px=int(rng.choice([16, 32])), spacing_mm=float(rng.uniform(0.5, 3)),
+                         context_mm=float(rng.uniform(0, 15)))
+        cx, cy = rng.uniform(-15, 125, 2)
+        r = rng.uniform(0.5, 40)
+        box = (cx - r, cy - 0.7 * r, cx + r, cy + 0.7 * r)
+        sp = (rng.uniform(0.4, 1.5), rng.uniform(0.4, 1.5))
+        k, iv = int(rng.integers(0, 12)), float(rng.uniform(0.5, 6))
+        a = extract_patch_from_volume(vol, k, box, sp, iv, spec)
+        b = extract_patch(stack_from_volume(vol, k, iv, spec.offset_mm), box, sp, spec)
+        assert np.allclose(a.box_px, b.box_px) and np.allclose(a.image, b.image, atol=1e-6)

@@ -35,7 +35,8 @@ def test_output_is_unit_norm_with_configured_dimension(name):
 
 
 def test_full_size_resnet18_is_torchvisions_own():
-    m = create_encoder("resnet18_ms", width=64, depths=[2, 2, 2, 2], stem="imagenet", feature_stages=[1, 2, 3])
+    m = create_encoder("resnet18_ms", width=64, depths=[2, 2, 2, 2], stem="imagenet", feature_stages=[1, 2, 3],
+                         roi_size=[4, 2, 2])
     from torchvision.models import resnet18
 
     ref = resnet18(weights=None)

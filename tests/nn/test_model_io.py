@@ -74,3 +74,8 @@ def test_card_json_is_valid_json_with_metrics_table(tmp_path):
     assert card["metrics"] == metrics
     md = (tmp_path / "MODEL_CARD.md").read_text()
     assert "| retrieval.type_error_at_5 | 0.0500 | 0.3000 |" in md
+    ev = {"retrieval": {"type_error_at_5": 0.05}, "classification_accuracy": 0.9,
+          "baselines": {"location_only": {"retrieval": {"type_error_at_5": 0.3}, "classification_accuracy": 0.8}}}
+    save_model(m, tmp_path, card={"metrics": ev})
+    md = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "| measure | model | location_only |" in md and "| classification_accuracy | 0.9000 | 0.8000 |" in md
