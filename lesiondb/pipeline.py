@@ -337,6 +337,18 @@ def deeplesion_file_names(dl_info: str | Path, ids: Any) -> dict[str, str]:
     return out
 
 
+def _encoder_or_none(model_path: str | Path | None) -> Any:
+    """The encoder, or (with no ``model_path`` and no default model installed) a summary saying
+    the lesions were stored without embeddings — ingest goes on without failing."""
+    try:
+        return load_encoder(model_path)
+    except (ModelError, LesionDBError) as exc:
+        if model_path:
+            raise
+        return {"embedded": 0, "embedNote": f"lesions stored without embeddings: {exc}. Embed them later "
+                                            "with `lesiondb embed --model PATH` (see --help)"}
+
+
 def embed_deeplesion(app: Any, images_dir: str | Path, dl_info: str | Path | None = None, *,
                      model_path: str | Path | None = None, k: int = sim.DEFAULT_K, force: bool = False,
                      pseudonym_key: str | None = None, batch_size: int = EMBED_BATCH) -> dict[str, Any]:
@@ -348,13 +360,9 @@ def embed_deeplesion(app: Any, images_dir: str | Path, dl_info: str | Path | Non
     """
     from .core.pseudonym import Pseudonymizer
 
-    try:
-        model = load_encoder(model_path)
-    except (ModelError, LesionDBError) as exc:
-        if model_path:
-            raise
-        return {"embedded": 0, "embedNote": f"lesions stored without embeddings: {exc}. Embed them later with "
-                                            "`lesiondb embed --images DIR --dl-info CSV --model PATH`"}
+    model = _encoder_or_none(model_path)
+    if isinstance(model, dict):
+        return model
     dl_info = dl_info or _context_param("dl_info")
     key = pseudonym_key or _context_param("pseudonym_key")
     names = deeplesion_file_names(dl_info, Pseudonymizer.from_data_dir(app.data_dir, key)) if dl_info else {}
@@ -370,13 +378,9 @@ def embed_cohort(app: Any, cohort_dir: str | Path, *, model_path: str | Path | N
     """Embed the graph's DICOM-cohort lesions from the series under ``cohort_dir`` (the folder that
     was ingested with ``lesiondb ingest dicom``). Like :func:`embed_deeplesion`, says so instead of
     failing when no ``model_path`` is given and no default model is installed."""
-    try:
-        model = load_encoder(model_path)
-    except (ModelError, LesionDBError) as exc:
-        if model_path:
-            raise
-        return {"embedded": 0, "embedNote": f"lesions stored without embeddings: {exc}. Embed them later with "
-                                            "`lesiondb embed --cohort DIR --model PATH`"}
+    model = _encoder_or_none(model_path)
+    if isinstance(model, dict):
+        return model
     cohort_dir = Path(cohort_dir)
     if not cohort_dir.is_dir():
         raise InputError("cohort folder not found", str(cohort_dir))

@@ -107,7 +107,7 @@ def _split_params(raw: str) -> list[str]:
     return [p.strip() for p in out if p.strip()]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _catalog(root: str) -> dict[str, dict[str, Query]]:
     """``{dialect-or-core: {name: Query}}`` for every non-schema query."""
     base = Path(root)

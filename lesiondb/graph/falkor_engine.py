@@ -66,7 +66,7 @@ class FalkorEngine(Engine):
                     raise
                 time.sleep(0.2 * (attempt + 1))
         header = [h[1] if isinstance(h, list | tuple) else h for h in (res.header or [])]
-        return [{k: _plain(v) for k, v in zip(header, row)} for row in res.result_set]
+        return [{k: _plain(v) for k, v in zip(header, row, strict=True)} for row in res.result_set]
 
     def _apply_schema_statement(self, text: str) -> None:
         try:
