@@ -37,6 +37,7 @@ STATE_FILE = "engine.json"
 LOCK_FILE = "engine.lock"
 _SOCK_MAX = 100  # AF_UNIX paths are limited to 107 bytes on Linux
 START_TIMEOUT_S = 60.0
+LOCK_WAIT_S = 15.0
 DOCKER_HINT = ("Use Neo4j instead: `docker compose up -d` in the lesiondb checkout, then pass "
                "--uri bolt://localhost:7687 (or set LESIONDB_URI) and LESIONDB_PASSWORD.")
 
@@ -192,11 +193,18 @@ class EmbeddedFalkorDB:
         if not os.access(self.data_dir, os.W_OK):
             raise ConfigError(f"data dir {self.data_dir} is not writable; choose another with --data-dir")
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return self._attach(daemon)
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # Held by a live server (attach to it), or briefly by one that is going away
+                # (e.g. after its owner was killed): wait a little for it to be released.
+                if self.ping() or time.monotonic() > deadline:
+                    os.close(fd)
+                    return self._attach(daemon)
+                time.sleep(0.1)
         self._lock_fd = fd
         try:
             self._spawn(server, module, daemon)
