@@ -1,9 +1,12 @@
 """Write one benchmark's figures into its own section of docs/benchmarks.md (other sections kept)."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,3 +29,14 @@ def write_section(name: str, body: str) -> None:
     text = pat.sub(lambda _: block, text) if pat.search(text) else text.rstrip() + "\n\n" + block + "\n"
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text)
+
+
+def run_cli(args: list[str]) -> tuple[float, dict]:
+    """Run ``lesiondb ARGS`` in a subprocess; returns (wall seconds, its JSON output or {})."""
+    t = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "lesiondb.cli.main", *args], capture_output=True, text=True)
+    dt = time.perf_counter() - t
+    if res.returncode != 0:
+        raise SystemExit(res.stderr)
+    out = res.stdout.strip()
+    return dt, json.loads(out) if out[:1] in ("{", "[") else {}

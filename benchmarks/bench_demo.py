@@ -9,24 +9,13 @@ on the demo cohort in a second fresh data dir. Writes the figures to docs/benchm
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import run_cli as timed  # noqa: E402
 from _report import write_section  # noqa: E402
-
-
-def timed(args: list[str]) -> tuple[float, dict]:
-    t = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "lesiondb.cli.main", *args], capture_output=True, text=True)
-    dt = time.perf_counter() - t
-    if res.returncode != 0:
-        raise SystemExit(res.stderr)
-    return dt, json.loads(res.stdout)
 
 
 def main() -> None:

@@ -8,26 +8,16 @@ on the same data dir (a no-op re-ingest), and writes the figures to docs/benchma
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import run_cli as timed  # noqa: E402
 from _report import write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT = REPO.parent / "shared" / "data" / "deeplesion" / "DL_info_available_merged.csv"
-
-
-def timed(args: list[str]) -> tuple[float, dict]:
-    t = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "lesiondb.cli.main", *args], capture_output=True, text=True)
-    dt = time.perf_counter() - t
-    if res.returncode != 0:
-        raise SystemExit(res.stderr)
-    return dt, json.loads(res.stdout) if res.stdout.strip().startswith("{") else {}
 
 
 def main() -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lesiondb.datasets.cohort import COLUMNS
+
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
@@ -102,13 +104,7 @@ def _pydicom3(pydicom) -> bool:
     return int(pydicom.__version__.split(".")[0]) >= 3
 
 
-ANN_COLUMNS = [
-    "annotation_id", "patient_id", "study_uid", "series_uid", "study_date", "key_slice_index",
-    "recist_x1", "recist_y1", "recist_x2", "recist_y2", "recist_x3", "recist_y3", "recist_x4", "recist_y4",
-    "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "long_diameter_px", "short_diameter_px", "type_code",
-    "spacing_x_mm", "spacing_y_mm", "slice_interval_mm", "location_x", "location_y", "location_z",
-    "patient_sex", "patient_age",
-]
+ANN_COLUMNS = COLUMNS
 
 
 def ann_row(annotation_id, patient_id, study_uid, series_uid, date, key, col, row, radius, type_code=4,

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..datasets.cohort import COLUMNS
 from ..errors import InputError
 from . import dl_stats
 from .phantom import (
@@ -46,13 +47,8 @@ from .phantom import (
 
 GENERATOR = "lesiondb synth"
 FORMAT_VERSION = 1
-ANNOTATION_COLUMNS = [
-    "annotation_id", "patient_id", "study_uid", "series_uid", "study_date", "key_slice_index",
-    "recist_x1", "recist_y1", "recist_x2", "recist_y2", "recist_x3", "recist_y3", "recist_x4", "recist_y4",
-    "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "long_diameter_px", "short_diameter_px", "type_code",
-    "spacing_x_mm", "spacing_y_mm", "slice_interval_mm", "location_x", "location_y", "location_z",
-    "patient_sex", "patient_age",
-]
+# The annotations.csv columns are the cohort contract, owned by its reader.
+ANNOTATION_COLUMNS = COLUMNS
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
 MIN_SLICES = 24
