@@ -123,14 +123,15 @@ class Client:
         df.attrs.update(out)
         return df
 
-    def clusters(self, compute: bool = False, resolution: float = 1.0, seed: int = 0):
+    def clusters(self, compute: bool = False, resolution: float = 1.0, seed: int = 0, method: str = "auto"):
         """The stored (:Cluster) nodes, largest first; ``compute=True`` first re-clusters the
-        SIMILAR_TO graph (Louvain, seeded) and stores the result."""
+        SIMILAR_TO graph (Louvain: networkx, seeded, or Neo4j GDS; see ``services.cluster``)
+        and stores the result."""
         import pandas as pd
 
         from . import services
 
-        summary = services.cluster(self.engine, resolution=resolution, seed=seed) if compute else None
+        summary = services.cluster(self.engine, resolution=resolution, seed=seed, method=method) if compute else None
         df = pd.DataFrame(services.clusters(self.engine),
                           columns=["clusterId", "size", "dominantType", "dominantTypeShare", "labelled", "modelId",
                                    "method", "resolution", "seed", "createdAt"])

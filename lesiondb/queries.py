@@ -6,6 +6,8 @@ Layout of the query folder (``cypher/`` in a checkout, ``lesiondb/cypher`` insid
     falkordb/NAME.cypher   FalkorDB variant, where the dialects differ
     neo4j/NAME.cypher      Neo4j 5 variant
     */schema/NN_NAME.cypher  schema statements, applied in file-name order
+    neo4j/gds/NAME.cypher  Neo4j queries that need a server plug-in (Graph Data Science); their
+                           header says ``// requires: gds``, and no FalkorDB twin is expected
 
 Each file opens with a header of ``//`` comments::
 
@@ -13,6 +15,7 @@ Each file opens with a header of ``//`` comments::
     // params: lesionId: STRING, k: INTEGER
     // returns: lesionId, distance
     // idempotent: yes
+    // requires: gds           (optional: a server plug-in the query needs)
     // Free text describing the query.
 
 A dialect folder overrides ``core`` for that engine; ``tests/test_queries.py`` checks that a
@@ -29,6 +32,8 @@ from pathlib import Path
 from .errors import QueryNotFound
 
 DIALECTS = ("falkordb", "neo4j")
+# Server plug-ins some Neo4j queries need, each in its own folder under cypher/neo4j/.
+PLUGINS = {"neo4j": ("gds",)}
 _HEADER_RE = re.compile(r"^//\s*(\w+)\s*:\s*(.*)$")
 _PARAM_RE = re.compile(r"\$(\w+)")
 
@@ -42,6 +47,7 @@ class Query:
     params: dict[str, str] = field(default_factory=dict)  # name -> declared type
     returns: str = ""
     idempotent: str = ""
+    requires: str = ""  # a server plug-in the query needs ("gds"), or ""
     description: str = ""
 
     @property
@@ -71,7 +77,7 @@ def parse_query(path: Path, dialect: str) -> Query:
         if not line.startswith("//"):
             break
         m = _HEADER_RE.match(line)
-        if m and m.group(1) in ("name", "params", "returns", "idempotent"):
+        if m and m.group(1) in ("name", "params", "returns", "idempotent", "requires"):
             meta[m.group(1)] = m.group(2).strip()
         else:
             desc.append(line[2:].strip())
@@ -86,7 +92,7 @@ def parse_query(path: Path, dialect: str) -> Query:
             params[pname.strip().lstrip("$")] = ptype.strip() or "ANY"
     return Query(name=name, text=text, path=path, dialect=dialect, params=params,
                  returns=meta.get("returns", ""), idempotent=meta.get("idempotent", ""),
-                 description=" ".join(d for d in desc if d))
+                 requires=meta.get("requires", ""), description=" ".join(d for d in desc if d))
 
 
 def _split_params(raw: str) -> list[str]:
@@ -114,10 +120,10 @@ def _catalog(root: str) -> dict[str, dict[str, Query]]:
     out: dict[str, dict[str, Query]] = {}
     for folder in ("core", *DIALECTS):
         out[folder] = {}
-        d = base / folder
-        if not d.is_dir():
-            continue
-        for p in sorted(d.glob("*.cypher")):
+        paths = sorted((base / folder).glob("*.cypher"))
+        for plugin in PLUGINS.get(folder, ()):
+            paths += sorted((base / folder / plugin).glob("*.cypher"))
+        for p in paths:
             q = parse_query(p, folder)
             if q.name in out[folder]:
                 raise QueryNotFound(f"duplicate query name {q.name!r} in {p} and {out[folder][q.name].path}")
@@ -141,9 +147,13 @@ def load(name: str, dialect: str) -> Query:
     return q
 
 
-def names(dialect: str) -> list[str]:
+def names(dialect: str, *, portable: bool = False) -> list[str]:
+    """Query names for ``dialect``; ``portable`` leaves out the plug-in folders' queries."""
     cat = catalog()
-    return sorted(set(cat["core"]) | set(cat[dialect]))
+    plugins = PLUGINS.get(dialect, ())
+    found = set(cat["core"]) | {n for n, q in cat[dialect].items()
+                                if not (portable and q.path.parent.name in plugins)}
+    return sorted(found)
 
 
 def schema(dialect: str) -> list[Query]:

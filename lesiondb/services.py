@@ -238,34 +238,45 @@ def _held_out_accuracy(x: np.ndarray, types: np.ndarray, patients: np.ndarray, k
 
 
 # -- clustering -------------------------------------------------------------------------------------
-def cluster(engine: Engine, resolution: float = 1.0, seed: int = 0, write: bool = True) -> dict[str, Any]:
-    """Louvain communities of the active model's SIMILAR_TO graph (networkx, seeded), written as
+CLUSTER_METHODS = ("auto", "networkx", "gds")
+
+
+def cluster(engine: Engine, resolution: float = 1.0, seed: int = 0, write: bool = True,
+            method: str = "auto") -> dict[str, Any]:
+    """Louvain communities of the active model's SIMILAR_TO graph, written as
     ``(:Cluster {clusterId, size, dominantType, …})`` with ``(:Lesion)-[:IN_CLUSTER]->(:Cluster)``.
 
+    ``method``: ``networkx`` (in this process, seeded), ``gds`` (Neo4j Graph Data Science's
+    Louvain on the server: the edges never leave it), or ``auto`` (GDS when the engine is Neo4j
+    with the plug-in and ``resolution`` is 1, which GDS Louvain cannot change; else networkx).
     Edge weight: cosine similarity of the two embeddings (1 − d²/2, at least 0); the kNN edges
-    are taken as undirected. Deterministic for a given graph and seed.
+    are taken as undirected. Deterministic for a given graph (and seed, for networkx).
     """
-    import networkx as nx
-
     if not resolution > 0:
         raise InputError(f"resolution must be positive, got {resolution}")
+    if method not in CLUSTER_METHODS:
+        raise InputError(f"unknown clustering method {method!r}; expected one of {', '.join(CLUSTER_METHODS)}")
     model = _model(engine, None)
     mid = model["modelId"]
     t0 = time.perf_counter()
     types = {r["lesionId"]: r.get("typeName") for r in engine.run("lesion_types", modelId=mid)}
-    edges = engine.run("similarity_edges", modelId=mid)
-    g = nx.Graph()
-    g.add_nodes_from(sorted(types))
-    for e in sorted(edges, key=lambda r: (r["source"], r["target"])):
-        w = max(0.0, 1.0 - float(e["distance"]) ** 2 / 2.0)
-        a, b = e["source"], e["target"]
-        if g.has_edge(a, b):
-            w = max(w, g[a][b]["weight"])
-        g.add_edge(a, b, weight=w)
-    t_read = time.perf_counter() - t0
-    comms = nx.community.louvain_communities(g, weight="weight", resolution=resolution, seed=seed) if len(g) else []
+    if method == "auto":
+        method = "gds" if resolution == 1.0 and gds_available(engine) else "networkx"
+    if method == "gds":
+        if resolution != 1.0:
+            raise InputError("GDS Louvain has no resolution parameter: leave --resolution at 1 "
+                             "or use --method networkx")
+        if not gds_available(engine):
+            raise InputError("--method gds needs Neo4j with the Graph Data Science plug-in "
+                             "(NEO4J_PLUGINS='[\"graph-data-science\"]' in docker-compose.yml); "
+                             "use --method networkx")
+        comms, n_edges, modularity = _communities_gds(engine, mid, types)
+        label = "louvain-gds"
+    else:
+        comms, n_edges, modularity = _communities_networkx(engine, mid, types, resolution, seed)
+        label = "louvain-networkx"
+    t_compute = time.perf_counter() - t0
     comms = sorted((sorted(c) for c in comms), key=lambda c: (-len(c), c[0]))
-    modularity = nx.community.modularity(g, comms, weight="weight", resolution=resolution) if g.number_of_edges() else None
     created = sim.now_iso()
     clusters, assign = [], []
     purity_num = purity_den = 0
@@ -281,11 +292,13 @@ def cluster(engine: Engine, resolution: float = 1.0, seed: int = 0, write: bool 
             purity_den += len(labelled)
         clusters.append({"clusterId": cid, "size": len(members), "dominantType": dom,
                          "dominantTypeShare": None if share is None else round(share, 4),
-                         "labelled": len(labelled), "modelId": mid, "method": "louvain-networkx",
-                         "resolution": float(resolution), "seed": int(seed), "createdAt": created})
+                         "labelled": len(labelled), "modelId": mid, "method": label,
+                         "resolution": float(resolution), "seed": int(seed) if label == "louvain-networkx" else None,
+                         "createdAt": created})
         assign.extend([m, cid] for m in members)
-    out = {"modelId": mid, "method": "louvain-networkx", "resolution": resolution, "seed": seed,
-           "lesions": g.number_of_nodes(), "edges": g.number_of_edges(), "clusters": len(clusters),
+    out = {"modelId": mid, "method": label, "resolution": resolution,
+           "seed": seed if label == "louvain-networkx" else None,
+           "lesions": len(types), "edges": n_edges, "clusters": len(clusters),
            "modularity": None if modularity is None else round(float(modularity), 4),
            "typePurity": round(purity_num / purity_den, 4) if purity_den else None,
            "largest": [{k: c[k] for k in ("clusterId", "size", "dominantType", "dominantTypeShare", "labelled")}
@@ -297,8 +310,54 @@ def cluster(engine: Engine, resolution: float = 1.0, seed: int = 0, write: bool 
         engine.write("write_clusters", rows, batch_size=5000)
         res = engine.write("assign_clusters", assign, batch_size=5000)
         out["assigned"] = int(sum(r.get("assigned") or 0 for r in res))
-    out["seconds"] = {"read": round(t_read, 3), "total": round(time.perf_counter() - t0, 3)}
+    out["seconds"] = {"communities": round(t_compute, 3), "total": round(time.perf_counter() - t0, 3)}
     return out
+
+
+def gds_available(engine: Engine) -> bool:
+    """Whether the engine is Neo4j with the Graph Data Science procedures lesiondb calls."""
+    if engine.dialect != "neo4j":
+        return False
+    rows = engine.run("gds_available")
+    return bool(rows) and int(rows[0]["procedures"]) == 3
+
+
+def _communities_networkx(engine: Engine, mid: str, types: dict, resolution: float, seed: int):
+    """(communities, undirected edge count, modularity) with networkx, the edges read into memory."""
+    import networkx as nx
+
+    g = nx.Graph()
+    g.add_nodes_from(sorted(types))
+    for e in sorted(engine.run("similarity_edges", modelId=mid), key=lambda r: (r["source"], r["target"])):
+        w = max(0.0, 1.0 - float(e["distance"]) ** 2 / 2.0)
+        a, b = e["source"], e["target"]
+        if g.has_edge(a, b):
+            w = max(w, g[a][b]["weight"])
+        g.add_edge(a, b, weight=w)
+    comms = nx.community.louvain_communities(g, weight="weight", resolution=resolution, seed=seed) if len(g) else []
+    modularity = nx.community.modularity(g, comms, weight="weight", resolution=resolution) if g.number_of_edges() else None
+    return comms, g.number_of_edges(), modularity
+
+
+def _communities_gds(engine: Engine, mid: str, types: dict):
+    """(communities, undirected edge count, None) from GDS Louvain on a projected in-memory graph,
+    dropped afterwards. Lesions without edges (not projected) become clusters of their own, as
+    isolated nodes do in networkx."""
+    import uuid
+
+    graph = f"lesiondb-similar-{mid}-{uuid.uuid4().hex[:8]}"
+    try:
+        proj = engine.run("gds_project_similarity", graphName=graph, modelId=mid)
+        rows = engine.run("gds_louvain", graphName=graph)
+    finally:
+        engine.run("gds_drop_graph", graphName=graph)
+    by_comm: dict[int, set] = {}
+    for r in rows:
+        if r["lesionId"] in types:
+            by_comm.setdefault(int(r["communityId"]), set()).add(r["lesionId"])
+    placed = set().union(*by_comm.values()) if by_comm else set()
+    comms = list(by_comm.values()) + [{m} for m in sorted(set(types) - placed)]
+    return comms, int(proj[0]["pairs"]) if proj else 0, None
 
 
 def clusters(engine: Engine) -> list[dict[str, Any]]:

@@ -74,6 +74,12 @@ def broken(tmp_path_factory):
            "CREATE CONSTRAINT bad IF NOT EXISTS FOR (n:Lesion) REQUIRE n.lesionId IS UNIQE\n")
     _write(root, "core/typo_label.cypher", "typo_label", "none",
            "MATCH (l:Lesoin) RETURN l.lesionId AS lesionId\n")
+    # GDS procedures only where the header says `// requires: gds`, and only ones that exist.
+    _write(root, "neo4j/gds_unrequired.cypher", "gds_unrequired", "g: STRING",
+           "CALL gds.graph.drop($g, false) YIELD graphName RETURN graphName\n")
+    (root / "neo4j/gds/gds_typo.cypher").write_text(
+        HEADER.format(name="gds_typo", params="g: STRING") + "// requires: gds\n"
+        "CALL gds.louvian.stream($g) YIELD nodeId RETURN nodeId\n", encoding="utf-8")
     # Printed as a warning but passing: a cartesian product of two unique-id lookups (a common write).
     _write(root, "core/two_lookups.cypher", "two_lookups", "rows: LIST<MAP>",
            "UNWIND $rows AS row\nMATCH (a:Lesion {lesionId: row.a}), (b:Lesion {lesionId: row.b})\n"
@@ -105,7 +111,7 @@ def test_broken_queries_fail_the_lint(broken):
     failing = {f[0] for f in findings if f[0] != "core/two_lookups.cypher"}
     assert failing == {"core/broken_syntax.cypher", "core/undeclared_param.cypher", "core/unused_param.cypher",
                        "core/deprecated_fn.cypher", "neo4j/falkor_fn.cypher", "neo4j/schema/99_bad.cypher",
-                       "core/typo_label.cypher"}
+                       "core/typo_label.cypher", "neo4j/gds_unrequired.cypher", "neo4j/gds/gds_typo.cypher"}
 
 
 @pytest.mark.parametrize(("file", "line", "col", "pattern"), [
@@ -116,6 +122,8 @@ def test_broken_queries_fail_the_lint(broken):
     ("neo4j/falkor_fn.cypher", 5, 25, "error: Function vecf32 is not present"),
     ("neo4j/schema/99_bad.cypher", 5, None, "error: Invalid input 'UNIQE'"),
     ("core/typo_label.cypher", 5, 10, "warning (unknown name): Label Lesoin is not present"),
+    ("neo4j/gds_unrequired.cypher", 5, 6, "error: Procedure gds.graph.drop is not present"),
+    ("neo4j/gds/gds_typo.cypher", 6, 6, "error: Procedure gds.louvian.stream is not present"),
     ("core/two_lookups.cypher", 6, 1, "warning: If a part of a query contains multiple disconnected patterns"),
 ])
 def test_each_fault_is_reported_at_its_position(broken, file, line, col, pattern):

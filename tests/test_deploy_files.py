@@ -6,6 +6,7 @@ health check's shell command actually run against a stand-in ``cypher-shell``.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -78,6 +79,17 @@ def test_compose_takes_the_password_from_the_environment_only(compose):
     assert "pw-for-test-1" not in text
     # No other literal credential anywhere in the file.
     assert not re.search(r"NEO4J_AUTH\s*[:=]\s*neo4j/[^$]", text)
+
+
+def test_compose_and_workflow_install_graph_data_science(compose, workflow):
+    """`lesiondb cluster` runs Louvain on the server where GDS is there (docs/neo4j.md)."""
+    env = compose["services"]["neo4j"]["environment"]
+    resolved = interpolate(env, {"LESIONDB_PASSWORD": "pw-for-test-1"})
+    assert json.loads(resolved["NEO4J_PLUGINS"]) == ["graph-data-science"]
+    off = interpolate(env, {"LESIONDB_PASSWORD": "pw-for-test-1", "LESIONDB_NEO4J_PLUGINS": "[]"})
+    assert json.loads(off["NEO4J_PLUGINS"]) == []
+    svc = workflow["jobs"]["neo4j"]["services"]["neo4j"]
+    assert json.loads(svc["env"]["NEO4J_PLUGINS"]) == ["graph-data-science"]
 
 
 def _fake_cypher_shell(tmp_path: Path, rc: int) -> Path:

@@ -90,7 +90,19 @@ def test_dialect_overrides_exist_for_both_engines():
     falkor, neo = _plain_queries("falkordb"), _plain_queries("neo4j")
     assert sorted(set(falkor) - set(neo)) == [], "overridden for FalkorDB but missing in cypher/neo4j/"
     assert sorted(set(neo) - set(falkor)) == [], "overridden for Neo4j but missing in cypher/falkordb/"
-    assert queries.names("falkordb") == queries.names("neo4j")
+    assert queries.names("falkordb") == queries.names("neo4j", portable=True)
+
+
+def test_plugin_queries_say_what_they_need_and_stay_out_of_the_portable_set():
+    plugin = {p.stem: queries.parse_query(p, "neo4j") for p in sorted((CYPHER / "neo4j" / "gds").glob("*.cypher"))}
+    assert plugin, "no Graph Data Science queries in cypher/neo4j/gds/"
+    needing = {n for n, q in plugin.items() if q.requires}
+    assert needing and all(plugin[n].requires == "gds" for n in needing)
+    assert set(plugin) <= set(queries.names("neo4j")) and not set(plugin) & set(queries.names("neo4j", portable=True))
+    assert not set(plugin) & set(queries.names("falkordb"))
+    with pytest.raises(QueryNotFound):
+        queries.load("gds_louvain", "falkordb")
+    assert queries.load("gds_louvain", "neo4j").requires == "gds"
 
 
 def test_dialect_variants_share_the_interface():

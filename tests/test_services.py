@@ -189,3 +189,100 @@ def test_client_methods_return_dataframes(graph, tmp_path):
     assert len(members) == cl["size"][0] and set(members.columns) >= {"lesionId", "patientId"}
     v = db.similar_to_vector(sim.read_embeddings(engine, "model-a").vectors[0], k=3, exact=True)
     assert len(v) == 3
+
+
+# -- clustering on Neo4j's Graph Data Science ----------------------------------------------------
+class _GdsEmulator:
+    """The embedded engine seen as Neo4j with GDS: ``gds_*`` queries are answered from the stored
+    edges (Louvain by networkx, one lesion left out of the projection as if it had no edges);
+    everything else runs on the real engine. Checks lesiondb's side of the GDS path: projection
+    lifecycle, community → cluster rows, lesions GDS never saw."""
+
+    dialect = "neo4j"
+
+    def __init__(self, inner, fail_louvain=False):
+        self.inner, self.fail_louvain = inner, fail_louvain
+        self.graphs: set[str] = set()
+        self.dropped: list[str] = []
+
+    def run(self, name, **params):
+        if name == "gds_available":
+            return [{"procedures": 3}]
+        if name == "gds_project_similarity":
+            self.graphs.add(params["graphName"])
+            edges = self.inner.run("similarity_edges", modelId=params["modelId"])
+            pairs = {tuple(sorted((e["source"], e["target"]))) for e in edges}
+            return [{"graphName": params["graphName"], "nodeCount": len({x for p in pairs for x in p}),
+                     "pairs": len(pairs)}]
+        if name == "gds_louvain":
+            assert params["graphName"] in self.graphs
+            if self.fail_louvain:
+                raise RuntimeError("out of heap")
+            import networkx as nx
+            g = nx.Graph((e["source"], e["target"]) for e in self.inner.run("similarity_edges", modelId="model-a"))
+            comms = nx.community.louvain_communities(g, seed=0)
+            left_out = min(g.nodes)
+            return [{"lesionId": m, "communityId": 1000 + i} for i, c in enumerate(comms) for m in c if m != left_out]
+        if name == "gds_drop_graph":
+            self.dropped.append(params["graphName"])
+            self.graphs.discard(params["graphName"])
+            return [{"graphName": params["graphName"]}]
+        return self.inner.run(name, **params)
+
+    def execute(self, name, **params):
+        return self.inner.execute(name, **params)
+
+    def write(self, name, rows, **kw):
+        return self.inner.write(name, rows, **kw)
+
+
+def test_cluster_on_gds_writes_every_lesion_and_drops_the_projection(graph):
+    engine, ids, patients, types, table = graph
+    gds = _GdsEmulator(engine)
+    out = services.cluster(gds)  # auto: Neo4j with GDS, resolution 1
+    assert out["method"] == "louvain-gds" and out["seed"] is None and out["modularity"] is None
+    assert out["lesions"] == 150 and out["assigned"] == 150 and out["edges"] > 150
+    assert gds.dropped and not gds.graphs  # the in-memory graph is freed
+    stored = services.clusters(engine)
+    assert sum(c["size"] for c in stored) == 150 and {c["method"] for c in stored} == {"louvain-gds"}
+    # the lesion GDS did not return is a cluster of its own
+    left_out = min(table.ids)
+    members = engine._read("MATCH (l:Lesion {lesionId: $id})-[:IN_CLUSTER]->(c:Cluster) RETURN c.size AS size",
+                           {"id": left_out})
+    assert members == [{"size": 1}]
+    # resolution != 1 is not something GDS Louvain can do: auto falls back, gds refuses
+    assert services.cluster(gds, resolution=1.5, write=False)["method"] == "louvain-networkx"
+    with pytest.raises(InputError, match="resolution"):
+        services.cluster(gds, resolution=1.5, method="gds")
+
+
+def test_gds_projection_is_dropped_when_louvain_fails(graph):
+    engine, *_ = graph
+    gds = _GdsEmulator(engine, fail_louvain=True)
+    with pytest.raises(RuntimeError, match="out of heap"):
+        services.cluster(gds, method="gds")
+    assert len(gds.dropped) == 1 and not gds.graphs
+
+
+def test_cluster_method_gds_needs_neo4j_with_the_plugin(graph):
+    engine, *_ = graph
+    if engine.dialect == "neo4j" and services.gds_available(engine):
+        pytest.skip("this Neo4j server has GDS")
+    assert not services.gds_available(engine)
+    with pytest.raises(InputError, match="Graph Data Science"):
+        services.cluster(engine, method="gds")
+    assert services.cluster(engine, method="auto", write=False)["method"] == "louvain-networkx"
+    with pytest.raises(InputError, match="unknown clustering method"):
+        services.cluster(engine, method="leiden")
+
+
+def test_gds_cluster_on_a_real_neo4j_server(graph):
+    engine = graph[0]
+    if engine.dialect != "neo4j" or not services.gds_available(engine):
+        pytest.skip("needs LESIONDB_TEST_NEO4J_URI pointing at Neo4j with the Graph Data Science plug-in")
+    out = services.cluster(engine, method="gds")
+    assert out["method"] == "louvain-gds" and out["assigned"] == 150 and out["clusters"] >= 2
+    again = services.cluster(engine, method="gds")
+    assert again["clusters"] == out["clusters"]  # one thread: the same graph gives the same communities
+    nx_out = services.cluster(engine, method="networkx", seed=0, write=False)
+    assert abs(out["typePurity"] - nx_out["typePurity"]) < 0.15

@@ -10,14 +10,18 @@ from .common import emit, handle_errors, pass_app
 @click.option("--resolution", default=1.0, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
               help="Louvain resolution: above 1 gives more, smaller clusters.")
 @click.option("--seed", default=0, show_default=True, help="Random seed (same graph + seed = same clusters).")
+@click.option("--method", type=click.Choice(["auto", "networkx", "gds"]), default="auto", show_default=True,
+              help="networkx: in this process; gds: Neo4j Graph Data Science on the server; "
+                   "auto: gds when the Neo4j server has it and --resolution is 1, else networkx.")
 @click.option("--show", is_flag=True, help="Only list the stored clusters; compute nothing.")
 @click.option("--members", "members", metavar="CLUSTER_ID", help="Only list the lesions of one stored cluster.")
 @click.option("--dry-run", is_flag=True, help="Compute and report, write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_app
 @handle_errors
-def command(app, resolution, seed, show, members, dry_run, as_json) -> None:
-    """Cluster lesions: Louvain communities of the SIMILAR_TO graph (networkx, seeded).
+def command(app, resolution, seed, method, show, members, dry_run, as_json) -> None:
+    """Cluster lesions: Louvain communities of the SIMILAR_TO graph (networkx, seeded; or
+    Neo4j Graph Data Science where the server has it).
 
     Replaces the stored clustering: one (:Cluster {clusterId, size, dominantType, …}) per
     community and (:Lesion)-[:IN_CLUSTER]->(:Cluster) for its members.
@@ -35,7 +39,7 @@ def command(app, resolution, seed, show, members, dry_run, as_json) -> None:
         rows = services.clusters(eng)
         emit(rows, as_json, _list)
         return
-    out = services.cluster(eng, resolution=resolution, seed=seed, write=not dry_run)
+    out = services.cluster(eng, resolution=resolution, seed=seed, write=not dry_run, method=method)
     emit(out, as_json, _text)
 
 
@@ -51,6 +55,6 @@ def _list(rows) -> str:
 
 def _text(o: dict) -> str:
     lines = [f"model {o['modelId']}: {o['clusters']} clusters of {o['lesions']} lesions "
-             f"({o['edges']} edges), modularity {o['modularity']}, type purity {o['typePurity']}"]
+             f"({o['edges']} edges, {o['method']}), modularity {o['modularity']}, type purity {o['typePurity']}"]
     lines.append(_list(o["largest"]))
     return "\n".join(lines)

@@ -126,6 +126,9 @@ def test_classify_and_cluster(run, embedded):
     assert dry["written"] == 0
     cl = json.loads(run("cluster", "--seed", "2", "--json").output)
     assert cl["lesions"] == len(lesions) and cl["assigned"] == len(lesions)
+    assert cl["method"] == "louvain-networkx"  # auto: the embedded engine has no GDS
+    res = run("cluster", "--method", "gds", ok=False)
+    assert res.exit_code != 0 and "Graph Data Science" in res.output and "--method networkx" in res.output
     shown = json.loads(run("cluster", "--show", "--json").output)
     assert sum(c["size"] for c in shown) == len(lesions)
     assert "cluster" in run("cluster", "--show").output

@@ -4,6 +4,7 @@
 //
 // What is linted, mirroring lesiondb/queries.py for the neo4j engine:
 //   - for each query name, the file Neo4j would run: neo4j/NAME.cypher, else core/NAME.cypher;
+//   - the plug-in queries in neo4j/gds/ (Graph Data Science);
 //   - every core/schema/*.cypher and neo4j/schema/*.cypher statement.
 //
 // The database schema handed to the linter:
@@ -12,7 +13,8 @@
 //     error too (checked here: the library does not);
 //   - functions and procedures: Neo4j's catalogue as shipped with the library (built-in functions,
 //     db.* / dbms.* / tx.* procedures; no APOC or GDS), so a misspelt or FalkorDB-only function
-//     (`vecf32`, `db.idx.vector.queryNodes`) is an error;
+//     (`vecf32`, `db.idx.vector.queryNodes`) is an error; a file whose header says
+//     `// requires: gds` also gets the gds.* functions and procedures of a server with the plug-in;
 //   - labels and relationship types: those some query writes (CREATE/MERGE) or the schema declares,
 //     so a MATCH on a label nothing ever writes (a typo) is reported;
 //   - property keys: the library does not check them (a typo in a property name is not caught).
@@ -76,7 +78,7 @@ function parseHeader(text) {
   for (const line of text.split(/\r?\n/)) {
     if (!line.startsWith('//')) break;
     const m = /^\/\/\s*(\w+)\s*:\s*(.*)$/.exec(line);
-    if (m && ['name', 'params', 'returns', 'idempotent'].includes(m[1])) meta[m[1]] = m[2].trim();
+    if (m && ['name', 'params', 'returns', 'idempotent', 'requires'].includes(m[1])) meta[m[1]] = m[2].trim();
   }
   return meta;
 }
@@ -150,7 +152,8 @@ function neo4jQueryFiles(root) {
   const problems = [];
   for (const folder of ['core', 'neo4j']) {
     const seen = new Map();
-    for (const file of cypherFiles(path.join(root, folder))) {
+    const plugins = folder === 'neo4j' ? cypherFiles(path.join(root, folder, 'gds')) : [];
+    for (const file of [...cypherFiles(path.join(root, folder)), ...plugins]) {
       const name = parseHeader(readFileSync(file, 'utf8')).name || path.basename(file, '.cypher');
       if (seen.has(name)) {
         problems.push({ file, line: 1, col: 1, severity: 'error',
@@ -175,10 +178,14 @@ function neo4jCatalogue() {
     throw new Error('@neo4j-cypher/language-support no longer ships testData.mockSchema; '
       + 'update tools/cypher-lint/lint.mjs for the pinned version');
   }
-  const functions = Object.fromEntries(Object.entries(fns).filter(([, f]) => f.isBuiltIn));
-  const procedures = Object.fromEntries(Object.entries(procs)
-    .filter(([name]) => /^(db|dbms|tx)\./.test(name)));
-  return { functions: { [CYPHER_VERSION]: functions }, procedures: { [CYPHER_VERSION]: procedures } };
+  const pick = (gds) => {
+    const functions = Object.fromEntries(Object.entries(fns)
+      .filter(([name, f]) => f.isBuiltIn || (gds && name.startsWith('gds.'))));
+    const procedures = Object.fromEntries(Object.entries(procs)
+      .filter(([name]) => /^(db|dbms|tx)\./.test(name) || (gds && name.startsWith('gds.'))));
+    return { functions: { [CYPHER_VERSION]: functions }, procedures: { [CYPHER_VERSION]: procedures } };
+  };
+  return { plain: pick(false), gds: pick(true) };
 }
 
 /** Labels and relationship types that some query writes or the schema declares. */
@@ -202,7 +209,7 @@ function declaredTokens(files) {
 }
 
 // -- linting one file ---------------------------------------------------------------------------
-function lintFile(file, catalogue, tokens) {
+function lintFile(file, catalogues, tokens) {
   const text = readFileSync(file, 'utf8');
   const out = [];
   const add = (line, col, severity, message, deprecated = false) => out.push({
@@ -212,6 +219,8 @@ function lintFile(file, catalogue, tokens) {
 
   const meta = parseHeader(text);
   if (!meta.name) add(1, 1, 'error', "header has no '// name:' line");
+  if (meta.requires && meta.requires !== 'gds') add(1, 1, 'error', `unknown plug-in '${meta.requires}' in '// requires:'`);
+  const catalogue = meta.requires === 'gds' ? catalogues.gds : catalogues.plain;
   const paramsLine = text.split(/\r?\n/).findIndex((l) => /^\/\/\s*params\s*:/.test(l)) + 1 || 1;
   const { params, problems } = declaredParams(meta);
   for (const p of problems) add(paramsLine, 1, 'error', p);
@@ -251,14 +260,14 @@ function main() {
       + `run \`npm ci\` in ${HERE}\n`);
     process.exit(2);
   }
-  const catalogue = neo4jCatalogue();
+  const catalogues = neo4jCatalogue();
   // Canary: the semantic analysis swallows its own exceptions; make sure it is alive at all.
-  const canary = cypher.lintCypherQuery('MATCH (n) RETURN undefinedVariable', { ...catalogue, parameters: {} }, false);
+  const canary = cypher.lintCypherQuery('MATCH (n) RETURN undefinedVariable', { ...catalogues.plain, parameters: {} }, false);
   if (!canary.some((d) => /not defined/.test(d.message))) {
     throw new Error('the Cypher semantic analysis did not run (canary query passed); check the library version');
   }
   const tokens = declaredTokens(files);
-  const findings = [...problems, ...files.flatMap((f) => lintFile(f, catalogue, tokens))];
+  const findings = [...problems, ...files.flatMap((f) => lintFile(f, catalogues, tokens))];
 
   const failing = (f) => f.severity === 'error' || f.deprecated || f.unknownToken || opts.strict;
   const nFail = findings.filter(failing).length;
