@@ -42,9 +42,24 @@ from .errors import InputError
 
 EVAL_GRAPH_DLS = "lesiondb_eval_dls"
 EVAL_GRAPH_MATCHING = "lesiondb_eval_matching"
-#: The grid the cross-validation chooses from (the default setting is in it).
+#: The grid the cross-validation chooses from when the gate is not calibrated (the default is in it).
 CV_GRID: tuple[dict[str, float], ...] = tuple(
     {"gate_cost": g, "tail_dof": d} for g in (8.0, 12.0, 16.0) for d in (0.5, 1.0, 2.0))
+#: With a calibrated gate the grid varies its spread (MatchParams.gate_spread) and the tail weight.
+CV_SPREADS = (2.3, 3.0, 3.7)
+CV_DOFS = (0.5, 1.0, 2.0)
+
+
+def cv_grid(calibration: dict[str, Any] | None) -> list[dict[str, float]]:
+    """The settings the cross-validation chooses from: the calibrated gate's spread × tail weight
+    (each spread's gate recomputed from the calibration's cost statistics), else CV_GRID."""
+    g = ((calibration or {}).get("measured") or {}).get("gate_cost")
+    if not g:
+        return [dict(x) for x in CV_GRID]
+    (med, q90), n = g
+    base = M.MatchParams()
+    return [{"gate_spread": k, "gate_cost": M.calibrated_gate(med, q90, n, base, k), "tail_dof": d}
+            for k in CV_SPREADS for d in CV_DOFS]
 
 
 # -- scratch graph --------------------------------------------------------------------------------
@@ -211,7 +226,8 @@ def evaluate_dls(app_engine, pairs_path: str | Path, dl_info: str | Path, *, cal
     params = M.MatchParams.from_dict(report.calibration["params"]) if report.calibration else M.MatchParams()
     directed = _score_pairs(mapped, by_scan, _directed(data, params, by_id))
     baseline = _score_pairs(mapped, by_scan, lambda s, t: _nearest(s, by_scan[t.scan]))
-    cv = _cross_validate(mapped, data, params, by_id, cv_folds, seed, progress) if cv_folds > 1 else None
+    cv = (_cross_validate(mapped, data, params, by_id, cv_folds, seed, progress, cv_grid(report.calibration))
+          if cv_folds > 1 else None)
     out: dict[str, Any] = {
         "pairs": len(pairs), "mapped": len(mapped), "unmapped": unmapped[:20], "unmappedCount": len(unmapped),
         "patients": len(pids), "lesions": sum(len(d.lesions) for d in data),
@@ -299,7 +315,8 @@ def _ratio(a: int, b: int) -> float | None:
 
 
 def _cross_validate(mapped, data, params: M.MatchParams, by_id: dict[str, _Row], folds: int, seed: int,
-                    progress: Callable[[int], None] | None) -> dict[str, Any]:
+                    progress: Callable[[int], None] | None, grid: Sequence[dict[str, float]] = CV_GRID
+                    ) -> dict[str, Any]:
     """Leave-patients-out choice of the grid setting; returns the held-out accuracy."""
     pair_patient = [s.scan[0] for _p, s, _t in mapped]
     patients = sorted(set(pair_patient))
@@ -308,12 +325,11 @@ def _cross_validate(mapped, data, params: M.MatchParams, by_id: dict[str, _Row],
     fold_of = {p: k % folds for k, p in enumerate(patients)}
     # every setting once over every patient: per-pair correctness
     correct: list[list[bool]] = []
-    for setting in CV_GRID:
+    for setting in grid:
         p = params.replace(**setting)
         track_of: dict[str, str] = {}
         members: dict[str, list[str]] = {}
-        for d in data:
-            pm = M.match_patient(d.lesions, p)
+        for d, pm in zip(data, M.match_patients([d.lesions for d in data], p), strict=True):
             for k, t in enumerate(pm.tracks):
                 uid = f"{d.patient_id}/{k}"
                 lids = [d.lesions[i].lesion_id for i in t]
@@ -325,7 +341,7 @@ def _cross_validate(mapped, data, params: M.MatchParams, by_id: dict[str, _Row],
         if progress:
             progress(1)
     # ties go to the setting in use (when it is on the grid)
-    in_use = [k for k, s in enumerate(CV_GRID) if all(getattr(params, n) == v for n, v in s.items())]
+    in_use = [k for k, s in enumerate(grid) if all(getattr(params, n) == v for n, v in s.items())]
     default = in_use[0] if in_use else 0
     held_ok = held_n = 0
     chosen = []
@@ -335,12 +351,12 @@ def _cross_validate(mapped, data, params: M.MatchParams, by_id: dict[str, _Row],
         if not test:
             continue
         scores = [sum(c[i] for i in train) for c in correct]
-        best = max(range(len(CV_GRID)), key=lambda k: (scores[k], k == default))
-        chosen.append(CV_GRID[best])
+        best = max(range(len(grid)), key=lambda k: (scores[k], k == default))
+        chosen.append(grid[best])
         held_ok += sum(correct[best][i] for i in test)
         held_n += len(test)
-    in_sample = {f"gate={s['gate_cost']:g},dof={s['tail_dof']:g}": _ratio(sum(c), len(c))
-                 for s, c in zip(CV_GRID, correct, strict=True)}
+    in_sample = {",".join(f"{k}={v:g}" for k, v in s.items()): _ratio(sum(c), len(c))
+                 for s, c in zip(grid, correct, strict=True)}
     return {"folds": folds, "pair_accuracy": _ratio(held_ok, held_n), "chosen": chosen,
             "grid_in_sample": in_sample}
 

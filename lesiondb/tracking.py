@@ -2,8 +2,10 @@
 
 :func:`match_graph` reads a batch of patients in two queries (``match_patient_lesions``: studies
 and lesion features; ``match_patient_tracks``: current track memberships and their matchHash),
-matches each patient (:func:`lesiondb.core.matching.match_patient`, in worker processes when it
-pays), classifies each track (:mod:`lesiondb.core.recist`) and writes only what changed:
+matches the patients 100 at a time (:func:`lesiondb.core.matching.match_patients`, in worker
+processes when it pays: they match the next patients while this process writes the last batch,
+and calibrate while it reads), classifies each track (:mod:`lesiondb.core.recist`) and writes
+only what changed:
 
 - ``(:Lesion)-[:SAME_LESION {cost, confidence, method}]->(:Lesion)`` from the earlier to the later
   scan, for every pair of lesions of one track; a re-matched lesion's stale edges are deleted;
@@ -33,7 +35,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,11 +175,14 @@ class PatientPlan:
     delete_links: list[dict[str, Any]] = field(default_factory=list)
     stale_tracks: list[str] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
+    fresh: bool = False  # none of the patient's lesions was in a track: they have no SAME_LESION edge yet
 
 
-def plan_patient(data: PatientData, params: M.MatchParams) -> PatientPlan:
-    """Match one patient and work out which tracks (with their links and edges) must be written."""
-    pm = M.match_patient(data.lesions, params, must_link=must_links(data))
+def plan_patient(data: PatientData, params: M.MatchParams, pm: M.PatientMatch | None = None) -> PatientPlan:
+    """Match one patient and work out which tracks (with their links and edges) must be written
+    (``pm``: the patient's match, when already made)."""
+    if pm is None:
+        pm = M.match_patient(data.lesions, params, must_link=must_links(data))
     ids = [les.lesion_id for les in data.lesions]
     edges_of: dict[int, list[dict[str, Any]]] = {}
     track_index = pm.track_of()
@@ -208,7 +213,7 @@ def plan_patient(data: PatientData, params: M.MatchParams) -> PatientPlan:
         track = {x: y for x, y in track.items() if y is not None}
         track["matchHash"] = content_hash({"track": track, "members": member_rows, "edges": edges})
         tracks.append({"track": track, "members": member_rows, "edges": edges})
-    plan = PatientPlan(data.patient_id, tracks, n_edges=len(pm.edges), statuses=statuses)
+    plan = PatientPlan(data.patient_id, tracks, n_edges=len(pm.edges), statuses=statuses, fresh=not data.tracks)
     _diff(data, plan)
     return plan
 
@@ -293,6 +298,16 @@ def _plan_or_error(data: PatientData, params: M.MatchParams) -> PatientPlan | st
         return f"{type(exc).__name__}: {exc}"
 
 
+def _plan_chunk(datas: Sequence[PatientData], params: M.MatchParams) -> list[PatientPlan | str]:
+    """Plans of some patients, their scan pairs solved together; if that fails, patient by
+    patient, so that only the bad patient is reported."""
+    try:
+        pms = M.match_patients([d.lesions for d in datas], params, [must_links(d) for d in datas])
+        return [plan_patient(d, params, pm) for d, pm in zip(datas, pms, strict=True)]
+    except Exception:
+        return [_plan_or_error(d, params) for d in datas]
+
+
 @contextlib.contextmanager
 def _mapper(workers: int | None, n_patients: int) -> Iterator[Callable]:
     """``map`` over a process pool when it pays (several CPUs, enough patients), else the builtin."""
@@ -302,7 +317,8 @@ def _mapper(workers: int | None, n_patients: int) -> Iterator[Callable]:
         return
     # fork: workers inherit the imported modules and need nothing from the parent's connections
     with ProcessPoolExecutor(n, mp_context=mp.get_context("fork")) as ex:
-        yield lambda fn, *its: ex.map(fn, *its, chunksize=16)
+        ex.submit(int).result()  # fork the workers now, from this thread, before any other thread runs
+        yield lambda fn, *its: ex.map(fn, *its)  # callers hand over chunks of patients
 
 
 def match_graph(engine, patient: str | None = None, params: M.MatchParams | None = None,
@@ -331,9 +347,9 @@ def match_graph(engine, patient: str | None = None, params: M.MatchParams | None
         set_total(len(ids))
     p = params or M.MatchParams()
     sample_ids = all_ids[:CALIBRATION_PATIENTS] if calibrate else []
+    tm = report.timings
     with _mapper(workers, max(len(ids), len(sample_ids))) as mapper:
         cached: dict[str, PatientData] = {}
-        tm = report.timings
         if sample_ids:
             # read once: the sample's patients are matched from the same read
             t = time.perf_counter()
@@ -341,22 +357,30 @@ def match_graph(engine, patient: str | None = None, params: M.MatchParams | None
             tm["read"] += time.perf_counter() - t
             wanted = set(ids)
             cached = {d.patient_id: d for d in sample if d.patient_id in wanted}
-            t = time.perf_counter()
-            cal = M.calibrate([d.lesions for d in sample], p, mapper=mapper)
-            tm["calibrate"] += time.perf_counter() - t
-            p = cal.params
-            report.calibration = cal.to_dict()
-        for start in range(0, len(ids), batch_size):
-            batch = ids[start:start + batch_size]
-            need = [pid for pid in batch if pid not in cached]
+        need = [pid for pid in ids if pid not in cached]
+        with ThreadPoolExecutor(1) as side:
+            # the calibration (in the worker processes) runs while this thread reads the other
+            # patients (mostly waiting for the graph server): the two overlap
+            fut = side.submit(_timed, M.calibrate, [d.lesions for d in sample], p, mapper=mapper) if sample_ids else None
             t = time.perf_counter()
             datas = {d.patient_id: d for d in read_patients(engine, need, batch_size)} if need else {}
             tm["read"] += time.perf_counter() - t
-            datas.update({pid: cached.pop(pid) for pid in batch if pid in cached})
-            ordered = [datas[pid] for pid in batch if pid in datas]
+            if fut is not None:
+                cal, tm["calibrate"] = fut.result()
+                p = cal.params
+                report.calibration = cal.to_dict()
+        datas.update(cached)
+        ordered = [datas[pid] for pid in ids if pid in datas]
+        # a process pool's map submits every patient at once: the workers match the next batches
+        # while this process writes the last one (the graph server works while they compute)
+        chunks = [ordered[i:i + M._CHUNK] for i in range(0, len(ordered), M._CHUNK)]
+        results = (plan for plans in mapper(_plan_chunk, chunks, [p] * len(chunks)) for plan in plans)
+        for start in range(0, len(ordered), batch_size):
+            batch = ordered[start:start + batch_size]
             plans: list[PatientPlan] = []
             t = time.perf_counter()
-            for data, plan in zip(ordered, mapper(_plan_or_error, ordered, [p] * len(ordered)), strict=True):
+            for data in batch:
+                plan = next(results)
                 if isinstance(plan, str):
                     log.warning("patient %s: matching failed: %s", data.patient_id, plan)
                     report.skipped.append({"patientId": data.patient_id, "reason": plan})
@@ -380,6 +404,11 @@ def match_graph(engine, patient: str | None = None, params: M.MatchParams | None
     return report
 
 
+def _timed(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    t = time.perf_counter()
+    return fn(*args, **kwargs), time.perf_counter() - t
+
+
 def _write(engine, plans: Sequence[PatientPlan], report: MatchReport) -> None:
     """A batch's writes, ordered so that a lesion is never left in two tracks: old links go, then
     the changed tracks (links, then SAME_LESION edges, then the stale edges of their members),
@@ -397,11 +426,16 @@ def _write(engine, plans: Sequence[PatientPlan], report: MatchReport) -> None:
         if edges:
             engine.write("write_same_lesion", edges)
             report.edges_written += len(edges)
-        keep: dict[str, list[str]] = {m["lesionId"]: [] for r in rows for m in r["members"]}
+        # stale edges can only leave lesions that were matched before (edges are written only for
+        # lesions just linked to their track): a first match of a patient deletes nothing
+        keep: dict[str, list[str]] = {m["lesionId"]: [] for pl in plans if not pl.fresh
+                                      for r in pl.write_tracks for m in r["members"]}
         for e in edges:
-            keep[e["src"]].append(e["dst"])
-        res = engine.write("delete_same_lesion", [{"lesionId": k, "keep": v} for k, v in keep.items()])
-        report.edges_deleted += int(sum(float(r.get("deleted") or 0) for r in res))
+            if e["src"] in keep:
+                keep[e["src"]].append(e["dst"])
+        if keep:
+            res = engine.write("delete_same_lesion", [{"lesionId": k, "keep": v} for k, v in keep.items()])
+            report.edges_deleted += int(sum(float(r.get("deleted") or 0) for r in res))
     if stale:
         res = engine.write("retire_stale_tracks", stale)
         report.tracks_retired += int(sum(float(r.get("retired") or 0) for r in res))

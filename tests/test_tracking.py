@@ -176,10 +176,10 @@ def test_a_failing_patient_is_reported_and_the_others_written(engine, monkeypatc
     ingest(engine, cohort())
     real = tracking.plan_patient
 
-    def flaky(data, params):
+    def flaky(data, params, *rest):
         if data.patient_id == "P-B":
             raise RuntimeError("boom")
-        return real(data, params)
+        return real(data, params, *rest)
 
     monkeypatch.setattr(tracking, "plan_patient", flaky)
     rep = tracking.match_graph(engine, calibrate=False, workers=1)

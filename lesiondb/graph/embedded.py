@@ -107,8 +107,13 @@ class EmbeddedFalkorDB:
 
     def _redis(self, timeout: float = 2.0):
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        return redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=timeout)
+        # no client-side retries: redis-py's default backs off up to ~1 s per try (10 tries) while
+        # a starting server loads its graph, where the callers poll every 50 ms themselves
+        return redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=timeout,
+                           retry=Retry(NoBackoff(), 0))
 
     def ping(self) -> bool:
         return self._probe() == "ready"
@@ -266,13 +271,16 @@ class EmbeddedFalkorDB:
             raise EngineUnavailable(f"cannot start {server}: {exc}") from exc
         deadline = time.monotonic() + START_TIMEOUT_S
         warned = False
+        loading_since = None
         while (state := self._probe()) != "ready":
             if self.proc.poll() is not None:
                 raise EngineError(f"the embedded FalkorDB server exited with code {self.proc.returncode} "
                                   f"while starting; log {log_path}:\n{_tail(log_path)}")
             if state == "loading":
-                # Replaying the log after an unclean stop: slow but it is the data; wait for it.
-                if not warned:
+                # Loading a snapshot takes a moment; replaying the log after an unclean stop is
+                # slow, but it is the data: wait for it (and say so when it takes long).
+                loading_since = loading_since or time.monotonic()
+                if not warned and time.monotonic() - loading_since > 3.0:
                     log.warning("the embedded engine is replaying its log after an unclean stop; waiting")
                     warned = True
                 deadline = time.monotonic() + START_TIMEOUT_S

@@ -107,7 +107,11 @@ def cypher_literal(value: Any) -> str:
         raise ValueError(f"query parameters must be finite numbers: {exc}") from None
     except TypeError:
         text = json.dumps(_jsonable(value), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return _KEY_RE.sub(r"\1:", text) if "{" in text else text
+    return _KEY_RE.sub(_unquoted_key, text) if "{" in text else text
+
+
+def _unquoted_key(m: re.Match) -> str:
+    return m.group(1) + ":"  # a function: Python 3.11 expands a template like r"\1:" slower, per match
 
 
 def _jsonable(v: Any) -> Any:

@@ -280,8 +280,64 @@ def test_calibration_of_a_tiny_graph_stays_near_the_defaults():
     d = M.MatchParams()
     for got, default in zip(cal.params.location_sigma_mm, d.location_sigma_mm, strict=True):
         assert default / 3 <= got <= default
+    assert cal.params.gate_cost == d.gate_cost  # a tail quantile of a handful of costs is not trusted
 
 
 def test_params_round_trip():
     p = M.MatchParams(gate_cost=10.0, location_sigma_mm=(1.0, 2.0, 3.0))
     assert M.MatchParams.from_dict(p.to_dict()) == p
+
+
+def test_calibrated_gate_follows_the_spread_of_true_pair_costs():
+    rng = np.random.default_rng(5)
+    tight = [_random_patient(rng, n_tracks=6, n_scans=3, shift_mm=2.0, noise_mm=1.0, p_seen=0.9)[0]
+             for _ in range(80)]
+    cal_tight = M.calibrate(tight)
+    default = M.MatchParams().gate_cost
+    med, q90 = cal_tight.measured["gate_cost"][0]
+    assert cal_tight.measured["gate_cost"][1] > 200 and med < q90
+    assert cal_tight.params.gate_cost < 0.8 * default
+    # lesions that really move (organ motion: heavy-tailed displacements) keep a looser gate
+    loose = []
+    for _ in range(80):
+        lesions, _t = _random_patient(rng, n_tracks=6, n_scans=3, shift_mm=8.0, noise_mm=1.0, p_seen=0.9)
+        loose.append([M.LesionObs(**{**x.__dict__, "location": tuple(
+            np.asarray(x.location) + rng.standard_t(1.5, 3) * 3.0 / SCALE)}) for x in lesions])
+    cal_loose = M.calibrate(loose)
+    assert cal_loose.params.gate_cost > cal_tight.params.gate_cost + 2.0
+    # a lesion that resolved and a new one 12 mm away: one lesion under the default gate, two
+    # lesions under the gate calibrated on follow-ups that barely move
+    a = [les("a0", "A", (0.30, 0.5, 0.5)), les("a1", "A", (0.60, 0.5, 0.5), 30.0, type_code=4)]
+    b = [les("b0", "B", (0.30 + 12 / SCALE[0], 0.5, 0.5), 12.0),
+         les("b1", "B", (0.60, 0.5, 0.5), 30.0, type_code=4)]
+    p_tight = cal_tight.params
+    assert (0, 0) in M.match_scans(feats(*a), feats(*b), p_tight.replace(gate_cost=default)).pairs
+    assert M.match_scans(feats(*a), feats(*b), p_tight).pairs == [(1, 1)]
+
+
+def test_patients_matched_together_match_as_one_by_one():
+    """match_patients solves the scan pairs of many patients in arrays (pairs of one shape
+    together): every patient's tracks, edges and alignments are those of match_patient."""
+    rng = np.random.default_rng(21)
+    patients = []
+    for k in range(60):
+        lesions, _ = _random_patient(rng, n_tracks=int(rng.integers(1, 6)), n_scans=int(rng.integers(2, 5)),
+                                     shift_mm=10.0, noise_mm=3.0, p_seen=0.7)
+        if k % 7 == 0 and lesions:  # a lesion without a location: that scan pair goes one by one
+            lesions[0] = M.LesionObs(**{**lesions[0].__dict__, "location": None})
+        patients.append(lesions)
+    p = M.MatchParams(location_sigma_mm=(2.0, 2.0, 3.0), gate_cost=10.0)
+    together = M.match_patients(patients, p, keep_pair_results=True)
+    n_groups = 0
+    for lesions, pm in zip(patients, together, strict=True):
+        alone = M.match_patient(lesions, p, keep_pair_results=True)
+        assert pm.tracks == alone.tracks
+        assert [(e.src, e.dst, e.method) for e in pm.edges] == [(e.src, e.dst, e.method) for e in alone.edges]
+        np.testing.assert_allclose([e.cost for e in pm.edges], [e.cost for e in alone.edges], rtol=1e-9)
+        np.testing.assert_allclose([e.confidence for e in pm.edges], [e.confidence for e in alone.edges], rtol=1e-9)
+        for key, r in alone.pair_results.items():
+            other = pm.pair_results[key]
+            assert other.pairs == r.pairs and other.alignment.anchors == r.alignment.anchors
+            np.testing.assert_allclose(other.alignment.location_shift, r.alignment.location_shift, atol=1e-12)
+            n_groups += r.cost.shape == (2, 2)
+    assert n_groups > 10  # many scan pairs of one shape: the array path ran
