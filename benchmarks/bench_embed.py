@@ -3,8 +3,10 @@
     python benchmarks/bench_embed.py [--threads 2] [--n 2048] [--model PATH]
     python benchmarks/bench_embed.py --train        # also re-run the default model's training recipe
 
-Embedding: the network alone on N patches (batch 256, BatchNorm folded, ``torch.set_num_threads``),
-and patch extraction from a 512×512 CT-sized volume (numpy, one thread), per lesion. Training:
+Embedding: the network alone on N patches (``--batch``, BatchNorm folded), on ``--threads``
+torch threads and on 1 (what the ingest uses while its reader processes run: OpenMP threads that
+wait for each other spin, which on shared cores costs more than the second thread gives), and
+patch extraction from a 512×512 CT-sized volume (numpy, one thread), per lesion. Training:
 the default model's recorded training time (its model card), and with ``--train`` a fresh run of
 the exact recipe in ``lesiondb/models/default/train_default.sh`` timed here.
 Writes the figures to docs/benchmarks.md (section ``embed``).
@@ -64,7 +66,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n", type=int, default=2048)
-    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--model", help="model folder/.pt [default: the packaged default model]")
     ap.add_argument("--train", action="store_true", help="re-run and time the default model's training recipe")
     opts = ap.parse_args()
@@ -76,11 +78,16 @@ def main() -> None:
     torch.set_num_threads(opts.threads)
     model = load_model(opts.model) if opts.model else load_default_model()
     path = Path(opts.model) if opts.model else default_model_path()
+    load0 = os.getloadavg()[0]
     rate = embed_rate(model, opts.n, opts.batch)
+    torch.set_num_threads(1)
+    rate1 = embed_rate(model, opts.n, opts.batch)
+    torch.set_num_threads(opts.threads)
     prate = patch_rate(model.patch_spec)
     both = 1.0 / (1.0 / rate + 1.0 / prate)
     card = read_model_card(path)
     rows = [f"| embedding, network only ({opts.threads} threads, batch {opts.batch}) | {rate:.0f} lesions/s |",
+            f"| embedding, network only (1 thread, batch {opts.batch}; the ingest's setting) | {rate1:.0f} lesions/s |",
             f"| patch extraction (numpy, 1 thread, 512×512 volume) | {prate:.0f} lesions/s |",
             f"| patch + embedding, one after the other | {both:.0f} lesions/s |"]
     train_s = (card.get("training") or {}).get("seconds")
@@ -101,7 +108,8 @@ def main() -> None:
     body = ("## Lesion encoder (`benchmarks/bench_embed.py`)\n\n"
             f"Model `{model.model_id}` ({model.config['name']}, {model.patch_spec.size_px} px patches, "
             f"{model.embed_dim}-d). Goal: embedding ≥ 500 lesions/s and default-model training ≤ 15 min on 2 "
-            "cores. The machine's cores may be shared with other work while this runs.\n\n"
+            f"cores. The machine's cores may be shared with other work while this runs (load average {load0:.1f} "
+            "at the start, on 2 CPUs).\n\n"
             "| measure | value |\n|---|---:|\n" + "\n".join(rows) + "\n")
     print(body)
     write_section("embed", body)

@@ -146,3 +146,109 @@ def test_region_patch_errors_name_the_fix(cohort, tmp_path):
     series = next(p for p in (cohort / "dicom").rglob("*") if p.is_dir() and any(p.glob("*.dcm")))
     with pytest.raises(InputError, match="--slice"):
         pipeline.region_patch(series, (10, 10, 20, 20), PatchSpec())
+
+
+def _by_id(results):
+    out = {}
+    for r in results:
+        assert r.target.lesion_id not in out  # each lesion once
+        out[r.target.lesion_id] = r
+    return out
+
+
+def test_worker_processes_give_the_patches_of_whole_series_reads(engine, cohort, tiny_model):
+    from lesiondb.imaging.dicom import read_series
+    from lesiondb.imaging.patches import extract_patch_from_volume
+
+    _ingest(engine, cohort)
+    spec = pipeline.load_encoder(tiny_model).patch_spec
+    targets = pipeline.read_targets(engine)
+    here_src = pipeline.CohortImages(cohort, spec)
+    here = _by_id(pipeline.iter_patches(here_src, targets, workers=0))
+    pool_src = pipeline.CohortImages(cohort, spec)
+    pool_src.task_lesions = 2  # several tasks: the pool runs (with one task it reads here)
+    pooled = _by_id(pipeline.iter_patches(pool_src, targets, workers=2, in_flight=1))
+    assert set(here) == set(pooled) == {t.lesion_id for t in targets}
+    assert all(r.problem is None for r in pooled.values())
+    assert pool_src.timings["read"] > 0 and pool_src.timings["crop"] > 0 and "wait" in pool_src.timings
+    for t in targets:
+        np.testing.assert_array_equal(pooled[t.lesion_id].image, here[t.lesion_id].image)
+        vol = read_series(cohort / t.image_ref, allow_gaps=True)  # the old path: every slice of the series
+        ref = extract_patch_from_volume(vol.hu, t.key_slice_index, t.bbox_px, vol.spacing_xy_mm,
+                                        vol.slice_interval_mm, spec)
+        np.testing.assert_allclose(here[t.lesion_id].image, ref.image, atol=1e-5)
+        np.testing.assert_allclose(here[t.lesion_id].box, ref.box_px, atol=1e-5)
+
+
+def test_bad_images_fail_their_lesions_only_in_worker_processes(engine, cohort, tiny_model, tmp_path):
+    root = tmp_path / "cohort"
+    shutil.copytree(cohort, root)
+    _ingest(engine, root)
+    spec = pipeline.load_encoder(tiny_model).patch_spec
+    targets = pipeline.read_targets(engine)
+    by_series: dict[str, list] = {}
+    for t in targets:
+        by_series.setdefault(t.image_ref, []).append(t)
+    refs = sorted(by_series, key=lambda r: -len(by_series[r]))
+    gone, hurt = refs[0], refs[1]
+    shutil.rmtree(root / gone)
+    victim = by_series[hurt][0]
+    key_file = root / hurt / f"{victim.key_slice_index:04d}.dcm"
+    key_file.write_bytes(key_file.read_bytes()[:-500])  # its pixels truncated
+    src = pipeline.CohortImages(root, spec)
+    src.task_lesions = 2
+    out = _by_id(pipeline.iter_patches(src, targets, workers=2))
+    assert "wait" in src.timings  # read in worker processes
+    assert set(out) == {t.lesion_id for t in targets}
+    bad = {lid for lid, r in out.items() if r.problem}
+    on_key = {t.lesion_id for t in by_series[hurt] if t.key_slice_index == victim.key_slice_index}
+    assert bad == {t.lesion_id for t in by_series[gone]} | on_key
+    assert all(gone.split("/")[-1] in out[t.lesion_id].problem for t in by_series[gone])
+    assert key_file.name in out[victim.lesion_id].problem and "truncated" in out[victim.lesion_id].problem
+    assert all(out[lid].image is not None for lid in set(out) - bad)
+
+
+class _Exploding(pipeline.CohortImages):
+    """Raises an unexpected error on one series."""
+
+    def run_task(self, task):
+        if any(ref == self.bad_ref for ref, _ in task.groups):
+            raise RuntimeError("boom")
+        return super().run_task(task)
+
+
+def test_an_unexpected_error_fails_only_its_task(engine, cohort, tiny_model):
+    _ingest(engine, cohort)
+    targets = pipeline.read_targets(engine)
+    src = _Exploding(cohort, pipeline.load_encoder(tiny_model).patch_spec)
+    src.bad_ref = targets[0].image_ref
+    src.task_lesions = 1  # a task per series
+    out = _by_id(pipeline.iter_patches(src, targets, workers=0))
+    bad = {lid for lid, r in out.items() if r.problem}
+    task = next(tk for tk in src.tasks(targets) if isinstance(tk, pipeline.PatchTask)
+                and any(ref == src.bad_ref for ref, _ in tk.groups))
+    assert bad == {t.lesion_id for t in task.targets} and len(bad) < len(targets)
+    assert all("boom" in out[lid].problem for lid in bad)
+
+
+def test_deeplesion_pngs_in_worker_processes_equal_whole_slice_stacks(shared_data, dl_info, tiny_model, tmp_path):
+    from lesiondb.datasets.deeplesion import parse_file_name, read_dl_info
+    from lesiondb.imaging.patches import extract_patch
+    from lesiondb.imaging.png import read_stack
+
+    images = shared_data / "deeplesion_images" / "key_slices"
+    have = {f"{p.parent.name}_{p.name}" for p in images.glob("*/*.png")}
+    spec = pipeline.load_encoder(tiny_model).patch_spec
+    items = [a.lesion for a in read_dl_info(dl_info, Pseudonymizer(KEY), keep_source_ids=True)
+             if not hasattr(a, "reason") and a.lesion.source_id in have]
+    targets = [pipeline.Target(x.lesion_id, "deeplesion", None, x.key_slice_index, x.bbox_px, x.spacing_mm,
+                               x.slice_interval_mm, None, None, None, "p", x.source_id, -1) for x in items]
+    assert len(targets) >= 40
+    out = _by_id(pipeline.iter_patches(pipeline.DeepLesionImages(images, spec), targets, workers=2))
+    assert set(out) == {t.lesion_id for t in targets} and not any(r.problem for r in out.values())
+    for t in targets:
+        p, s, r, k = parse_file_name(t.source_id)
+        ref = extract_patch(read_stack(images, f"{p:06d}_{s:02d}_{r:02d}", k, t.slice_interval_mm, spec.offset_mm),
+                            t.bbox_px, t.spacing_mm, spec)
+        np.testing.assert_allclose(out[t.lesion_id].image, ref.image, atol=1e-6)
+        np.testing.assert_allclose(out[t.lesion_id].box, ref.box_px, atol=1e-6)

@@ -22,12 +22,15 @@ from .common import emit, handle_errors, pass_app
 @click.option("--force", is_flag=True, help="Re-embed lesions already embedded by this model.")
 @click.option("--pseudonym-key", envvar="LESIONDB_PSEUDONYM_KEY",
               help="Key the lesions were pseudonymised with [default: the data dir's pseudonym.key].")
-@click.option("--batch-size", default=512, show_default=True, type=click.IntRange(1, 65536),
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1, 65536),
               help="Patches per encoder call.")
+@click.option("--workers", type=click.IntRange(0, 256), default=None,
+              help="Processes reading and cropping images while this one embeds and writes [default: one per "
+                   "CPU core; 0 or 1: read in this process].")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_app
 @handle_errors
-def command(app, images, dl_info, cohort, model_path, k, force, pseudonym_key, batch_size, as_json) -> None:
+def command(app, images, dl_info, cohort, model_path, k, force, pseudonym_key, batch_size, workers, as_json) -> None:
     """Embed every lesion that has images (batched, with a progress bar) and rebuild its edges.
 
     Only lesions not yet embedded by the model, or changed since, are embedded; only lesions whose
@@ -51,12 +54,12 @@ def command(app, images, dl_info, cohort, model_path, k, force, pseudonym_key, b
     if images:
         out["deeplesion"] = pipeline.embed_deeplesion(app, images, dl_info, model_path=model_path, k=k,
                                                       force=force, pseudonym_key=pseudonym_key,
-                                                      batch_size=batch_size)
+                                                      batch_size=batch_size, workers=workers)
         if "embedNote" in out["deeplesion"]:
             raise click.ClickException(out["deeplesion"]["embedNote"] + " (pass --model PATH)")
     if cohort:
         out["cohort"] = pipeline.embed_cohort(app, cohort, model_path=model_path, k=k, force=force,
-                                              batch_size=batch_size)
+                                              batch_size=batch_size, workers=workers)
         if "embedNote" in out["cohort"]:
             raise click.ClickException(out["cohort"]["embedNote"] + " (pass --model PATH)")
     if not images and not cohort:

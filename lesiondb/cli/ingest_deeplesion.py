@@ -16,10 +16,13 @@ from .summary import ingest_summary_text
 @click.option("--pseudonym-key", envvar="LESIONDB_PSEUDONYM_KEY",
               help="Key for the patient pseudonyms [default: the data dir's pseudonym.key, created on first use].")
 @click.option("--batch-size", default=2000, show_default=True, help="Rows per write transaction.")
+@click.option("--workers", type=click.IntRange(0, 256), default=None,
+              help="With --images: processes reading and cropping the PNGs while this one embeds and writes "
+                   "[default: one per CPU core; 0 or 1: read in this process].")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_app
 @handle_errors
-def command(app, dl_info, images, keep_source_ids, pseudonym_key, batch_size, as_json) -> None:
+def command(app, dl_info, images, keep_source_ids, pseudonym_key, batch_size, workers, as_json) -> None:
     """Ingest a DeepLesion DL_info.csv: every cell validated, bad rows reported by line and skipped."""
     from ..core.pseudonym import Pseudonymizer
     from ..ingest import ingest_deeplesion
@@ -31,11 +34,11 @@ def command(app, dl_info, images, keep_source_ids, pseudonym_key, batch_size, as
                                    batch_size=batch_size, progress=bar.update)
     if images:
         report.extra["images"] = str(images)
-        _embed_if_possible(app, report, images)
+        _embed_if_possible(app, report, images, workers)
     emit(report.to_dict(), as_json, ingest_summary_text)
 
 
-def _embed_if_possible(app, report, images) -> None:
+def _embed_if_possible(app, report, images, workers=None) -> None:
     """Embedding on ingest arrives with the encoder (lesiondb.pipeline); record that it was skipped."""
     try:
         from ..pipeline import embed_deeplesion  # type: ignore[attr-defined]
@@ -43,4 +46,4 @@ def _embed_if_possible(app, report, images) -> None:
         report.extra["embedded"] = 0
         report.extra["embedNote"] = "no encoder available in this build; lesions stored without embeddings"
         return
-    report.extra.update(embed_deeplesion(app, images))
+    report.extra.update(embed_deeplesion(app, images, workers=workers))

@@ -471,8 +471,9 @@ def _head_first_sign(normal: np.ndarray) -> float:
     return 1.0 if normal[2] >= -1e-6 else -1.0
 
 
-def _assemble(members: list[tuple[SliceHeader, Any]], skipped: dict[str, str], allow_gaps: bool,
-              where: str) -> Volume:
+def _layout(members: list[tuple[SliceHeader, Any]], allow_gaps: bool) -> dict[str, Any]:
+    """Everything the headers say about a series: consistency checked, members sorted head first,
+    each on its grid index; no pixel decoded."""
     headers = [h for h, _ in members]
     # -- consistency of size, spacing and orientation (against what most slices say) ----------
     size = _majority([(h.rows, h.cols) for h in headers])
@@ -501,18 +502,38 @@ def _assemble(members: list[tuple[SliceHeader, Any]], skipped: dict[str, str], a
     thick = _majority([h.slice_thickness_mm for h in headers])
     if interval is None:
         interval = thick
-    # -- pixels -------------------------------------------------------------------------------------
     integral = all(float(h.slope).is_integer() and float(h.intercept).is_integer() for h in headers)
-    dtype = np.int16 if integral else np.float32
-    hu = np.full((n, size[0], size[1]), -1024, dtype=dtype)
     positions = np.empty((n, 3))
     files: list[Path | None] = [None] * n
     sops: list[str | None] = [None] * n
-    bad: dict[int, str] = {}
-    for (h, ds), g in zip(members, grid, strict=True):
+    for h, g in zip(headers, grid, strict=True):
         g = int(g)
         files[g], sops[g] = h.path, h.sop_uid
         positions[g] = h.position_mm
+    missing = tuple(i for i in range(n) if files[i] is None)
+    if missing:  # put lost slices on the grid so geometry stays continuous
+        step = (positions[int(grid[-1])] - positions[0]) / max(int(grid[-1]), 1)
+        for i in missing:
+            positions[i] = positions[0] + i * step
+    return dict(members=members, grid=[int(g) for g in grid], n=n, size=size, spacing=(float(sp[0]), float(sp[1])),
+                orientation=orientation, normal=normal, sign=sign, interval=interval, thick=thick,
+                dtype=np.int16 if integral else np.float32, positions=positions, files=files, sops=sops,
+                missing=missing)
+
+
+def _to_dtype(vals: np.ndarray, dtype: Any) -> np.ndarray:
+    if dtype is np.int16:
+        vals = np.clip(np.rint(vals), -32768, 32767)
+    return vals.astype(dtype)
+
+
+def _assemble(members: list[tuple[SliceHeader, Any]], skipped: dict[str, str], allow_gaps: bool,
+              where: str) -> Volume:
+    lay = _layout(members, allow_gaps)
+    size, dtype = lay["size"], lay["dtype"]
+    hu = np.full((lay["n"], size[0], size[1]), -1024, dtype=dtype)
+    bad: dict[int, str] = {}
+    for (h, ds), g in zip(lay["members"], lay["grid"], strict=True):
         try:
             vals = decode_hu(ds, h)
         except ImageError as exc:
@@ -520,27 +541,139 @@ def _assemble(members: list[tuple[SliceHeader, Any]], skipped: dict[str, str], a
                 raise
             bad[g] = f"{h.path.name}: {exc.reason}"
             continue
-        if dtype is np.int16:
-            vals = np.clip(np.rint(vals), -32768, 32767)
-        hu[g] = vals.astype(dtype)
-    missing = tuple(i for i in range(n) if files[i] is None)
-    if missing:  # put lost slices on the grid so geometry stays continuous
-        step = (positions[int(grid[-1])] - positions[0]) / max(int(grid[-1]), 1)
-        for i in missing:
-            positions[i] = positions[0] + i * step
-    if len(bad) == len(headers):
+        hu[g] = _to_dtype(vals, dtype)
+    if len(bad) == len(lay["members"]):
         raise ImageError("no slice of the series could be decoded: " + "; ".join(
             sorted(set(r.split(": ", 1)[1] for r in bad.values()))), where)
-    first = headers[0]
-    slice_pos = positions @ normal * sign
+    return _volume(lay, hu, bad, skipped)
+
+
+def _volume(lay: dict[str, Any], hu: np.ndarray, bad: dict[int, str], skipped: dict[str, str]) -> Volume:
+    first = lay["members"][0][0]
+    sp = lay["spacing"]
     return Volume(
-        hu=hu, spacing_xy_mm=(float(sp[0]), float(sp[1])), slice_interval_mm=interval,
-        slice_positions_mm=slice_pos, positions_mm=positions, orientation=orientation,
-        series_uid=first.series_uid, study_uid=first.study_uid, patient_id=first.patient_id,
-        study_date=first.study_date, sop_uids=sops, files=files, slice_thickness_mm=thick,
-        patient_sex=first.patient_sex, patient_age_years=first.patient_age_years,
-        missing_slices=missing, bad_slices=bad, skipped_files=dict(skipped),
+        hu=hu, spacing_xy_mm=sp, slice_interval_mm=lay["interval"],
+        slice_positions_mm=lay["positions"] @ lay["normal"] * lay["sign"], positions_mm=lay["positions"],
+        orientation=lay["orientation"], series_uid=first.series_uid, study_uid=first.study_uid,
+        patient_id=first.patient_id, study_date=first.study_date, sop_uids=lay["sops"], files=lay["files"],
+        slice_thickness_mm=lay["thick"], patient_sex=first.patient_sex, patient_age_years=first.patient_age_years,
+        missing_slices=lay["missing"], bad_slices=bad, skipped_files=dict(skipped),
     )
+
+
+#: The header fields :func:`read_header` uses: a header-only scan parses only these.
+HEADER_TAGS = ("SOPClassUID", "Modality", "SamplesPerPixel", "PhotometricInterpretation", "NumberOfFrames",
+               "SeriesInstanceUID", "StudyInstanceUID", "SOPInstanceUID", "PatientID", "StudyDate", "Rows",
+               "Columns", "PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient", "RescaleSlope",
+               "RescaleIntercept", "InstanceNumber", "SliceThickness", "PatientSex", "PatientAge")
+
+
+class LazySeries:
+    """A CT series known from its headers alone (read once, pixels skipped); the pixels of single
+    slices are read on demand (:meth:`slice_hu`, :meth:`sub_volume`), each file at most once.
+
+    Geometry, order, consistency checks and gaps are exactly :func:`read_series`'s. A slice whose
+    pixels cannot be decoded is found when it is first read (``bad_slices`` grows then).
+    """
+
+    def __init__(self, lay: dict[str, Any], skipped: dict[str, str], where: str):
+        self._lay = lay
+        self._hdr: dict[int, SliceHeader] = {g: h for (h, _), g in zip(lay["members"], lay["grid"], strict=True)}
+        self._cache: dict[int, np.ndarray] = {}
+        # a Volume without pixels: geometry and slice_problem() as read_series gives them
+        self.volume = _volume(lay, np.empty((lay["n"], 0, 0), dtype=lay["dtype"]), {}, skipped)
+        self.where = where
+        self.files_read = 0
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self._lay["n"], *self._lay["size"])
+
+    @property
+    def dtype(self) -> Any:
+        return self._lay["dtype"]
+
+    def slice_problem(self, i: int) -> str | None:
+        why = self.volume.slice_problem(i)
+        if why is None:
+            try:
+                self.slice_hu(i)
+            except ImageError:
+                return self.volume.slice_problem(i)
+        return why
+
+    def slice_hu(self, i: int) -> np.ndarray:
+        """Slice ``i`` (grid index, head first) in HU; :class:`ImageError` when lost or unreadable."""
+        if i in self._cache:
+            return self._cache[i]
+        why = self.volume.slice_problem(i)
+        if why:
+            raise ImageError(why, self.where)
+        h = self._hdr[i]
+        try:
+            ds = _dcmread(h.path, stop_before_pixels=False)
+            vals = _to_dtype(decode_hu(ds, h), self._lay["dtype"])
+        except ImageError as exc:
+            self.volume.bad_slices[i] = f"{h.path.name}: {exc.reason}"
+            raise ImageError(self.volume.slice_problem(i) or exc.reason, self.where) from exc
+        self.files_read += 1
+        self._cache[i] = vals
+        return vals
+
+    def sub_volume(self, lo: int, hi: int) -> np.ndarray:
+        """Slices ``lo..hi`` (inclusive) as (hi - lo + 1, rows, cols); lost or unreadable ones hold
+        -1024 HU, as in :func:`read_series` with ``allow_gaps``."""
+        n, rows, cols = self.shape
+        out = np.full((hi - lo + 1, rows, cols), -1024, dtype=self._lay["dtype"])
+        for i in range(lo, hi + 1):
+            try:
+                out[i - lo] = self.slice_hu(i)
+            except ImageError:
+                continue
+        return out
+
+    def release(self, keep: Iterable[int] = ()) -> None:
+        keep = set(keep)
+        for i in [i for i in self._cache if i not in keep]:
+            del self._cache[i]
+
+
+def read_series_lazy(path: str | Path, series_uid: str | None = None, *, allow_gaps: bool = False) -> LazySeries:
+    """:func:`read_series` for a few slices: every header read once (``stop_before_pixels``, only
+    :data:`HEADER_TAGS` parsed), no pixel decoded until asked for. Same errors for the series."""
+    files = dicom_files(path)
+    groups: dict[str, list[tuple[SliceHeader, Any]]] = {}
+    skipped: dict[str, str] = {}
+    pydicom = _pydicom()
+    for f in files:
+        try:
+            with _quiet(f):
+                ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
+            h = read_header(f, ds, check_pixels=False)
+        except ImageError as exc:
+            skipped[str(f)] = exc.reason
+            continue
+        except pydicom.errors.InvalidDicomError as exc:
+            skipped[str(f)] = f"not a DICOM file, or truncated before its header ({exc})"
+            continue
+        except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+            skipped[str(f)] = f"unreadable DICOM file, probably truncated or corrupt ({type(exc).__name__}: {exc})"
+            continue
+        groups.setdefault(h.series_uid, []).append((h, None))
+    where = str(path)
+    if not groups:
+        detail = "; ".join(f"{Path(p).name}: {r}" for p, r in sorted(skipped.items())[:5]) or "no files"
+        raise ImageError(f"no readable CT slice ({detail})", where)
+    if series_uid is None:
+        if len(groups) > 1:
+            raise ImageError(f"{len(groups)} series in one input ({', '.join(sorted(groups))}); "
+                             "pass series_uid to pick one", where)
+        series_uid = next(iter(groups))
+    if series_uid not in groups:
+        raise ImageError(f"series {series_uid} not found (found {', '.join(sorted(groups))})", where)
+    lazy = LazySeries(_layout(groups[series_uid], allow_gaps), skipped, where)
+    lazy.volume.other_series = {uid: len(m) for uid, m in groups.items() if uid != series_uid}
+    return lazy
 
 
 def _slice_grid(d: np.ndarray, headers: list[SliceHeader], allow_gaps: bool) -> tuple[np.ndarray, float | None]:

@@ -183,9 +183,21 @@ def extract_patch_from_volume(volume_hu: np.ndarray, key_index: int, box_px, spa
     vol = np.asarray(volume_hu)
     if vol.ndim != 3:
         raise ImageError(f"volume must be (slices, rows, cols), got shape {vol.shape}")
-    cx, cy, sx, sy, out_mm, (x1, y1, x2, y2) = _geometry(box_px, spacing_mm, spec)
+    ya, yb, xa, xb = source_window(box_px, spacing_mm, spec, vol.shape[1:])
+    stack = stack_from_volume(vol[:, ya:yb, xa:xb], key_index, slice_interval_mm, spec.offset_mm)
+    return extract_patch_from_window(stack, (ya, xa), box_px, spacing_mm, spec)
+
+
+def source_window(box_px, spacing_mm, spec: PatchSpec, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The rows ``ya:yb`` and columns ``xa:xb`` of a (rows, cols) image that the patch of
+    ``box_px`` reads, clipped to the image (the whole image when the box lies outside it).
+
+    Readers decode and interpolate only this window (a PNG only rows ``0:yb``); the patch made
+    from it by :func:`extract_patch_from_window` equals :func:`extract_patch` on the whole image.
+    """
+    cx, cy, sx, sy, out_mm, _ = _geometry(box_px, spacing_mm, spec)
     size = spec.size_px
-    _, h, w = vol.shape
+    h, w = int(shape[0]), int(shape[1])
     # the source window the resampling reads (same arithmetic as _resample), clipped to the image
     wx, x0 = _weights(size, cx + (0.5 - size / 2.0) * out_mm / sx, out_mm / sx)
     wy, y0 = _weights(size, cy + (0.5 - size / 2.0) * out_mm / sy, out_mm / sy)
@@ -193,10 +205,17 @@ def extract_patch_from_volume(volume_hu: np.ndarray, key_index: int, box_px, spa
     ya, yb = min(max(y0, 0), h), min(max(y0 + wy.shape[1], 0), h)
     if xb - xa < 1 or yb - ya < 1:  # the box lies outside the image: nothing to save, use it all
         xa, xb, ya, yb = 0, w, 0, h
-    stack = stack_from_volume(vol[:, ya:yb, xa:xb], key_index, slice_interval_mm, spec.offset_mm)
+    return ya, yb, xa, xb
+
+
+def extract_patch_from_window(stack_window: np.ndarray, origin: tuple[int, int], box_px, spacing_mm,
+                              spec: PatchSpec | None = None) -> Patch:
+    """:func:`extract_patch` from the (3, yb - ya, xb - xa) window of a stack given by
+    :func:`source_window`; ``origin`` is (ya, xa). Same patch and box as from the whole stack."""
+    ya, xa = origin
+    x1, y1, x2, y2 = (float(v) for v in box_px)
     # integer shifts keep the resampling grid identical; image borders stay borders
-    p = extract_patch(stack, (x1 - xa, y1 - ya, x2 - xa, y2 - ya), (sx, sy), spec)
-    return p
+    return extract_patch(stack_window, (x1 - xa, y1 - ya, x2 - xa, y2 - ya), spacing_mm, spec)
 
 
 def stack_patches(patches: list[Patch]) -> tuple[np.ndarray, np.ndarray]:

@@ -2,15 +2,22 @@
 
 ``read_slice`` reads one slice in HU; ``read_stack`` builds the 3-slice input of the lesion
 embedding (the key slice and the slices ``offset_mm`` above and below it, linearly interpolated
-from the neighbouring files with the series' slice interval).
+from the neighbouring files with the series' slice interval). :class:`SeriesSlices` is the
+ingest's reader: each file of a series read once for all of its lesions, and only its top rows
+``0:rows`` decoded (a PNG cannot skip rows, but it can stop early).
 
 Pillow decodes when it is importable (about 20× faster); pypng, a declared dependency, otherwise.
-Both give the same values (tested).
+Both give the same values (tested). Pillow is driven directly (its ``zip`` decoder on the file's
+IDAT data): that is what lets decoding stop after the rows a patch needs.
 """
 from __future__ import annotations
 
 import math
+import os
+import struct
+import time
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -62,13 +69,148 @@ def read_slice(path: str | Path, *, use_pillow: bool | None = None) -> np.ndarra
         raise ImageError("slice file not found", str(path))
     if use_pillow is None:
         use_pillow = _have_pillow()
+    if use_pillow:
+        return to_hu(read_slice_raw(path))
     try:
-        raw = _decode_pillow(path) if use_pillow else _decode_pypng(path)
+        raw = _decode_pypng(path)
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as exc:
         raise ImageError(f"unreadable or truncated PNG ({exc}); {PIP_FIX}", str(path)) from exc
     return (raw - HU_OFFSET).astype(np.int16)
+
+
+def to_hu(raw: np.ndarray) -> np.ndarray:
+    """Stored uint16 → int16 HU (value − 32768: flipping the top bit, no arithmetic)."""
+    return (np.asarray(raw, dtype=np.uint16) ^ np.uint16(0x8000)).view(np.int16)
+
+
+# -- the direct Pillow decoder --------------------------------------------------------------------------
+_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class PngFile:
+    """One PNG file's bytes, parsed: size, format and the concatenated IDAT (zlib) data.
+
+    Raises :class:`ImageError` naming the file when it is missing, not a PNG, truncated before
+    its image data, or not 16-bit greyscale.
+    """
+
+    __slots__ = ("path", "width", "height", "bit_depth", "colour_type", "interlace", "idat")
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            raise ImageError("slice file not found", str(self.path)) from None
+        except OSError as exc:
+            raise ImageError(f"unreadable file ({exc})", str(self.path)) from exc
+        if data[:8] != _SIGNATURE:
+            raise ImageError(f"not a PNG file (no PNG signature); {PIP_FIX}", str(self.path))
+        pos, n, idat, ihdr = 8, len(data), [], None
+        while pos + 8 <= n:
+            length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
+            body = data[pos + 8:pos + 8 + length]
+            if ctype == b"IHDR":
+                if len(body) < 13:
+                    break
+                ihdr = struct.unpack(">IIBBBBB", body[:13])
+            elif ctype == b"IDAT":
+                idat.append(body)
+            elif ctype == b"IEND":
+                break
+            pos += 12 + length
+        if ihdr is None or not idat:
+            raise ImageError(f"unreadable or truncated PNG (no {'IHDR' if ihdr is None else 'IDAT'} chunk); "
+                             f"{PIP_FIX}", str(self.path))
+        self.width, self.height, self.bit_depth, self.colour_type, _, _, self.interlace = ihdr
+        if self.bit_depth != 16 or self.colour_type != 0:
+            raise ImageError(f"expected a 16-bit greyscale PNG, got bitdepth {self.bit_depth}, colour type "
+                             f"{self.colour_type}", str(self.path))
+        self.idat = b"".join(idat)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    def decode(self, rows: int | None = None, *, native: bool = True, cols: int | None = None) -> np.ndarray:
+        """The stored values of rows ``0:rows`` (all by default): uint16 (rows, width).
+
+        Only those rows are inflated and unfiltered; damage below them goes unnoticed.
+        ``native=False`` allows big-endian uint16 (no byte-swapping copy of the whole slice, for
+        callers that convert only a window of it). ``cols``: only columns ``0:cols`` are needed;
+        the optional fast decoder then unfilters only those (the result may be narrower).
+        """
+        rows = self.height if rows is None else max(1, min(int(rows), self.height))
+        if self.interlace or not _have_pillow():  # Adam7 stores rows out of order: decode it all
+            try:
+                full = _decode_pillow(self.path) if _have_pillow() else _decode_pypng(self.path)
+            except ImageError:
+                raise
+            except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as exc:
+                raise ImageError(f"unreadable or truncated PNG ({exc}); {PIP_FIX}", str(self.path)) from exc
+            return full.astype(np.uint16)[:rows]
+        fast = fast_decoder()
+        try:
+            if fast is not None:
+                return fast.decode_grey16(self.idat, self.width, rows, native, cols)
+            from PIL import Image  # noqa: PLC0415 - the fast path needs Pillow
+
+            return np.asarray(_inflate_rows(Image, self.width, rows, self.idat))
+        except (ValueError, OSError, zlib.error) as exc:
+            why = "truncated" if "not enough" in str(exc) else "corrupt"
+            raise ImageError(f"unreadable or truncated PNG (image data {why}: {exc}); {PIP_FIX}",
+                             str(self.path)) from exc
+
+
+_FAST: object = None  # the optional decoder module, False when unavailable or switched off
+
+
+def fast_decoder():
+    """The optional ISA-L + numba decoder (``lesiondb[fast-png]``) when installed and not switched
+    off by ``LESIONDB_PNG_DECODER=pillow``; None otherwise (Pillow decodes)."""
+    global _FAST
+    if _FAST is None:
+        _FAST = False
+        if os.environ.get("LESIONDB_PNG_DECODER", "auto").strip().lower() != "pillow" and _have_pillow():
+            try:
+                from . import _png_fast
+
+                _FAST = _png_fast
+            except Exception:  # not installed, or numba cannot compile here: Pillow it is
+                _FAST = False
+    return _FAST or None
+
+
+def png_decoder_name() -> str:
+    """Which decoder reads DeepLesion PNGs here: ``isal+numba``, ``pillow`` or ``pypng``."""
+    if not _have_pillow():
+        return "pypng"
+    return "isal+numba" if fast_decoder() is not None else "pillow"
+
+
+def _inflate_rows(Image, width: int, rows: int, idat: bytes):  # noqa: N803 - the PIL.Image module
+    """Pillow's PNG ``zip`` decoder (inflate + unfilter, big-endian 16-bit) on ``idat``, stopping
+    after ``rows`` rows. ``Image.frombytes`` does the same but first fills the new image with
+    zeros (0.3–0.5 ms a slice); an image made with ``color=None`` is not filled."""
+    try:
+        im = Image.new("I;16", (width, rows), None)
+        dec = Image._getdecoder("I;16", "zip", ("I;16B",))
+    except AttributeError:  # pragma: no cover - a Pillow without the private helper
+        return Image.frombytes("I;16", (width, rows), idat, "zip", "I;16B")
+    dec.setimage(im.im, (0, 0, width, rows))
+    consumed, err = dec.decode(idat)
+    if consumed >= 0:
+        raise ValueError("not enough image data")
+    if err != 0:
+        raise ValueError("cannot decode image data")
+    return im
+
+
+def read_slice_raw(path: str | Path, rows: int | None = None) -> np.ndarray:
+    """Stored values (HU + 32768) of rows ``0:rows`` of a DeepLesion PNG: uint16 (rows, cols)."""
+    return PngFile(path).decode(rows)
 
 
 _PILLOW: bool | None = None
@@ -186,3 +328,132 @@ def _nearest_towards_key(get, idx: int, key_index: int, key: np.ndarray) -> np.n
             return img
         i += step
     return key
+
+
+# -- the ingest's reader: one series, each file once, top rows only ------------------------------------------
+class SeriesSlices:
+    """The slices of one DeepLesion series folder for many lesions: each file read and decoded
+    once (rows ``0:rows`` only, the most any lesion asked for), shared by every lesion using it.
+
+    ``plan(key, interval_mm, offset_mm)`` says which slices a lesion's stack needs (the same
+    rule as :func:`read_stack`: ``key ± offset`` interpolated from the two files around it, the
+    nearest available file on the way back to the key slice where one is missing);
+    ``need(index, rows)`` records how many rows a lesion needs; ``window(...)`` builds the stack
+    window from the decoded rows.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        try:
+            self._present = {int(n[:-4]) for n in os.listdir(self.folder) if n.endswith(".png") and n[:-4].isdigit()}
+        except OSError as exc:
+            raise ImageError(f"series folder unreadable ({exc})", str(self.folder)) from exc
+        self._files: dict[int, PngFile | ImageError] = {}
+        self._rows: dict[int, int] = {}
+        self._cols: dict[int, int] = {}
+        self._pixels: dict[int, np.ndarray] = {}
+        self.seconds_read = 0.0
+        self.decodes = 0  # files decoded (a file decoded again for more rows counts twice)
+
+    def path(self, i: int) -> Path:
+        return self.folder / f"{i:03d}.png"
+
+    def has(self, i: int) -> bool:
+        return i >= 0 and i in self._present
+
+    def file(self, i: int) -> PngFile:
+        f = self._files.get(i)
+        if f is None:
+            try:
+                f = PngFile(self.path(i))
+            except ImageError as exc:
+                f = exc
+            self._files[i] = f
+        if isinstance(f, ImageError):
+            raise f
+        return f
+
+    def plan(self, key: int, slice_interval_mm: float, offset_mm: float, *, strict: bool = False
+             ) -> list[list[tuple[int, float]]]:
+        """The (file index, weight) pairs of the three stack slots of a lesion, weights summing to 1."""
+        if not slice_interval_mm > 0 or not math.isfinite(slice_interval_mm):
+            raise ImageError(f"slice interval must be a positive number of mm, got {slice_interval_mm!r}",
+                             str(self.folder))
+        if not self.has(key):
+            raise ImageError(f"key slice {key} not found", str(self.path(key)))
+        t = offset_mm / slice_interval_mm
+        slots = [None, [(key, 1.0)], None]
+        for sign, slot in ((-1, 0), (1, 2)):
+            pos = key + sign * t
+            lo, hi = math.floor(pos + 1e-9), math.ceil(pos - 1e-9)
+            w = pos - lo
+            needed = [(lo, 1.0)] if lo == hi else [(lo, 1.0 - w), (hi, w)]
+            got = []
+            for idx, weight in needed:
+                if weight <= 1e-9:
+                    continue
+                if not self.has(idx):
+                    if strict:
+                        raise ImageError(f"neighbour slice {idx} of key slice {key} not found "
+                                         f"(needed for the ±{abs(t):.2f}-slice stack)", str(self.path(idx)))
+                    idx = self._nearest_towards_key(idx, key)
+                got.append((idx, weight))
+            total = sum(w_ for _, w_ in got)
+            slots[slot] = [(i, w_ / total) for i, w_ in got]
+        return slots  # type: ignore[return-value]
+
+    def _nearest_towards_key(self, idx: int, key: int) -> int:
+        step = 1 if idx < key else -1
+        i = idx + step
+        while i != key:
+            if self.has(i):
+                return i
+            i += step
+        return key
+
+    def check_shapes(self, indices: Iterable[int], key: int) -> tuple[int, int]:
+        """The key slice's (rows, cols); :class:`ImageError` when a needed slice differs."""
+        shape = self.file(key).shape
+        for i in indices:
+            if self.file(i).shape != shape:
+                raise ImageError(f"slice {i} is {self.file(i).shape}, key slice is {shape}", str(self.path(i)))
+        return shape
+
+    def need(self, i: int, rows: int, cols: int | None = None) -> None:
+        """Slice ``i`` is needed down to row ``rows`` (and, when given, up to column ``cols``)."""
+        self._rows[i] = max(self._rows.get(i, 0), int(rows))
+        c = self.file(i).width if cols is None else int(cols)
+        self._cols[i] = max(self._cols.get(i, 0), c)
+
+    def pixels(self, i: int) -> np.ndarray:
+        """Stored values of slice ``i``, at least the rows asked for with :meth:`need`."""
+        rows, cols = self._rows.get(i), self._cols.get(i)
+        px = self._pixels.get(i)
+        if px is None or (rows is not None and px.shape[0] < rows) or (cols is not None and px.shape[1] < cols):
+            t0 = time.perf_counter()
+            px = self.file(i).decode(rows, native=False, cols=cols)  # only windows of it are converted
+            self.decodes += 1
+            self.seconds_read += time.perf_counter() - t0
+            self._pixels[i] = px
+        return px
+
+    def window(self, slots: list[list[tuple[int, float]]], ya: int, yb: int, xa: int, xb: int) -> np.ndarray:
+        """The float32 HU stack (3, yb - ya, xb - xa) of a lesion: equal to
+        ``read_stack(...)[:, ya:yb, xa:xb]``."""
+        def hu(i: int) -> np.ndarray:
+            return to_hu(self.pixels(i)[ya:yb, xa:xb]).astype(np.float32)
+
+        out = []
+        for slot in slots:
+            if len(slot) == 1:
+                out.append(hu(slot[0][0]))
+            else:  # the same arithmetic as read_stack's interpolation
+                out.append(sum(hu(i) * w for i, w in slot).astype(np.float32))  # type: ignore[union-attr]
+        return np.stack(out)
+
+    def release(self, keep: Iterable[int] = ()) -> None:
+        """Forget decoded pixels (and file bytes) except of ``keep``."""
+        keep = set(keep)
+        for d in (self._pixels, self._files):
+            for i in [i for i in d if i not in keep]:
+                del d[i]

@@ -53,12 +53,20 @@ def prepare_for_inference(model: LesionEncoder) -> LesionEncoder:
 @torch.inference_mode()
 def embed_patches(model: LesionEncoder, patches, boxes, batch_size: int = 256, *,
                   device: str | torch.device | None = None,
-                  progress: Callable[[int], None] | None = None) -> np.ndarray:
+                  progress: Callable[[int], None] | None = None, threads: int | None = None) -> np.ndarray:
     """Embed N patches in batches: (N, D) float32, each row L2-normalised.
 
     ``patches`` (N, 3, S, S) float in [0, 1] (numpy or torch; float16 accepted), ``boxes`` (N, 4).
     The model is used as given (call :func:`prepare_for_inference` once for the faster CPU path).
+    ``threads``: torch CPU threads for this call (restored after); None keeps torch's setting.
     """
+    if threads is not None and threads != torch.get_num_threads():
+        before = torch.get_num_threads()
+        torch.set_num_threads(max(1, int(threads)))
+        try:
+            return embed_patches(model, patches, boxes, batch_size, device=device, progress=progress)
+        finally:
+            torch.set_num_threads(before)
     patches = np.asarray(patches) if not isinstance(patches, torch.Tensor) else patches
     boxes = np.asarray(boxes, dtype=np.float32) if not isinstance(boxes, torch.Tensor) else boxes
     n = len(patches)

@@ -274,3 +274,43 @@ def test_copy_of_real_series_with_one_slice_removed(ct, tmp_path):
     v = D.read_series(tmp_path / "s", allow_gaps=True)
     assert v.n_slices == 5 and v.missing_slices == (2,)
     assert v.positions_mm[2, 2] == pytest.approx(3.7625)
+
+
+# -- headers once, pixels of the needed slices only -------------------------------------------------
+
+
+def test_lazy_series_has_read_series_geometry_and_reads_only_asked_slices(tmp_path):
+    write_series(tmp_path / "s", phantom(10, 24, 24), interval_mm=2.5)
+    full = D.read_series(tmp_path / "s")
+    lazy = D.read_series_lazy(tmp_path / "s")
+    v = lazy.volume
+    assert lazy.shape == full.shape and lazy.dtype == full.hu.dtype and lazy.files_read == 0
+    assert v.spacing_xy_mm == full.spacing_xy_mm and v.slice_interval_mm == pytest.approx(full.slice_interval_mm)
+    np.testing.assert_allclose(v.positions_mm, full.positions_mm)
+    assert v.files == full.files and v.sop_uids == full.sop_uids
+    np.testing.assert_array_equal(lazy.slice_hu(4), full.hu[4])
+    sub = lazy.sub_volume(3, 6)
+    np.testing.assert_array_equal(sub, full.hu[3:7])
+    assert lazy.files_read == 4  # slice 4 once, then 3, 5 and 6
+
+
+def test_lazy_series_lost_and_broken_slices(tmp_path):
+    paths = write_series(tmp_path / "s", phantom(8, 24, 24))
+    full = D.read_series(tmp_path / "s")
+    index = {p: full.files.index(p) for p in paths}
+    gone = next(p for p, k in index.items() if k == 5)
+    gone.unlink()
+    broken = next(p for p, k in index.items() if k == 2)
+    broken.write_bytes(broken.read_bytes()[:-300])  # header intact, pixels truncated
+    with pytest.raises(ImageError, match="missing"):
+        D.read_series_lazy(tmp_path / "s")  # like read_series without allow_gaps
+    lazy = D.read_series_lazy(tmp_path / "s", allow_gaps=True)
+    assert lazy.shape[0] == 8 and lazy.volume.missing_slices == (5,)
+    assert "missing" in lazy.slice_problem(5) and lazy.slice_problem(4) is None
+    assert broken.name in lazy.slice_problem(2) and "truncated" in lazy.slice_problem(2)
+    with pytest.raises(ImageError, match="truncated"):
+        lazy.slice_hu(2)
+    sub = lazy.sub_volume(1, 6)  # lost and unreadable slices hold air, as read_series(allow_gaps) gives
+    assert (sub[1] == -1024).all() and (sub[4] == -1024).all()
+    np.testing.assert_array_equal(sub[0], full.hu[1])
+    np.testing.assert_array_equal(sub[5], full.hu[6])

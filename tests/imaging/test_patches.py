@@ -155,3 +155,23 @@ def test_volume_path_equals_stack_path_including_boxes_at_the_border():
         a = extract_patch_from_volume(vol, k, box, sp, iv, spec)
         b = extract_patch(stack_from_volume(vol, k, iv, spec.offset_mm), box, sp, spec)
         assert np.allclose(a.box_px, b.box_px) and np.allclose(a.image, b.image, atol=1e-6)
+
+
+def test_window_path_equals_whole_stack_path():
+    """source_window + extract_patch_from_window = extract_patch on the whole stack, borders included."""
+    from lesiondb.imaging.patches import extract_patch_from_window, source_window
+
+    rng = np.random.default_rng(5)
+    stack = rng.normal(0, 300, (3, 200, 180)).astype(np.float32)
+    spec = PatchSpec(size_px=32, spacing_mm=2.0, context_mm=10.0)
+    boxes = [(90, 100, 110, 120), (0, 0, 8, 6), (170, 190, 179, 199), (10, 20, 170, 180), (300, 300, 310, 320)]
+    for box in boxes:
+        ya, yb, xa, xb = source_window(box, (0.9, 0.6), spec, stack.shape[1:])
+        assert 0 <= ya < yb <= 200 and 0 <= xa < xb <= 180
+        got = extract_patch_from_window(stack[:, ya:yb, xa:xb], (ya, xa), box, (0.9, 0.6), spec)
+        ref = extract_patch(stack, box, (0.9, 0.6), spec)
+        np.testing.assert_array_equal(got.image, ref.image)
+        np.testing.assert_allclose(got.box_px, ref.box_px, atol=1e-5)
+    # a small central box reads a small window only
+    ya, yb, xa, xb = source_window((90, 100, 110, 120), (0.9, 0.6), spec, stack.shape[1:])
+    assert (yb - ya) * (xb - xa) < 0.5 * 200 * 180

@@ -134,3 +134,155 @@ def test_key_slice_path_from_dl_file_name(tmp_path):
     assert P.key_slice_path(tmp_path, "000062_01_01_078.png") == ser / "078.png"
     with pytest.raises(ImageError, match="not found"):
         P.series_dir(tmp_path, "000001_01_01")
+
+
+def test_decoding_only_the_top_rows_gives_those_rows(images, tmp_path):
+    for f in _all_pngs(images)[:6]:
+        full = P.read_slice_raw(f)
+        assert full.dtype == np.uint16 and full.shape == (512, 512)
+        np.testing.assert_array_equal(P.to_hu(full), P.read_slice(f, use_pillow=False))
+        for rows in (1, 137, 300, 511):
+            np.testing.assert_array_equal(P.read_slice_raw(f, rows), full[:rows])
+    # damage below the rows asked for is not read; above them it is reported, naming the file
+    src = _all_pngs(images)[0]
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    np.testing.assert_array_equal(P.read_slice_raw(cut, 50), P.read_slice_raw(src, 50))
+    with pytest.raises(ImageError, match="truncated") as ei:
+        P.read_slice_raw(cut, 500)
+    assert str(cut) in str(ei.value)
+    (tmp_path / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    with pytest.raises(ImageError, match="junk.png"):
+        P.read_slice_raw(tmp_path / "junk.png")
+
+
+def _old_patch(root, folder, key, interval, box, spacing, spec):
+    from lesiondb.imaging.patches import extract_patch
+
+    return extract_patch(P.read_stack(root, folder, key, interval, spec.offset_mm), box, spacing, spec)
+
+
+@pytest.mark.parametrize("interval", [5.0, 2.5, 1.0, 0.7])
+def test_series_windows_give_the_patches_of_whole_slices(images, interval):
+    """SeriesSlices (each file once, top rows only, the patch's window) = read_stack + extract_patch."""
+    from lesiondb.imaging.patches import PatchSpec, extract_patch_from_window, source_window
+
+    spec = PatchSpec()
+    folder = "series_000062_01_01"
+    series = P.SeriesSlices(images / folder)
+    boxes = [(240.0, 250.0, 290.0, 300.0), (3.0, 2.0, 40.0, 30.0), (470.0, 480.0, 511.0, 511.0),
+             (100.0, 60.0, 380.0, 330.0), (600.0, 600.0, 620.0, 630.0)]  # centre, corners, huge, outside
+    cases = [(key, box) for key in (56, 62, 71, 84) for box in boxes]
+    plans = []
+    for key, box in cases:
+        slots = series.plan(key, interval, spec.offset_mm)
+        assert abs(sum(w for _, w in slots[0]) - 1) < 1e-9 and slots[1] == [(key, 1.0)]
+        win = source_window(box, (0.7, 0.8), spec, series.check_shapes({i for s in slots for i, _ in s}, key))
+        for s in slots:
+            for i, _ in s:
+                series.need(i, win[1], win[3])
+        plans.append((key, box, slots, win))
+    for key, box, slots, (ya, yb, xa, xb) in plans:
+        got = extract_patch_from_window(series.window(slots, ya, yb, xa, xb), (ya, xa), box, (0.7, 0.8), spec)
+        ref = _old_patch(images, folder, key, interval, box, (0.7, 0.8), spec)
+        np.testing.assert_allclose(got.image, ref.image, atol=1e-6, err_msg=f"{key} {box}")
+        np.testing.assert_allclose(got.box_px, ref.box_px, atol=1e-6)
+    # every file decoded once, and only as far down as some lesion needed
+    needed = {i for *_, slots, _ in plans for s in slots for i, _ in s}
+    assert series.decodes == len(needed)
+    # a lesion near the top needs only the top rows: no more are decoded
+    top = P.SeriesSlices(images / folder)
+    slots = top.plan(62, interval, spec.offset_mm)
+    ya, yb, xa, xb = source_window((200.0, 20.0, 220.0, 40.0), (0.7, 0.8), spec, (512, 512))
+    for s in slots:
+        for i, _ in s:
+            top.need(i, yb, xb)
+    top.window(slots, ya, yb, xa, xb)
+    assert yb < 200 and all(top.pixels(i).shape[0] == yb and top.pixels(i).shape[1] >= xb
+                            for s in slots for i, _ in s)
+
+
+def test_series_plan_errors_and_edges(images):
+    series = P.SeriesSlices(images / "series_000062_01_01")
+    # slice 056 is the folder's first: the upper neighbour falls back to the key slice (as read_stack)
+    up = series.plan(56, 5.0, 2.0)[0]
+    assert {i for i, _ in up} == {56} and abs(sum(w for _, w in up) - 1) < 1e-12
+    assert [i for i, _ in series.plan(60, 5.0, 2.0)[2]] == [60, 61]
+    with pytest.raises(ImageError, match="neighbour slice 55"):
+        series.plan(56, 5.0, 2.0, strict=True)
+    with pytest.raises(ImageError, match="key slice 50 not found"):
+        series.plan(50, 5.0, 2.0)
+    with pytest.raises(ImageError, match="positive"):
+        series.plan(60, 0.0, 2.0)
+
+
+def test_optional_fast_decoder_equals_pillow(images, tmp_path, monkeypatch):
+    """lesiondb[fast-png] (ISA-L + numba): the same values as Pillow, errors the same way."""
+    fast = pytest.importorskip("lesiondb.imaging._png_fast", reason="isal and numba not installed")
+    for f in _all_pngs(images):
+        pf = P.PngFile(f)
+        monkeypatch.setattr(P, "_FAST", False)  # Pillow
+        ref = pf.decode()
+        monkeypatch.setattr(P, "_FAST", fast)
+        np.testing.assert_array_equal(pf.decode(), ref, err_msg=str(f))
+        np.testing.assert_array_equal(pf.decode(200), ref[:200])
+        np.testing.assert_array_equal(pf.decode(300, cols=77), ref[:300, :77])  # left columns only
+    monkeypatch.setattr(P, "_FAST", fast)
+    src = _all_pngs(images)[0]
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    with pytest.raises(ImageError, match="truncated") as ei:
+        P.read_slice_raw(cut)
+    assert str(cut) in str(ei.value)
+    data = bytearray(src.read_bytes())
+    data[2000:2400] = bytes(400)  # zeroed compressed data
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ImageError, match="bad.png"):
+        P.read_slice_raw(bad)
+    # every filter type, on a synthetic image pypng writes with each
+    import png
+
+    raw = (np.arange(40 * 9, dtype=np.uint32).reshape(9, 40) * 2654435761 % 65536).astype(np.uint16)
+    for ft in range(5):
+        p = tmp_path / f"f{ft}.png"
+        with open(p, "wb") as fh:
+            png.Writer(width=40, height=9, greyscale=True, bitdepth=16).write_array(fh, raw.ravel())
+        filtered = tmp_path / f"g{ft}.png"
+        _rewrite_with_filter(p, filtered, ft)
+        np.testing.assert_array_equal(P.read_slice_raw(filtered), raw)
+
+
+def _rewrite_with_filter(src, dst, ft):
+    """A copy of a 16-bit grey PNG whose rows all use PNG filter type ``ft``."""
+    import struct
+    import zlib
+
+    pf = P.PngFile(src)
+    rows = P.read_slice_raw(src).astype(">u2").view(np.uint8).reshape(pf.height, -1).astype(np.int32)
+    out = bytearray()
+    prev = np.zeros(rows.shape[1], np.int32)
+    for r in rows:
+        a = np.concatenate([[0, 0], r[:-2]])
+        c = np.concatenate([[0, 0], prev[:-2]])
+        if ft == 0:
+            f = r
+        elif ft == 1:
+            f = r - a
+        elif ft == 2:
+            f = r - prev
+        elif ft == 3:
+            f = r - (a + prev) // 2
+        else:
+            p = a + prev - c
+            pa, pb, pc = np.abs(p - a), np.abs(p - prev), np.abs(p - c)
+            f = r - np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, prev, c))
+        out += bytes([ft]) + (f % 256).astype(np.uint8).tobytes()
+        prev = r
+
+    def chunk(t, body):
+        return struct.pack(">I", len(body)) + t + body + struct.pack(">I", zlib.crc32(t + body))
+
+    ihdr = struct.pack(">IIBBBBB", pf.width, pf.height, 16, 0, 0, 0, 0)
+    dst.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(out)))
+                    + chunk(b"IEND", b""))
