@@ -30,7 +30,7 @@ from .errors import ImageError, InputError, LesionDBError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MIN_SCORE = 0.2
+DEFAULT_MIN_SCORE = 0.1
 #: Expected error of a prediction aligned by body geometry only (no lesion matched in both studies).
 BODY_SIGMA_MM = 8.0
 #: ... and by normalised location only (no patient-mm geometry at all).
@@ -169,7 +169,7 @@ def _body_box(hu: np.ndarray, grid: M.Grid) -> tuple[M.Vec3, M.Vec3] | None:
 def mine_case(case: PatientCase, load_volume: VolumeLoader, min_score: float = DEFAULT_MIN_SCORE,
               embedder: Embedder | None = None, params: M.ScoreParams = M.ScoreParams(),
               stats: MiningStats | None = None, min_visible_mm: float = 5.0,
-              keep_below: bool = False) -> list[ProposalRecord]:
+              keep_below: bool = False, anatomy_check: bool = True) -> list[ProposalRecord]:
     """Mine every track of one patient; each study volume is loaded at most once.
 
     With ``keep_below`` the best candidate of every candidate study is returned even under
@@ -269,6 +269,9 @@ def mine_case(case: PatientCase, load_volume: VolumeLoader, min_score: float = D
                     return embedder(hu, grid, [(c.slice_index, c.bbox_px) for c in cands])
             best, scored = M.mine_study(hu, grid, pred, min_score=min_score, params=params, embed=emb_fn,
                                         exclude=M.annotated_with_radius(info_cov, pred))
+            if anatomy_check and scored:
+                scored = _demote_anatomy(scored, obs, info.study_id, uid, translation, vol, params)
+                best = scored[0] if scored[0].score >= min_score else None
             stats.seconds_mining += time.perf_counter() - t0
             if best is None and keep_below and scored:
                 best = scored[0]
@@ -287,6 +290,32 @@ def mine_case(case: PatientCase, load_volume: VolumeLoader, min_score: float = D
             else:
                 stats.below_threshold += 1
     return out
+
+
+#: Score factor of a candidate whose structure is also found, clear of the lesion, in a study
+#: where the track's lesion is annotated (normal anatomy: :func:`lesiondb.core.mining.anatomy_echo`).
+ANATOMY_FACTOR = 0.1
+
+
+def _demote_anatomy(scored, obs, target: str, uid: str, translation, vol, params, top: int = 3):
+    """Demote the ``top`` candidates that :func:`~lesiondb.core.mining.anatomy_echo` finds in a
+    reference study (the best-aligned one first); returns the candidates best first again."""
+    refs = []
+    for o in obs:
+        v = vol(o.study_id) if o.position_mm is not None else None
+        t = translation(target, o.study_id, uid) if v is not None else None
+        if t is not None:
+            refs.append((t[2], o, v, t))
+    refs.sort(key=lambda x: x[0])
+    out = list(scored)
+    for i, c in enumerate(out[:top]):
+        for _, o, (hu_r, grid_r), (sc, t, _, _) in refs[:2]:
+            q = tuple(float(x) for x in sc * np.asarray(c.position_mm, float) + t)
+            if M.anatomy_echo(hu_r, grid_r, q, c, o.position_mm, o.long_diameter_mm / 2.0, params):
+                terms = dict(c.terms, anatomy=round(-2.0 * math.log(ANATOMY_FACTOR), 4))
+                out[i] = replace(c, score=c.score * ANATOMY_FACTOR, terms=terms)
+                break
+    return sorted(out, key=lambda c: -c.score)
 
 
 def _predict(obs, info, hu, grid, translation, vol) -> M.Prediction | None:
@@ -584,7 +613,9 @@ def make_embedder(model: Any, spec: Any = None, batch_size: int = 64) -> Embedde
                                              (grid.col_mm, grid.row_mm), grid.slice_interval_mm, spec)
                    for k, box in items]
         images, boxes = stack_patches(patches)
-        return np.asarray(embed_patches(model, images, boxes, batch_size=batch_size), float)
+        # a handful of patches per call: one torch thread (more only spin and wait for each other
+        # on small batches — measured 12 ms against 90 ms for 3 patches on the shared 2 cores)
+        return np.asarray(embed_patches(model, images, boxes, batch_size=batch_size, threads=1), float)
 
     return embed
 
@@ -597,3 +628,15 @@ def default_embedder() -> tuple[Embedder, str]:
     spec = getattr(model, "patch_spec", None)
     model_id = getattr(model, "model_id", None) or getattr(model, "modelId", None) or "default"
     return make_embedder(model, spec), str(model_id)
+
+
+def embedder_or_note() -> tuple[Embedder | None, str | None, str | None]:
+    """(embedder, modelId, note) for ``lesiondb mine`` and the demo: the shipped default encoder,
+    or no embedder and a note saying why (mining then scores on position, size and HU only)."""
+    try:
+        emb, model_id = default_embedder()
+    except ImportError:
+        return None, None, "no encoder available: scored on position, size and HU appearance only"
+    except Exception as exc:  # no weights shipped, or an incompatible model: mine without it
+        return None, None, f"encoder not loaded ({exc}); scored on position, size and HU appearance only"
+    return emb, model_id, None

@@ -108,11 +108,19 @@ def _match(run: DemoRun) -> dict[str, Any]:
 
 
 def _mine(run: DemoRun) -> dict[str, Any]:
-    from ..mining import dicom_loader, mine
+    from ..mining import dicom_loader, embedder_or_note, mine
 
+    # like `lesiondb mine`: candidates are also scored by embedding distance to the track's
+    # lesions when the default encoder is installed (a note says so when it is not)
+    embedder, model_id, note = embedder_or_note()
     with progress_bar(run.app, None, "demo: mine", "patient") as bar:
-        out = mine(run.app.engine(), dicom_loader(run.cohort_dir), progress=bar.update)
-    return {k: v for k, v in out.items() if not isinstance(v, list | dict)}
+        out = mine(run.app.engine(), dicom_loader(run.cohort_dir), embedder=embedder, model_id=model_id,
+                   progress=bar.update)
+    out = {k: v for k, v in out.items() if not isinstance(v, list | dict)}
+    out["modelId"] = model_id or "none"
+    if note:
+        out["embedNote"] = note
+    return out
 
 
 #: The demo pipeline, in order. Later stages append here (e.g. Step("embed", ("lesiondb.pipeline",), …)).

@@ -9,7 +9,7 @@ from .common import emit, handle_errors, pass_app, progress_bar
 @click.command("mine")
 @click.option("--patient", help="Mine one patient (its patientId) instead of every tracked patient.")
 @click.option("--min-score", type=click.FloatRange(0.0, 1.0), default=None,
-              help="Propose only candidates scoring at least this (0..1) [default: 0.2].")
+              help="Propose only candidates scoring at least this (0..1) [default: 0.1].")
 @click.option("--images", "images", type=click.Path(exists=True, file_okay=False),
               help="Cohort folder the studies' images live in (the folder given to `lesiondb ingest dicom`); "
                    "needed when the graph stores image references relative to it.")
@@ -50,15 +50,9 @@ def command(app, patient, min_score, images, embed, batch_size, as_json) -> None
 
 def _embedder():
     """(embedder, modelId, note): the default encoder when lesiondb.nn provides one."""
-    try:
-        from ..mining import default_embedder
+    from ..mining import embedder_or_note
 
-        emb, model_id = default_embedder()
-    except ImportError:
-        return None, None, "no encoder available: scored on position, size and HU appearance only"
-    except Exception as exc:  # no weights shipped yet, or an incompatible model
-        return None, None, f"encoder not loaded ({exc}); scored on position, size and HU appearance only"
-    return emb, model_id, None
+    return embedder_or_note()
 
 
 def _text(o) -> str:

@@ -9,7 +9,7 @@ from .common import emit, handle_errors, pass_app, progress_bar
 @click.command("mining")
 @click.argument("cohort", type=click.Path(exists=True, file_okay=False))
 @click.option("--min-score", type=click.FloatRange(0.0, 1.0), default=None,
-              help="Proposal threshold [default: lesiondb mine's, 0.2].")
+              help="Proposal threshold [default: lesiondb mine's, 0.1].")
 @click.option("--patients", "max_patients", type=click.IntRange(1), help="Evaluate the first N patients only.")
 @click.option("--embed/--no-embed", default=False, show_default=True,
               help="Also score by embedding distance with the default encoder (when one is available).")

@@ -17,15 +17,19 @@ A *track* is one lesion followed over a patient's studies; its annotated instanc
    contrast, RECIST long/short axes from the region's 2D extent, :func:`recist_from_mask`);
 5. scores candidates by similarity to the track (:func:`score_candidate`: distance to the
    prediction, size, mean HU, contrast and, when an encoder is available, embedding distance),
-   and proposes the best one at or above ``min_score`` (:func:`mine_study`).
+   reports each centre combined with the prediction by inverse variance (:func:`fuse_position`)
+   and proposes the best one at or above ``min_score`` (:func:`mine_study`); the caller may
+   demote look-alike anatomy first (:func:`anatomy_echo`: the same structure is in a study where
+   the track's lesion is annotated, clear of the lesion).
 
 Rule for "should be visible" (:func:`candidate_studies`), for a study S without an annotation of
 the track, studies ordered by time:
 
 - S lies between two annotated studies of the track: always (the lesion existed before and after);
 - S comes after the last annotated study: unless the diameter, extrapolated linearly from the
-  last two observations to S's time, falls below ``min_visible_mm`` (a lesion shrinking to zero
-  has resolved); with one observation there is no trend and S is searched;
+  last two observations to S's time, falls below ``min_visible_mm`` even with the measurement
+  noise margin of :func:`extrapolation_margin` (a lesion shrinking to zero has resolved); with
+  one observation there is no trend and S is searched;
 - S comes before the first annotated study: the same extrapolation backwards (a growing "new"
   lesion was smaller or absent before);
 - and the study's scan covers the predicted position (z within its slice range, with a margin of
@@ -155,15 +159,36 @@ def extrapolate_diameter(obs: Sequence[Observation], t: float) -> float | None:
     return ref.long_diameter_mm + slope * (t - ref.time)
 
 
+def extrapolation_margin(obs: Sequence[Observation], t: float, rel_noise: float = 0.1,
+                         min_noise_mm: float = 1.0) -> float:
+    """How far (mm) the extrapolated diameter at ``t`` may be off through measurement noise alone:
+    each RECIST diameter is uncertain by max(``min_noise_mm``, ``rel_noise`` · diameter), so the
+    slope of two observations Δt apart by the two combined / Δt, carried over the time
+    extrapolated, plus the reference observation's own uncertainty."""
+    o = sorted(obs, key=lambda x: x.time)
+    if len(o) < 2:
+        return 0.0
+    a, b = (o[-2], o[-1]) if t >= o[-1].time else (o[0], o[1])
+    ref = b if t >= o[-1].time else a
+    na, nb = (max(min_noise_mm, rel_noise * x.long_diameter_mm) for x in (a, b))
+    n_ref = nb if ref is b else na
+    dt = abs(b.time - a.time)
+    if dt <= 0:
+        return n_ref
+    return n_ref + math.hypot(na, nb) * abs(t - ref.time) / dt
+
+
 def should_be_visible(obs: Sequence[Observation], study: StudyInfo, min_visible_mm: float = 5.0) -> bool:
-    """The temporal part of the rule (see the module docstring)."""
+    """The temporal part of the rule (see the module docstring): a lesion is taken for resolved
+    (or not yet there) only when its extrapolated diameter stays under ``min_visible_mm`` even
+    allowing for the measurement noise of the observations it is extrapolated from."""
     times = sorted(o.time for o in obs)
     if any(o.study_id == study.study_id for o in obs):
         return False
     if times[0] < study.time < times[-1]:
         return True
     d = extrapolate_diameter(obs, study.time)
-    return d is None or d >= min_visible_mm
+    return d is None or d + extrapolation_margin(obs, study.time) >= min_visible_mm
 
 
 def candidate_studies(obs: Sequence[Observation], studies: Sequence[StudyInfo],
@@ -573,7 +598,12 @@ def measure_blob(img: np.ndarray, row: float, col: float, radius_px: float, pola
     yy, xx = np.mgrid[ra:rb, ca:cb]
     dist = np.hypot(yy - row, xx - col)
     core = dist <= max(1.0, 0.5 * radius_px)
-    ring = (dist >= 1.6 * radius_px) & (dist <= 2.4 * radius_px)
+    # the surroundings: a ring just outside the blob (1.6–2.4 radii for small blobs; for big ones
+    # no farther than 8–18 mm beyond the edge, or it samples other organs, even air)
+    px_mm = math.sqrt(row_mm * col_mm)
+    ring_in = radius_px + min(0.6 * radius_px, max(8.0 / px_mm, 2.0))
+    ring_out = ring_in + min(0.8 * radius_px, max(10.0 / px_mm, 3.0))
+    ring = (dist >= ring_in) & (dist <= ring_out)
     if core.sum() == 0 or ring.sum() < 4:
         return None
     b_val = float(np.median(sm[ring]))
@@ -682,6 +712,14 @@ def measure_candidate(hu: np.ndarray, grid: Grid, cand: Candidate, neighbours: b
         # a region that fills the whole search disc is background, not a blob
         if m["long_diameter_mm"] > 4.8 * cand.radius_mm:
             continue
+        if k != cand.slice_index and own is not None:
+            # on a neighbouring slice the region may have merged with a structure that slice cuts
+            # (a nodule's edge slice touching a vessel): its centre then jumps away from the own
+            # slice's — not the same blob, and no key slice
+            orr, occ = own["center_rc"]
+            shift_mm = math.hypot((m["center_rc"][0] - orr) * grid.row_mm, (m["center_rc"][1] - occ) * grid.col_mm)
+            if shift_mm > max(0.5 * own["long_diameter_mm"] / 2.0, 0.5 * cand.radius_mm, 1.5 * grid.row_mm):
+                continue
         key = m["area_px"] * (1.0 if k == cand.slice_index else 0.999)
         found.append((k, m))
         if best is None or key > best[0]:
@@ -729,8 +767,11 @@ class ScoreParams:
     hu_rel_tol: float = 0.25  # ... or this fraction of the reference contrast, if larger
     contrast_rel_tol: float = 0.5  # contrast difference relative to the reference contrast
     contrast_min_tol: float = 25.0
-    embedding_tol: float = 0.5  # Euclidean distance of unit embeddings
+    embedding_tol: float = 1.0  # Euclidean distance of unit embeddings
     min_long_mm: float = 3.0
+    #: the reported centre combines the measured centre with the prediction, each weighted by the
+    #: inverse of its variance (:func:`fuse_position`)
+    fuse: bool = True
 
 
 def reference_stats(obs: Sequence[Observation]) -> dict:
@@ -773,8 +814,28 @@ def score_candidate(c: Candidate, pred: Prediction, ref: dict, p: ScoreParams = 
     return replace(c, score=score, terms={k: round(v, 4) for k, v in terms.items()})
 
 
+def fuse_position(c: Candidate, pred: Prediction, grid: Grid) -> Candidate:
+    """The candidate's centre combined with the prediction, per axis, each weighted by the inverse
+    of its variance: the measured centre is sharp in-plane (about a pixel, or a tenth of the
+    diameter) but along z only to about half a slice — and worse when the lesion runs on into a
+    structure of its own HU over several slices, where the area profile has no clear peak; the
+    prediction's error (measured on development cohorts: about half ``sigma_mm`` per axis) then
+    decides. Only for a candidate that is plausibly the predicted lesion (within 2 σ)."""
+    if _dist(c.position_mm, pred.position_mm) > 2.0 * pred.sigma_mm:
+        return c
+    px = math.sqrt(grid.row_mm * grid.col_mm)
+    s_xy = max(px, 0.1 * c.long_diameter_mm)
+    s_z = max(0.5 * grid.slice_interval_mm, 0.1 * c.long_diameter_mm, px)
+    s_p = 0.5 * pred.sigma_mm
+    out = []
+    for i, s_m in enumerate((s_xy, s_xy, s_z)):
+        wm = s_p ** 2 / (s_p ** 2 + s_m ** 2)
+        out.append(float(pred.position_mm[i] + wm * (c.position_mm[i] - pred.position_mm[i])))
+    return replace(c, position_mm=tuple(out))
+
+
 def mine_study(hu: np.ndarray, grid: Grid, pred: Prediction, ref: dict | None = None,
-               min_score: float = 0.2, params: ScoreParams = ScoreParams(),
+               min_score: float = 0.1, params: ScoreParams = ScoreParams(),
                embed: Callable[[list[Candidate]], list[np.ndarray]] | None = None,
                search_mm: float | None = None, max_candidates: int = 8,
                refine: int = 3, exclude: Sequence[tuple[Vec3, float]] = ()) -> tuple[Candidate | None, list[Candidate]]:
@@ -818,8 +879,43 @@ def mine_study(hu: np.ndarray, grid: Grid, pred: Prediction, ref: dict | None = 
                 for m, e in zip(head, embs, strict=True)]
         # candidates without an embedding keep their appearance-only score but rank after
         scored = sorted(head, key=lambda c: -c.score) + scored[refine:]
+    if params.fuse:
+        scored = [fuse_position(c, pred, grid) for c in scored]
     best = scored[0] if scored and scored[0].score >= min_score else None
     return best, scored
+
+
+def anatomy_echo(hu_ref: np.ndarray, grid_ref: Grid, candidate_in_ref_mm: Vec3, cand: Candidate,
+                 lesion_ref_mm: Vec3, lesion_ref_radius_mm: float, params: ScoreParams = ScoreParams()) -> bool:
+    """Is the candidate's structure also in a reference study — one where the track's lesion is
+    annotated — at the candidate's position mapped there, clear of the lesion? Then it is normal
+    anatomy that looks like the lesion (a vessel, a bowel loop, an organ's corner), not the lesion:
+    the lesion is what differs between the studies. ``candidate_in_ref_mm`` is the candidate's
+    centre mapped into the reference study by the studies' alignment."""
+    r_c = max(cand.long_diameter_mm / 2.0, 1.5)
+    clear = max(lesion_ref_radius_mm, r_c) + 2.0
+    if _dist(candidate_in_ref_mm, lesion_ref_mm) <= clear:
+        return False  # the candidate maps onto the lesion itself
+    k, r, c = grid_ref.to_voxel(candidate_in_ref_mm)
+    if not (0 <= r < hu_ref.shape[1] and 0 <= c < hu_ref.shape[2]):
+        return False
+    z0, z1 = grid_ref.z_range()
+    if not z0 - 1.0 <= candidate_in_ref_mm[2] <= z1 + 1.0:
+        return False
+    k = int(np.clip(round(k), 0, hu_ref.shape[0] - 1))
+    px = math.sqrt(grid_ref.row_mm * grid_ref.col_mm)
+    m = measure_blob(hu_ref[k], r, c, r_c / px, cand.polarity, grid_ref.row_mm, grid_ref.col_mm)
+    if m is None or m["polarity"] != cand.polarity or m["long_diameter_mm"] < params.min_long_mm:
+        return False
+    rr, cc = m["center_rc"]
+    centre = (grid_ref.origin_xy_mm[0] + cc * grid_ref.col_mm, grid_ref.origin_xy_mm[1] + rr * grid_ref.row_mm)
+    if math.hypot(centre[0] - lesion_ref_mm[0], centre[1] - lesion_ref_mm[1]) <= clear:
+        return False  # what was found there is the lesion
+    if math.hypot(centre[0] - candidate_in_ref_mm[0], centre[1] - candidate_in_ref_mm[1]) > max(0.5 * r_c, 4.0):
+        return False
+    same_size = abs(math.log(m["long_diameter_mm"] / max(cand.long_diameter_mm, params.min_long_mm))) <= params.size_log_tol
+    same_hu = abs(m["mean_hu"] - cand.mean_hu) <= max(params.hu_tol, params.hu_rel_tol * abs(cand.contrast_hu))
+    return bool(same_size and same_hu)
 
 
 def _dist(a: Sequence[float], b: Sequence[float]) -> float:

@@ -71,3 +71,32 @@ def test_steps_with_missing_modules_are_skipped():
     assert out["steps"][0]["status"] == "skipped" and "lesiondb.no_such_module_yet" in out["steps"][0]["reason"]
     assert out["steps"][1]["status"] == "done" and out["steps"][1]["x"] == 1
     assert [s.name for s in cmd_demo.STEPS][:2] == ["synth", "ingest"]
+
+
+def test_mine_step_scores_with_the_default_encoder(monkeypatch, tmp_path):
+    """The demo's mine step hands `lesiondb mine`'s embedder (the default encoder) to mining."""
+    from lesiondb import mining
+
+    sentinel = object()
+    seen = {}
+    monkeypatch.setattr(mining, "embedder_or_note", lambda: (sentinel, "model-x", None))
+
+    def fake_mine(engine, loader, **kw):
+        seen.update(kw)
+        return {"patients": 0, "proposals": 0, "errors": []}
+
+    monkeypatch.setattr(mining, "mine", fake_mine)
+
+    class App:
+        progress = False
+
+        def engine(self):
+            return "engine"
+
+    out = cmd_demo._mine(cmd_demo.DemoRun(App(), 1, 0, tmp_path))
+    assert seen["embedder"] is sentinel and seen["model_id"] == "model-x"
+    assert out["modelId"] == "model-x" and "embedNote" not in out
+    # without an encoder the step still mines, and says why it scored without embeddings
+    monkeypatch.setattr(mining, "embedder_or_note", lambda: (None, None, "no encoder available"))
+    out = cmd_demo._mine(cmd_demo.DemoRun(App(), 1, 0, tmp_path))
+    assert seen["embedder"] is None and out["embedNote"] == "no encoder available" and out["modelId"] == "none"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -189,3 +190,84 @@ def test_log_stack_matches_direct_convolution(sigma):
     patch = img[0, r - rad:r + rad + 1, c - rad:c + rad + 1]
     want = sigma ** 2 * float((patch * kern).sum())
     assert abs(got[r, c] - want) < 1e-9
+
+
+def test_visibility_allows_for_measurement_noise():
+    """A stable lesion measured 9.5 then 7.6 mm (noise, not shrinkage) extrapolates under 5 mm a few
+    months on, yet is still searched; a lesion going 20 → 8 mm is still taken for resolved."""
+    obs = [_obs("S1", 0, 9.5), _obs("S2", 148, 7.6)]
+    later = [M.StudyInfo("S3", 148 + 216), M.StudyInfo("S4", 148 + 265)]
+    assert all(M.extrapolate_diameter(obs, s.time) < 5.0 for s in later)
+    assert all(M.should_be_visible(obs, s) for s in later)
+    obs = [_obs("S1", 0, 20.0), _obs("S2", 200, 8.0)]
+    assert not M.should_be_visible(obs, M.StudyInfo("S3", 300))
+    assert M.extrapolation_margin(obs, 300) < M.extrapolation_margin(obs, 500)  # grows with the gap
+    assert M.extrapolation_margin([_obs("S1", 0, 9.0)], 300) == 0.0  # one observation: no trend
+
+
+def test_fused_position_leans_on_the_prediction_along_z_only():
+    grid = M.Grid(slice_z_mm=np.arange(30) * 5.0, row_mm=0.8, col_mm=0.8)
+    pred = M.Prediction((50.0, 50.0, 70.0), 6.0, "test", 12.0)
+    c = M.Candidate(16, 62.5, 62.5, (51.0, 50.0, 80.0), 6.0, 1.0, 1, long_diameter_mm=12.0)
+    f = M.fuse_position(c, pred, grid)
+    # z: the measurement (thick slices) and the prediction are both uncertain: in between
+    assert 70.0 < f.position_mm[2] < 80.0
+    # in-plane the measured centre is sharp: it hardly moves
+    assert abs(f.position_mm[0] - 51.0) < 0.5 and f.position_mm[1] == pytest.approx(50.0)
+    # a candidate far from the prediction is another structure: left as measured
+    far = replace(c, position_mm=(80.0, 50.0, 80.0))
+    assert M.fuse_position(far, pred, grid).position_mm == far.position_mm
+
+
+def test_contrast_of_a_big_lesion_is_to_its_own_surroundings():
+    """A 50 mm lesion (50 HU) in an organ (110 HU, 92 mm across) in soft tissue (50 HU): its contrast
+    is to the organ around it (−60 HU), not to the tissue 1.6–2.4 radii out, beyond the organ."""
+    hu, grid = _volume(seed=4, size=160, spacing=1.0)
+    centre = (80.0, 80.0, 30.0)
+    _plant(hu, grid, centre, 92.0, 60.0)  # the organ
+    _plant(hu, grid, centre, 50.0, -60.0)  # the lesion inside it
+    k, r, c = grid.to_voxel(centre)
+    m = M.measure_blob(hu[int(round(k))], r, c, 25.0, -1, 1.0, 1.0)
+    assert m is not None and -75.0 <= m["contrast_hu"] <= -45.0, m["contrast_hu"]
+    assert 40.0 <= m["long_diameter_mm"] <= 56.0
+
+
+def test_anatomy_seen_in_the_reference_study_is_not_the_lesion():
+    """A blob that is also in the study where the lesion is annotated — away from the lesion — is
+    anatomy; the lesion itself maps onto the annotated one and is kept."""
+    hu_ref, grid = _volume(seed=5)
+    lesion, mimic = (40.0, 50.0, 30.0), (62.0, 50.0, 30.0)
+    _plant(hu_ref, grid, lesion, 10.0, -60.0)
+    _plant(hu_ref, grid, mimic, 10.0, -60.0)  # e.g. a vessel seen end-on, as dark as the lesion
+    hu_t, _ = _volume(seed=6)
+    _plant(hu_t, grid, mimic, 10.0, -60.0)
+    _plant(hu_t, grid, lesion, 10.0, -60.0)
+    pred = M.Prediction(lesion, 5.0, "test", 10.0)
+    ref = {"mean_hu": -10.0, "contrast_hu": -60.0, "embedding": None}
+    _, scored = M.mine_study(hu_t, grid, pred, ref, search_mm=30.0, max_candidates=8)
+    at_mimic = next(c for c in scored if M._dist(c.position_mm, mimic) < 3.0)
+    at_lesion = next(c for c in scored if M._dist(c.position_mm, lesion) < 3.0)
+    assert M.anatomy_echo(hu_ref, grid, at_mimic.position_mm, at_mimic, lesion, 5.0)
+    assert not M.anatomy_echo(hu_ref, grid, at_lesion.position_mm, at_lesion, lesion, 5.0)
+    # nothing like it at the mapped place in the reference study: not anatomy
+    hu_empty, _ = _volume(seed=7)
+    _plant(hu_empty, grid, lesion, 10.0, -60.0)
+    assert not M.anatomy_echo(hu_empty, grid, at_mimic.position_mm, at_mimic, lesion, 5.0)
+
+
+def test_key_slice_is_not_a_neighbour_where_the_blob_merged_with_something():
+    """A lung nodule whose next slice also cuts a structure of the same HU touching it: that
+    slice's region is larger, but it is not the nodule's key slice (its centre jumps away)."""
+    rng = np.random.default_rng(8)
+    hu = -850.0 + rng.normal(0, 12, (24, 128, 128))
+    grid = M.Grid(slice_z_mm=np.arange(24) * 2.5, row_mm=0.8, col_mm=0.8)
+    centre = (50.0, 50.0, 30.0)  # slice 12
+    _plant(hu, grid, centre, 8.0, 900.0)
+    # on slice 13 only: a soft-tissue band (a vessel running in-plane) touching the nodule's edge
+    r0, c0 = int(50 / 0.8), int(50 / 0.8)
+    hu[13, r0 - 4:r0 + 4, c0 + 2:c0 + 18] = 50.0 + rng.normal(0, 12, (8, 16))
+    cand = M.Candidate(12, 50 / 0.8, 50 / 0.8, centre, 4.0, 1.0, 1)
+    m = M.measure_candidate(hu, grid, cand, neighbours=True)
+    assert m is not None and m.slice_index == 12
+    assert math.hypot(m.position_mm[0] - 50.0, m.position_mm[1] - 50.0) < 1.5
+    assert m.long_diameter_mm < 11.0
