@@ -159,3 +159,18 @@ def pytest_sessionfinish(session, exitstatus):
         for name, path in missing.items():
             write(f"  {name}  ({path})", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# -- a small DICOM cohort with images and a tiny encoder (pipeline, embed and similar tests) ---------
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from tests.similarity_factory import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def image_cohort(tmp_path_factory):
+    from tests.similarity_factory import make_cohort
+
+    return make_cohort(tmp_path_factory.mktemp("cohort"))

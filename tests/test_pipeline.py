@@ -1,4 +1,4 @@
-"""lesiondb.pipeline: the embedding stage on a small synthetic DICOM cohort and on real DeepLesion PNGs."""
+"""lesiondb.pipeline: the embedding stage on a small synthetic DICOM image_cohort and on real DeepLesion PNGs."""
 from __future__ import annotations
 
 import csv
@@ -12,19 +12,8 @@ from lesiondb import pipeline, services
 from lesiondb import similarity as sim
 from lesiondb.core import knn
 from lesiondb.core.pseudonym import Pseudonymizer
-from tests.similarity_factory import make_cohort, make_tiny_model
 
 KEY = b"pipeline-test-key-0123456789"
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    return make_cohort(tmp_path_factory.mktemp("cohort"))
 
 
 def _ingest(engine, root):
@@ -42,9 +31,9 @@ def _embed(engine, root, model_path, cache_dir=None, k=3, force=False):
                                   cache_dir=cache_dir, force=force)
 
 
-def test_cohort_lesions_are_embedded_with_exact_edges(engine, cohort, tiny_model, tmp_path):
-    n = _ingest(engine, cohort)
-    out = _embed(engine, cohort, tiny_model, tmp_path)
+def test_cohort_lesions_are_embedded_with_exact_edges(engine, image_cohort, tiny_model, tmp_path):
+    n = _ingest(engine, image_cohort)
+    out = _embed(engine, image_cohort, tiny_model, tmp_path)
     assert out["embedded"] == n and out["notEmbedded"] == 0 and out["totalEmbedded"] == n
     assert set(out["seconds"]) >= {"read", "crop", "embed", "write", "knn", "edges"}
     table = sim.read_embeddings(engine, out["modelId"])
@@ -54,21 +43,21 @@ def test_cohort_lesions_are_embedded_with_exact_edges(engine, cohort, tiny_model
     order = np.argsort(lists.rows)
     assert np.array_equal(lists.index[order], ref.index)
     # re-running embeds nothing and writes no edge
-    again = _embed(engine, cohort, tiny_model, tmp_path)
+    again = _embed(engine, image_cohort, tiny_model, tmp_path)
     assert again["embedded"] == 0 and again["upToDate"] == n and again["similarEdgesWritten"] == 0
     # a lesion whose data changed (re-ingested with another box) is embedded again, alone
     lid = table.ids[0]
     engine._write("MATCH (l:Lesion {lesionId: $id}) SET l.contentHash = 'changed'", {"id": lid})
-    third = _embed(engine, cohort, tiny_model, tmp_path)
+    third = _embed(engine, image_cohort, tiny_model, tmp_path)
     assert third["embedded"] == 1 and third["upToDate"] == n - 1
 
 
-def test_the_same_patch_gives_the_same_embedding(engine, cohort, tiny_model):
-    _ingest(engine, cohort)
-    out = _embed(engine, cohort, tiny_model)
+def test_the_same_patch_gives_the_same_embedding(engine, image_cohort, tiny_model):
+    _ingest(engine, image_cohort)
+    out = _embed(engine, image_cohort, tiny_model)
     t = next(t for t in pipeline.read_targets(engine) if t.model_id)
     model = pipeline.load_encoder(tiny_model)
-    folder = cohort / t.image_ref
+    folder = image_cohort / t.image_ref
     vec, notes = pipeline.embed_region(model, folder / f"{t.key_slice_index:04d}.dcm", t.bbox_px)
     assert notes["kind"] == "dicom" and notes["sliceIndex"] == t.key_slice_index
     rows = services.similar_to_vector(engine, vec, k=2, exact=True)
@@ -76,9 +65,9 @@ def test_the_same_patch_gives_the_same_embedding(engine, cohort, tiny_model):
     assert out["modelId"] == model.model_id
 
 
-def test_missing_images_are_reported_marked_and_skipped(engine, cohort, tiny_model, tmp_path):
+def test_missing_images_are_reported_marked_and_skipped(engine, image_cohort, tiny_model, tmp_path):
     root = tmp_path / "cohort"
-    shutil.copytree(cohort, root)
+    shutil.copytree(image_cohort, root)
     n = _ingest(engine, root)
     targets = pipeline.read_targets(engine)
     gone = targets[0].image_ref
@@ -92,7 +81,7 @@ def test_missing_images_are_reported_marked_and_skipped(engine, cohort, tiny_mod
     assert {r["id"] for r in rows} == victims and all(r["why"] for r in rows)
     assert engine._read("MATCH (l:Lesion)-[r:SIMILAR_TO]-() WHERE l.embedded = false RETURN count(r) AS n", {})[0]["n"] == 0
     # the images come back: those lesions are embedded, the others are left alone
-    shutil.copytree(cohort / gone, root / gone)
+    shutil.copytree(image_cohort / gone, root / gone)
     out = _embed(engine, root, tiny_model, tmp_path)
     assert out["embedded"] == len(victims) and out["upToDate"] == n - len(victims) and out["notEmbedded"] == 0
 
@@ -133,7 +122,7 @@ def test_deeplesion_pngs_are_embedded(engine, shared_data, dl_info, tiny_model, 
     assert out["embedded"] == 0 and "--dl-info" in out["embedProblems"][0]["reason"]
 
 
-def test_region_patch_errors_name_the_fix(cohort, tmp_path):
+def test_region_patch_errors_name_the_fix(image_cohort, tmp_path):
     from lesiondb.errors import InputError
     from lesiondb.imaging.patches import PatchSpec
 
@@ -143,7 +132,7 @@ def test_region_patch_errors_name_the_fix(cohort, tmp_path):
         pipeline.region_patch(png, (1, 1, 5, 5), PatchSpec())
     with pytest.raises(InputError, match="x1 < x2"):
         pipeline.region_patch(png, (5, 1, 1, 5), PatchSpec(), spacing_mm=(1.0, 1.0))
-    series = next(p for p in (cohort / "dicom").rglob("*") if p.is_dir() and any(p.glob("*.dcm")))
+    series = next(p for p in (image_cohort / "dicom").rglob("*") if p.is_dir() and any(p.glob("*.dcm")))
     with pytest.raises(InputError, match="--slice"):
         pipeline.region_patch(series, (10, 10, 20, 20), PatchSpec())
 
@@ -156,16 +145,16 @@ def _by_id(results):
     return out
 
 
-def test_worker_processes_give_the_patches_of_whole_series_reads(engine, cohort, tiny_model):
+def test_worker_processes_give_the_patches_of_whole_series_reads(engine, image_cohort, tiny_model):
     from lesiondb.imaging.dicom import read_series
     from lesiondb.imaging.patches import extract_patch_from_volume
 
-    _ingest(engine, cohort)
+    _ingest(engine, image_cohort)
     spec = pipeline.load_encoder(tiny_model).patch_spec
     targets = pipeline.read_targets(engine)
-    here_src = pipeline.CohortImages(cohort, spec)
+    here_src = pipeline.CohortImages(image_cohort, spec)
     here = _by_id(pipeline.iter_patches(here_src, targets, workers=0))
-    pool_src = pipeline.CohortImages(cohort, spec)
+    pool_src = pipeline.CohortImages(image_cohort, spec)
     pool_src.task_lesions = 2  # several tasks: the pool runs (with one task it reads here)
     pooled = _by_id(pipeline.iter_patches(pool_src, targets, workers=2, in_flight=1))
     assert set(here) == set(pooled) == {t.lesion_id for t in targets}
@@ -173,16 +162,16 @@ def test_worker_processes_give_the_patches_of_whole_series_reads(engine, cohort,
     assert pool_src.timings["read"] > 0 and pool_src.timings["crop"] > 0 and "wait" in pool_src.timings
     for t in targets:
         np.testing.assert_array_equal(pooled[t.lesion_id].image, here[t.lesion_id].image)
-        vol = read_series(cohort / t.image_ref, allow_gaps=True)  # the old path: every slice of the series
+        vol = read_series(image_cohort / t.image_ref, allow_gaps=True)  # the old path: every slice of the series
         ref = extract_patch_from_volume(vol.hu, t.key_slice_index, t.bbox_px, vol.spacing_xy_mm,
                                         vol.slice_interval_mm, spec)
         np.testing.assert_allclose(here[t.lesion_id].image, ref.image, atol=1e-5)
         np.testing.assert_allclose(here[t.lesion_id].box, ref.box_px, atol=1e-5)
 
 
-def test_bad_images_fail_their_lesions_only_in_worker_processes(engine, cohort, tiny_model, tmp_path):
+def test_bad_images_fail_their_lesions_only_in_worker_processes(engine, image_cohort, tiny_model, tmp_path):
     root = tmp_path / "cohort"
-    shutil.copytree(cohort, root)
+    shutil.copytree(image_cohort, root)
     _ingest(engine, root)
     spec = pipeline.load_encoder(tiny_model).patch_spec
     targets = pipeline.read_targets(engine)
@@ -217,10 +206,10 @@ class _Exploding(pipeline.CohortImages):
         return super().run_task(task)
 
 
-def test_an_unexpected_error_fails_only_its_task(engine, cohort, tiny_model):
-    _ingest(engine, cohort)
+def test_an_unexpected_error_fails_only_its_task(engine, image_cohort, tiny_model):
+    _ingest(engine, image_cohort)
     targets = pipeline.read_targets(engine)
-    src = _Exploding(cohort, pipeline.load_encoder(tiny_model).patch_spec)
+    src = _Exploding(image_cohort, pipeline.load_encoder(tiny_model).patch_spec)
     src.bad_ref = targets[0].image_ref
     src.task_lesions = 1  # a task per series
     out = _by_id(pipeline.iter_patches(src, targets, workers=0))

@@ -328,23 +328,7 @@ class _Geometry:
         if self._scaled is None:  # the hot path: a few calls per scan pair, small arrays
             self._scaled = self.residual / self.sigma
             self._all_valid = bool(self.valid.all())
-        u = self._scaled[None] - (shifts / self.sigma)[:, None, None, :]
-        u2 = u * u
-        if not self.dof or self.dof <= 0:
-            rho = 0.5 * u2
-        else:
-            rho = np.log1p(u2 * (1.0 / self.dof))
-            rho *= 0.5 * (self.dof + 1.0)
-        far = u2 > self.max_sigmas * self.max_sigmas
-        if self.kind == "both":
-            # two measurements of one displacement: their mean cost (a geometric mean of the two
-            # likelihoods keeps the scale of one), impossible only when both say so
-            c = 0.5 * (rho[..., :3].sum(-1) + rho[..., 3:].sum(-1))
-            far = far[..., :3].any(-1) & far[..., 3:].any(-1)
-        else:
-            c = rho.sum(-1)
-            far = far.any(-1)
-        c[far] = math.inf
+        c = _robust_cost(self._scaled[None] - (shifts / self.sigma)[:, None, None, :], self)
         return c if self._all_valid else np.where(self.valid[None], c, self.missing)
 
     def refine(self, pairs: Sequence[tuple[int, int]], shift: np.ndarray, center: np.ndarray,
@@ -573,7 +557,13 @@ def _match_blocks(blocks: Sequence[tuple[_Geometry, np.ndarray]], p: MatchParams
 def _group_cost(rs: np.ndarray, shifts: np.ndarray, g: _Geometry) -> np.ndarray:
     """(K, H, n, m) position cost of K scan pairs (scaled residuals ``rs``: (K, n, m, d)) under H
     shifts each ((K, H, d)); as :meth:`_Geometry.cost`."""
-    u = rs[:, None] - (shifts / g.sigma)[:, :, None, None, :]
+    return _robust_cost(rs[:, None] - (shifts / g.sigma)[:, :, None, None, :], g)
+
+
+def _robust_cost(u: np.ndarray, g: _Geometry) -> np.ndarray:
+    """Position cost of scaled residuals ``u`` (..., d) after alignment: Student-t (``g.dof``) or
+    Gaussian negative log-likelihood summed over axes; a pair displaced by more than
+    ``g.max_sigmas`` along an axis is impossible (infinite)."""
     u2 = u * u
     if not g.dof or g.dof <= 0:
         rho = 0.5 * u2
@@ -582,6 +572,8 @@ def _group_cost(rs: np.ndarray, shifts: np.ndarray, g: _Geometry) -> np.ndarray:
         rho *= 0.5 * (g.dof + 1.0)
     far = u2 > g.max_sigmas * g.max_sigmas
     if g.kind == "both":
+        # two measurements of one displacement: their mean cost (a geometric mean of the two
+        # likelihoods keeps the scale of one), impossible only when both say so
         c = 0.5 * (rho[..., :3].sum(-1) + rho[..., 3:].sum(-1))
         far = far[..., :3].any(-1) & far[..., 3:].any(-1)
     else:

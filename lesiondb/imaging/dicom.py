@@ -439,16 +439,7 @@ def read_series(
             skipped[str(f)] = exc.reason
             continue
         groups.setdefault(h.series_uid, []).append((h, ds))
-    if not groups:
-        detail = "; ".join(f"{Path(p).name}: {r}" for p, r in sorted(skipped.items())[:5]) or "no files"
-        raise ImageError(f"no readable CT slice ({detail})", where)
-    if series_uid is None:
-        if len(groups) > 1:
-            raise ImageError(f"{len(groups)} series in one input ({', '.join(sorted(groups))}); "
-                             "pass series_uid to pick one", where)
-        series_uid = next(iter(groups))
-    if series_uid not in groups:
-        raise ImageError(f"series {series_uid} not found (found {', '.join(sorted(groups))})", where)
+    series_uid = _pick_series(groups, series_uid, skipped, where)
     vol = _assemble(groups[series_uid], skipped, allow_gaps, where)
     vol.other_series = {uid: len(m) for uid, m in groups.items() if uid != series_uid}
     return vol
@@ -661,6 +652,14 @@ def read_series_lazy(path: str | Path, series_uid: str | None = None, *, allow_g
             continue
         groups.setdefault(h.series_uid, []).append((h, None))
     where = str(path)
+    series_uid = _pick_series(groups, series_uid, skipped, where)
+    lazy = LazySeries(_layout(groups[series_uid], allow_gaps), skipped, where)
+    lazy.volume.other_series = {uid: len(m) for uid, m in groups.items() if uid != series_uid}
+    return lazy
+
+
+def _pick_series(groups: dict[str, list], series_uid: str | None, skipped: dict[str, str], where: str) -> str:
+    """The series to read: ``series_uid``, or the only one found; an error naming what was found."""
     if not groups:
         detail = "; ".join(f"{Path(p).name}: {r}" for p, r in sorted(skipped.items())[:5]) or "no files"
         raise ImageError(f"no readable CT slice ({detail})", where)
@@ -671,9 +670,7 @@ def read_series_lazy(path: str | Path, series_uid: str | None = None, *, allow_g
         series_uid = next(iter(groups))
     if series_uid not in groups:
         raise ImageError(f"series {series_uid} not found (found {', '.join(sorted(groups))})", where)
-    lazy = LazySeries(_layout(groups[series_uid], allow_gaps), skipped, where)
-    lazy.volume.other_series = {uid: len(m) for uid, m in groups.items() if uid != series_uid}
-    return lazy
+    return series_uid
 
 
 def _slice_grid(d: np.ndarray, headers: list[SliceHeader], allow_gaps: bool) -> tuple[np.ndarray, float | None]:

@@ -4,21 +4,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 from lesiondb.cli.main import cli
-from tests.similarity_factory import make_cohort, make_tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    return make_cohort(tmp_path_factory.mktemp("cohort"))
 
 
 def _runner(data):
@@ -32,14 +20,14 @@ def _runner(data):
     return run
 
 
-def test_workers_option_embeds_the_same_lesions(cohort, tiny_model, tmp_path):
+def test_workers_option_embeds_the_same_lesions(image_cohort, tiny_model, tmp_path):
     vectors = {}
     for workers in ("0", "2"):
         run = _runner(tmp_path / f"data{workers}")
         run("engine", "start")
         try:
-            run("ingest", "dicom", str(cohort), "--json")
-            out = json.loads(run("embed", "--cohort", str(cohort), "--model", str(tiny_model), "-k", "3",
+            run("ingest", "dicom", str(image_cohort), "--json")
+            out = json.loads(run("embed", "--cohort", str(image_cohort), "--model", str(tiny_model), "-k", "3",
                                  "--workers", workers, "--json").output)["cohort"]
             assert out["embedded"] > 0 and out["notEmbedded"] == 0
         finally:
@@ -55,7 +43,7 @@ def test_help_names_the_workers_option():
         assert res.exit_code == 0 and "--workers" in res.output and "core" in res.output
 
 
-def test_same_vectors_with_and_without_workers(cohort, tiny_model, tmp_path):
+def test_same_vectors_with_and_without_workers(image_cohort, tiny_model, tmp_path):
     """The embedding written for each lesion does not depend on how many processes read the images."""
     from lesiondb import pipeline
     from lesiondb import similarity as sim
@@ -68,8 +56,8 @@ def test_same_vectors_with_and_without_workers(cohort, tiny_model, tmp_path):
     for workers in (0, 2):
         eng = FalkorEngine.embedded(str(tmp_path / f"d{workers}"))
         try:
-            ingest_cohort(eng, cohort, Pseudonymizer(b"embed-cli-test-key-0123456789"))
-            src = pipeline.CohortImages(cohort, model.patch_spec)
+            ingest_cohort(eng, image_cohort, Pseudonymizer(b"embed-cli-test-key-0123456789"))
+            src = pipeline.CohortImages(image_cohort, model.patch_spec)
             src.task_lesions = 2  # several tasks, so that workers=2 runs a pool
             out = pipeline.embed_targets(eng, pipeline.read_targets(eng), src, sim.ModelInfo.from_encoder(model),
                                          pipeline.embed_patches_fn(model, threads=pipeline.embed_threads(workers)),

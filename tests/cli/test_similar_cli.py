@@ -8,17 +8,6 @@ import pytest
 from click.testing import CliRunner
 
 from lesiondb.cli.main import cli
-from tests.similarity_factory import make_cohort, make_tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    return make_cohort(tmp_path_factory.mktemp("cohort"))
 
 
 @pytest.fixture
@@ -39,9 +28,9 @@ def run(tmp_path):
 
 
 @pytest.fixture
-def embedded(run, cohort, tiny_model):
-    run("ingest", "dicom", str(cohort), "--json")
-    out = json.loads(run("embed", "--cohort", str(cohort), "--model", str(tiny_model), "-k", "3", "--json").output)
+def embedded(run, image_cohort, tiny_model):
+    run("ingest", "dicom", str(image_cohort), "--json")
+    out = json.loads(run("embed", "--cohort", str(image_cohort), "--model", str(tiny_model), "-k", "3", "--json").output)
     lesions = json.loads(run("query", "lesions", "--json").output)
     return out["cohort"], lesions
 
@@ -65,9 +54,9 @@ def test_embed_then_similar_by_id(run, embedded):
     assert rows and all(r["patientId"] != mine for r in rows)
 
 
-def test_embed_again_is_a_no_op_and_k_rebuilds(run, embedded, cohort, tiny_model):
+def test_embed_again_is_a_no_op_and_k_rebuilds(run, embedded, image_cohort, tiny_model):
     out, lesions = embedded
-    again = json.loads(run("embed", "--cohort", str(cohort), "--model", str(tiny_model), "-k", "3", "--json").output)
+    again = json.loads(run("embed", "--cohort", str(image_cohort), "--model", str(tiny_model), "-k", "3", "--json").output)
     assert again["cohort"]["embedded"] == 0 and again["cohort"]["similarEdgesWritten"] == 0
     edges = json.loads(run("embed", "-k", "4", "--json").output)["edges"]
     assert edges["k"] == 4 and edges["lesionsRewired"] == len(lesions)
@@ -75,10 +64,10 @@ def test_embed_again_is_a_no_op_and_k_rebuilds(run, embedded, cohort, tiny_model
     assert stats["relationships"]["SIMILAR_TO"] == 4 * len(lesions)
 
 
-def test_similar_by_a_new_dicom_region_finds_the_lesion(run, embedded, cohort, tiny_model):
+def test_similar_by_a_new_dicom_region_finds_the_lesion(run, embedded, image_cohort, tiny_model):
     _, lesions = embedded
     les = lesions[0]["lesion"]
-    dcm = cohort / les["imageRef"] / f"{les['keySliceIndex']:04d}.dcm"
+    dcm = image_cohort / les["imageRef"] / f"{les['keySliceIndex']:04d}.dcm"
     box = ",".join(str(v) for v in les["bboxPx"])
     out = json.loads(run("similar", "--image", str(dcm), "--box", box, "--model", str(tiny_model), "-k", "2",
                          "--json").output)
@@ -89,13 +78,13 @@ def test_similar_by_a_new_dicom_region_finds_the_lesion(run, embedded, cohort, t
     assert exact["results"][0]["source"] == "scan" and exact["results"][0]["lesionId"] == lesions[0]["lesionId"]
 
 
-def test_similar_says_what_is_wrong(run, embedded, cohort, tiny_model, tmp_path):
+def test_similar_says_what_is_wrong(run, embedded, image_cohort, tiny_model, tmp_path):
     _, lesions = embedded
     res = run("similar", "L-not-there", ok=False)
     assert res.exit_code == 1 and "no lesion 'L-not-there'" in res.output
     res = run("similar", ok=False)
     assert res.exit_code == 2 and "LESION_ID" in res.output
-    res = run("similar", "--image", str(cohort / "annotations.csv"), ok=False)
+    res = run("similar", "--image", str(image_cohort / "annotations.csv"), ok=False)
     assert res.exit_code == 2 and "--box" in res.output
     res = run("similar", lesions[0]["lesionId"], "--type", "spleen", ok=False)
     assert res.exit_code == 1 and "unknown lesion type" in res.output
@@ -111,7 +100,7 @@ def test_similar_says_what_is_wrong(run, embedded, cohort, tiny_model, tmp_path)
     torch.manual_seed(1)
     save_model(create_encoder("resnet18_ms", width=8, embed_dim=32), other, patch=PatchSpec(size_px=48))
     les = lesions[0]["lesion"]
-    dcm = cohort / les["imageRef"] / f"{les['keySliceIndex']:04d}.dcm"
+    dcm = image_cohort / les["imageRef"] / f"{les['keySliceIndex']:04d}.dcm"
     res = run("similar", "--image", str(dcm), "--box", "10,10,30,30", "--model", str(other), ok=False)
     assert res.exit_code == 1 and "pass --model with the graph's model" in res.output
 
