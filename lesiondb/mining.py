@@ -76,6 +76,12 @@ class ProposalRecord:
     series_uid: str | None = None
     image_ref: str | None = None
     type_code: int | None = None
+    #: factor on the score threshold for this study (:func:`lesiondb.core.mining.evidence_factor`)
+    evidence: float = 1.0
+
+    def passes(self, min_score: float) -> bool:
+        """The candidate scores at or above ``min_score`` × this study's evidence factor."""
+        return self.candidate.score >= min_score * self.evidence
 
     @property
     def position_mm(self) -> M.Vec3:
@@ -172,8 +178,10 @@ def mine_case(case: PatientCase, load_volume: VolumeLoader, min_score: float = D
               keep_below: bool = False, anatomy_check: bool = True) -> list[ProposalRecord]:
     """Mine every track of one patient; each study volume is loaded at most once.
 
-    With ``keep_below`` the best candidate of every candidate study is returned even under
-    ``min_score`` (for evaluation curves); callers filter on ``candidate.score``."""
+    A study's best candidate is proposed when it scores ≥ ``min_score`` × the study's evidence
+    factor (:func:`lesiondb.core.mining.evidence_factor`: lower between observations, higher before
+    a single one). With ``keep_below`` the best candidate of every candidate study is returned even
+    under that (for evaluation curves); callers filter with :meth:`ProposalRecord.passes`."""
     stats = stats if stats is not None else MiningStats()
     stats.patients += 1
     studies = {s.study_id: s for s in case.studies}
@@ -263,15 +271,17 @@ def mine_case(case: PatientCase, load_volume: VolumeLoader, min_score: float = D
             if not M.candidate_studies(obs, [info_cov], lambda _s, p=pred: p, min_visible_mm):
                 continue
             stats.candidate_studies += 1
+            evidence = M.evidence_factor(obs, info.time)
+            required = min_score * evidence
             emb_fn = None
             if embedder is not None:
                 def emb_fn(cands, hu=hu, grid=grid):
                     return embedder(hu, grid, [(c.slice_index, c.bbox_px) for c in cands])
-            best, scored = M.mine_study(hu, grid, pred, min_score=min_score, params=params, embed=emb_fn,
+            best, scored = M.mine_study(hu, grid, pred, min_score=required, params=params, embed=emb_fn,
                                         exclude=M.annotated_with_radius(info_cov, pred))
             if anatomy_check and scored:
                 scored = _demote_anatomy(scored, obs, info.study_id, uid, translation, vol, params)
-                best = scored[0] if scored[0].score >= min_score else None
+                best = scored[0] if scored[0].score >= required else None
             stats.seconds_mining += time.perf_counter() - t0
             if best is None and keep_below and scored:
                 best = scored[0]
@@ -284,8 +294,8 @@ def mine_case(case: PatientCase, load_volume: VolumeLoader, min_score: float = D
             out.append(ProposalRecord(
                 proposal_id(uid, s.study_id), case.patient_id, s.study_id, uid, best, pred, grid,
                 study_uid=s.study_uid, series_uid=s.series_uid, image_ref=s.image_ref,
-                type_code=max(set(types), key=types.count) if types else None))
-            if best.score >= min_score:
+                type_code=max(set(types), key=types.count) if types else None, evidence=evidence))
+            if best.score >= required:
                 stats.proposals += 1
             else:
                 stats.below_threshold += 1
@@ -475,9 +485,10 @@ def now_iso() -> str:
 
 def write_proposals(engine, proposals: Sequence[ProposalRecord], model_id: str | None = None,
                     min_score: float = DEFAULT_MIN_SCORE, batch_size: int = 500) -> dict[str, int]:
-    """Write proposals scoring ≥ ``min_score``; returns counts created / refreshed / kept."""
+    """Write proposals scoring ≥ ``min_score`` × their study's evidence factor; returns counts
+    created / refreshed / kept."""
     at = now_iso()
-    rows = [p.to_row(model_id, at) for p in proposals if p.candidate.score >= min_score]
+    rows = [p.to_row(model_id, at) for p in proposals if p.passes(min_score)]
     res = engine.write("upsert_proposals", rows, batch_size=batch_size) if rows else []
     return {k: int(sum(float(r.get(k) or 0) for r in res)) for k in ("created", "refreshed", "kept")}
 

@@ -97,7 +97,8 @@ def evaluate_cohort(root: str | Path, min_score: float = mining.DEFAULT_MIN_SCOR
     n_studies = 0
     withheld = 0
     minable: list[tuple[str, str]] = []
-    # (score, right, error_mm or None) of each track-study best candidate
+    # (score / evidence factor, right, error_mm or None) of each track-study best candidate: a
+    # proposal at threshold th is one with score ≥ th × its study's evidence factor
     found: list[tuple[float, bool, float | None]] = []
     for case, vols, errs, t_load, insts in _cases(root, max_patients):
         errors += errs
@@ -118,10 +119,10 @@ def evaluate_cohort(root: str | Path, min_score: float = mining.DEFAULT_MIN_SCOR
         for rec in recs:
             gt = truth.get((rec.tracking_uid, rec.study_id))
             if gt is None:
-                found.append((rec.candidate.score, False, None))
+                found.append((rec.candidate.score / rec.evidence, False, None))
                 continue
             err = M._dist(rec.position_mm, gt["center_mm"])
-            found.append((rec.candidate.score, err <= float(gt["long_diameter_mm"]) / 2.0, err))
+            found.append((rec.candidate.score / rec.evidence, err <= float(gt["long_diameter_mm"]) / 2.0, err))
         if progress:
             progress(1)
 

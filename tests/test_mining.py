@@ -184,6 +184,35 @@ def test_a_study_without_images_is_reported_not_fatal(graph):
     assert any("S3" in e["item"] and "truncated" in e["reason"] for e in out["errors"])
 
 
+def _case(lesion_ids):
+    return mining.cases_from_rows(
+        [{"patientId": "P1", "study": r["study"], "lesion": r["lesion"], "trackingUid": TRACKS[r["lesion"]["lesionId"]]}
+         for r in ROWS if r["lesion"]["lesionId"] in lesion_ids])[0]
+
+
+def _t1_s2(recs):
+    return [r for r in recs if (r.tracking_uid, r.study_id) == ("T1", "S2")]
+
+
+def test_threshold_scales_with_the_evidence_the_study_needs():
+    """T1's lesion in S2 is proposed on weaker evidence when T1 is annotated before and after
+    (S1, S3: it certainly exists there) than when S2 precedes T1's only annotation (S3: it may
+    not exist yet), where it needs twice the threshold."""
+    others = {"L-t2a", "L-t2b", "L-t2c", "L-t3a"}
+    between, new = _case(others | {"L-t1a", "L-t1c"}), _case(others | {"L-t1c"})
+    (rb,) = _t1_s2(mining.mine_case(between, _loader, keep_below=True))
+    (rn,) = _t1_s2(mining.mine_case(new, _loader, keep_below=True))
+    assert rb.evidence == M.BETWEEN_EVIDENCE and rn.evidence == M.NEW_LESION_EVIDENCE
+    s_b, s_n = rb.candidate.score, rn.candidate.score
+    assert s_b > 0.0 and s_n > 0.0
+    # between: proposed although the score is under the plain threshold
+    assert _t1_s2(mining.mine_case(between, _loader, min_score=s_b / 0.8))
+    # before the only observation: not proposed although the score is over the plain threshold
+    assert not _t1_s2(mining.mine_case(new, _loader, min_score=s_n * 0.75))
+    assert _t1_s2(mining.mine_case(new, _loader, min_score=s_n / M.NEW_LESION_EVIDENCE * 0.99))
+    assert rn.passes(s_n / M.NEW_LESION_EVIDENCE) and not rn.passes(s_n * 0.75)
+
+
 def test_embedder_path_scores_with_embeddings():
     """With an encoder (random weights here) candidates and references are embedded and the
     embedding distance enters the score; the planted lesion is still the one proposed."""

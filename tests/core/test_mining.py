@@ -161,6 +161,18 @@ def test_visibility_rule():
     assert [s.study_id for s in studies if M.should_be_visible(obs, s)] == ["S1", "S3", "S4", "S5"]
 
 
+def test_evidence_factor_depends_on_where_the_study_lies_in_the_track():
+    """Existence is known between observations (weaker evidence suffices), unknown before a single
+    observation ("new" lesion: stronger evidence needed); otherwise the plain threshold."""
+    two = [_obs("S1", 0, 12.0), _obs("S3", 200, 13.0)]
+    assert M.evidence_factor(two, 100) == M.BETWEEN_EVIDENCE < 1.0
+    assert M.evidence_factor(two, 300) == 1.0  # after: the trend already judged it visible
+    assert M.evidence_factor(two, -100) == 1.0  # before, with a backward trend
+    one = [_obs("S2", 100, 12.0)]
+    assert M.evidence_factor(one, 0) == M.NEW_LESION_EVIDENCE > 1.0  # before the only observation
+    assert M.evidence_factor(one, 200) == 1.0  # after it
+
+
 def test_candidate_studies_requires_coverage_and_skips_already_annotated():
     obs = [_obs("S1", 0, 12.0)]
     studies = [M.StudyInfo("S2", 10, (-50.0, 50.0)), M.StudyInfo("S3", 20, (100.0, 200.0)),
