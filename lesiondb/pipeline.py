@@ -215,7 +215,7 @@ class DeepLesionImages(PatchSource):
                 opened[ref] = SeriesSlices(series_dir(self.root, ref))
             except (InputError, OSError) as exc:
                 opened[ref] = exc
-        _prefetch(opened, task, self.spec)
+        planned = _prefetch(opened, task, self.spec)  # each lesion's stack slots, planned once
         tm["read"] += time.perf_counter() - t0
         for ref, members in task.groups:
             t0 = time.perf_counter()
@@ -227,7 +227,8 @@ class DeepLesionImages(PatchSource):
             plans = []
             for t in members:  # what each lesion needs: slices, weights, the window of the key slice
                 try:
-                    slots = series.plan(t.key_slice_index, t.slice_interval_mm, self.spec.offset_mm)
+                    slots = planned.get(t.lesion_id) or series.plan(t.key_slice_index, t.slice_interval_mm,
+                                                                    self.spec.offset_mm)
                     shape = series.check_shapes({i for slot in slots for i, _ in slot}, t.key_slice_index)
                     win = source_window(t.bbox_px, t.spacing_mm, self.spec, shape)
                 except (InputError, OSError) as exc:
@@ -256,14 +257,15 @@ class DeepLesionImages(PatchSource):
         return out, tm
 
 
-def _prefetch(opened: dict[str, Any], task: PatchTask, spec: Any) -> None:
-    """Ask the kernel to start reading every file the task's stacks need (``POSIX_FADV_WILLNEED``):
-    the disk then works on many files while this process decodes the first ones. Reading one
-    file after the other left the decoder idle on a cold page cache (measured)."""
+def _prefetch(opened: dict[str, Any], task: PatchTask, spec: Any) -> dict[str, list]:
+    """Plan each lesion's stack slots (lesionId → slots; a lesion whose plan fails is left out,
+    and its reason is given when it is read), and ask the kernel to start reading every file
+    they need (``POSIX_FADV_WILLNEED``): the disk then works on many files while this process
+    decodes the first ones. Reading one file after the other left the decoder idle on a cold
+    page cache (measured)."""
     import os
 
-    if not hasattr(os, "posix_fadvise"):  # pragma: no cover - not POSIX
-        return
+    planned: dict[str, list] = {}
     for ref, members in task.groups:
         series = opened.get(ref)
         if series is None or isinstance(series, Exception):
@@ -271,10 +273,12 @@ def _prefetch(opened: dict[str, Any], task: PatchTask, spec: Any) -> None:
         files = set()
         for t in members:
             try:
-                files |= {i for slot in series.plan(t.key_slice_index, t.slice_interval_mm, spec.offset_mm)
-                          for i, _ in slot}
+                planned[t.lesion_id] = series.plan(t.key_slice_index, t.slice_interval_mm, spec.offset_mm)
             except (InputError, OSError):
                 continue  # said for the lesion when it is read
+            files |= {i for slot in planned[t.lesion_id] for i, _ in slot}
+        if not hasattr(os, "posix_fadvise"):  # pragma: no cover - not POSIX
+            continue
         for i in sorted(files):
             try:
                 fd = os.open(series.path(i), os.O_RDONLY)
@@ -286,6 +290,7 @@ def _prefetch(opened: dict[str, Any], task: PatchTask, spec: Any) -> None:
                 pass
             finally:
                 os.close(fd)
+    return planned
 
 
 def _with_key(t: Target, key: int, fname: str) -> Target:
