@@ -19,6 +19,8 @@ DeepLesion lesions of the target scan (series). Metrics:
 - ``baseline_nearest_location``: the target-scan lesion nearest in normalised location;
 - ``directed_accuracy``: the cheapest target-scan lesion under the scan pair's alignment,
   without the one-to-one constraint and tracks (the DLT task: locate one lesion);
+- ``failed_pairs`` / ``failed_count``: the keys of the pairs ``pair_accuracy`` counts as wrong
+  (the first ``MAX_LISTED``);
 - ``cross_validated``: a held-out figure — patients split in folds; for each fold, the setting
   of a small grid (gate, tail weight) that scores best on the other folds is applied to it.
 """
@@ -48,6 +50,7 @@ CV_GRID: tuple[dict[str, float], ...] = tuple(
 #: With a calibrated gate the grid varies its spread (MatchParams.gate_spread) and the tail weight.
 CV_SPREADS = (2.3, 3.0, 3.7)
 CV_DOFS = (0.5, 1.0, 2.0)
+MAX_LISTED = 200  # failing pair keys listed in the output (for tools/dls_bound.py --failures)
 
 
 def cv_grid(calibration: dict[str, Any] | None) -> list[dict[str, float]]:
@@ -235,6 +238,7 @@ def evaluate_dls(app_engine, pairs_path: str | Path, dl_info: str | Path, *, cal
         "non_trivial_accuracy": graph["non_trivial_accuracy"], "cpm_radius": graph["cpm_radius"],
         "cpm_10mm": graph["cpm_10mm"], "mean_distance_mm": graph["mean_distance_mm"],
         "unmatched": graph["unmatched"],
+        "failed_pairs": graph["failed"][:MAX_LISTED], "failed_count": len(graph["failed"]),
         "baseline_nearest_location": baseline["accuracy"],
         "baseline_non_trivial_accuracy": baseline["non_trivial_accuracy"],
         "directed_accuracy": directed["accuracy"],
@@ -288,11 +292,14 @@ def _directed(data, params: M.MatchParams, by_id: dict[str, _Row]) -> Callable[[
 def _score_pairs(mapped, by_scan, match: Callable[[_Row, _Row], _Row | None]) -> dict[str, Any]:
     n = ok = nt = ok_nt = unmatched = cpm_r = cpm_10 = 0
     dists = []
-    for _p, s, t in mapped:
+    failed = []
+    for p, s, t in mapped:
         m = match(s, t)
         n += 1
         hit = m is not None and m.lesion_id == t.lesion_id
         ok += hit
+        if not hit:
+            failed.append(p.key)
         if len(by_scan.get(t.scan, [])) > 1:
             nt += 1
             ok_nt += hit
@@ -307,7 +314,7 @@ def _score_pairs(mapped, by_scan, match: Callable[[_Row, _Row], _Row | None]) ->
         cpm_10 += d <= 10.0
     return {"n": n, "accuracy": _ratio(ok, n), "non_trivial": nt, "non_trivial_accuracy": _ratio(ok_nt, nt),
             "cpm_radius": _ratio(cpm_r, n), "cpm_10mm": _ratio(cpm_10, n), "unmatched": unmatched,
-            "mean_distance_mm": round(sum(dists) / len(dists), 3) if dists else None}
+            "mean_distance_mm": round(sum(dists) / len(dists), 3) if dists else None, "failed": failed}
 
 
 def _ratio(a: int, b: int) -> float | None:

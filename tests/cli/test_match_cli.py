@@ -132,6 +132,7 @@ def test_eval_dls_on_a_hand_made_case(app_engine, tiny_dls):
     # nearest location: study-1 lesion 1 (x 0.36) → study-2 lesion 0 (x 0.35), and back: 2 of 6 wrong
     assert out["baseline_nearest_location"] == pytest.approx(4 / 6, abs=1e-4)
     assert out["directed_accuracy"] == 1.0 and out["cross_validated"] is None
+    assert out["failed_pairs"] == [] and out["failed_count"] == 0
     # the user's graph is untouched: the evaluation ran in a scratch graph
     assert app_engine.run("count_nodes") == []
 
@@ -147,6 +148,19 @@ def test_eval_dls_cross_validation_and_unmapped_pairs(app_engine, tiny_dls, tmp_
     assert out["cross_validated"]["folds"] == 2 and out["cross_validated"]["pair_accuracy"] is not None
     text = _run("eval", "dls", str(pairs), "--dl-info", str(dl), "--cv-folds", "0").output
     assert "pair_accuracy:" in text and "baseline" in text
+
+
+def test_eval_dls_lists_the_failing_pairs(app_engine, tiny_dls, tmp_path):
+    pairs, dl = tiny_dls
+    data = json.loads(pairs.read_text())
+    # pair 0001 relabelled to claim another lesion of the target scan: the matcher keeps the right one
+    data["0001"] = dict(data["0001"], **{"target recist slice": data["0004"]["source recist slice"],
+                                         "target recist coordinate": data["0004"]["source recist coordinate"]})
+    wrong = tmp_path / "relabelled.json"
+    wrong.write_text(json.dumps(data))
+    out = _json("eval", "dls", str(wrong), "--dl-info", str(dl), "--cv-folds", "0", "--no-calibrate")
+    assert out["mapped"] == 6 and out["failed_pairs"] == ["0001"] and out["failed_count"] == 1
+    assert out["pair_accuracy"] == pytest.approx(5 / 6, abs=1e-4)
 
 
 def test_eval_dls_rejects_a_non_dls_file(app_engine, tiny_dls, tmp_path):
@@ -222,5 +236,6 @@ def test_eval_dls_on_the_real_validation_pairs(app_engine, shared_data, dl_info)
         pytest.skip(f"{pairs} is missing")
     out = _json("eval", "dls", str(pairs), "--dl-info", str(dl_info), "--cv-folds", "0")
     assert out["mapped"] == 906
+    assert out["failed_count"] == len(out["failed_pairs"]) == round((1 - out["pair_accuracy"]) * 906)
     assert out["pair_accuracy"] >= 0.94 and out["pair_accuracy"] > out["baseline_nearest_location"]
     assert out["baseline_nearest_location"] == pytest.approx(0.948, abs=0.002)
