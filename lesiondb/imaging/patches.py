@@ -105,14 +105,22 @@ def _slice_at(vol: np.ndarray, pos: float) -> np.ndarray:
     return ((1.0 - w) * vol[lo].astype(np.float32) + w * vol[lo + 1].astype(np.float32)).astype(np.float32)
 
 
+def _span(out_n: int, start: float, step: float) -> tuple[int, int]:
+    """(first, m): the source indices [first, first + m) that :func:`_weights` covers, without
+    building the matrix (the same float arithmetic, so the same integers)."""
+    radius = max(1.0, step)
+    first = int(math.floor(start - radius))
+    last = int(math.ceil((start + step * (out_n - 1)) + radius))
+    return first, last - first + 1
+
+
 def _weights(out_n: int, start: float, step: float) -> tuple[np.ndarray, int]:
     """Resampling matrix (out_n, m) over source indices [first, first + m): a tent filter, widened
     by the scale factor when downsampling (antialiasing)."""
     centres = start + step * np.arange(out_n)  # source coordinate of each output pixel centre
     radius = max(1.0, step)
-    first = int(math.floor(centres[0] - radius))
-    last = int(math.ceil(centres[-1] + radius))
-    src = np.arange(first, last + 1)
+    first, m = _span(out_n, start, step)
+    src = np.arange(first, first + m)
     d = np.abs(src[None, :] - centres[:, None]) / radius
     w = np.clip(1.0 - d, 0.0, None)
     s = w.sum(axis=1, keepdims=True)
@@ -199,10 +207,10 @@ def source_window(box_px, spacing_mm, spec: PatchSpec, shape: tuple[int, int]) -
     size = spec.size_px
     h, w = int(shape[0]), int(shape[1])
     # the source window the resampling reads (same arithmetic as _resample), clipped to the image
-    wx, x0 = _weights(size, cx + (0.5 - size / 2.0) * out_mm / sx, out_mm / sx)
-    wy, y0 = _weights(size, cy + (0.5 - size / 2.0) * out_mm / sy, out_mm / sy)
-    xa, xb = min(max(x0, 0), w), min(max(x0 + wx.shape[1], 0), w)
-    ya, yb = min(max(y0, 0), h), min(max(y0 + wy.shape[1], 0), h)
+    x0, mx = _span(size, cx + (0.5 - size / 2.0) * out_mm / sx, out_mm / sx)
+    y0, my = _span(size, cy + (0.5 - size / 2.0) * out_mm / sy, out_mm / sy)
+    xa, xb = min(max(x0, 0), w), min(max(x0 + mx, 0), w)
+    ya, yb = min(max(y0, 0), h), min(max(y0 + my, 0), h)
     if xb - xa < 1 or yb - ya < 1:  # the box lies outside the image: nothing to save, use it all
         xa, xb, ya, yb = 0, w, 0, h
     return ya, yb, xa, xb

@@ -96,39 +96,99 @@ class PngFile:
     its image data, or not 16-bit greyscale.
     """
 
-    __slots__ = ("path", "width", "height", "bit_depth", "colour_type", "interlace", "idat")
+    __slots__ = ("path", "width", "height", "bit_depth", "colour_type", "interlace", "_buf", "_off", "_skip",
+                 "_eof", "_ended", "_ihdr", "_pieces")
+
+    #: The file is read in blocks, only as far as a decode needs: the first block holds the header
+    #: and the data of the top rows, and a patch's rows end, on average, well before the file.
+    BLOCK_BYTES = 65536
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        head = self._read(0, self.BLOCK_BYTES)
+        if head[:8] != _SIGNATURE:
+            raise ImageError(f"not a PNG file (no PNG signature); {PIP_FIX}", str(self.path))
+        self._buf, self._off, self._skip = head[8:], len(head), 0  # unparsed bytes; file offset read to
+        self._eof = len(head) < self.BLOCK_BYTES
+        self._ended = False  # every chunk up to IEND (or the end of the file) parsed
+        self._ihdr: tuple | None = None
+        self._pieces: list[bytes] = []  # IDAT payloads parsed so far, in order
+        self._parse()
+        self._ended = self._ended or self._eof
+        while (self._ihdr is None or not self._pieces) and not self._ended:
+            self._fill()
+        if self._ihdr is None or not self._pieces:
+            raise ImageError(f"unreadable or truncated PNG (no {'IHDR' if self._ihdr is None else 'IDAT'} chunk); "
+                             f"{PIP_FIX}", str(self.path))
+        self.width, self.height, self.bit_depth, self.colour_type, _, _, self.interlace = self._ihdr
+        if self.bit_depth != 16 or self.colour_type != 0:
+            raise ImageError(f"expected a 16-bit greyscale PNG, got bitdepth {self.bit_depth}, colour type "
+                             f"{self.colour_type}", str(self.path))
+
+    def _read(self, offset: int, size: int) -> bytes:
         try:
-            data = self.path.read_bytes()
+            with open(self.path, "rb") as fh:
+                if offset:
+                    fh.seek(offset)
+                return fh.read(size)
         except FileNotFoundError:
             raise ImageError("slice file not found", str(self.path)) from None
         except OSError as exc:
             raise ImageError(f"unreadable file ({exc})", str(self.path)) from exc
-        if data[:8] != _SIGNATURE:
-            raise ImageError(f"not a PNG file (no PNG signature); {PIP_FIX}", str(self.path))
-        pos, n, idat, ihdr = 8, len(data), [], None
-        while pos + 8 <= n:
-            length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
-            body = data[pos + 8:pos + 8 + length]
-            if ctype == b"IHDR":
-                if len(body) < 13:
-                    break
-                ihdr = struct.unpack(">IIBBBBB", body[:13])
-            elif ctype == b"IDAT":
-                idat.append(body)
-            elif ctype == b"IEND":
+
+    def _fill(self) -> None:
+        """Read the next block and parse the chunks it completes."""
+        more = self._read(self._off, self.BLOCK_BYTES)
+        self._off += len(more)
+        self._eof = len(more) < self.BLOCK_BYTES
+        if self._skip:  # the end of the last chunk's CRC
+            cut = min(self._skip, len(more))
+            more, self._skip = more[cut:], self._skip - cut
+        self._buf += more
+        self._parse()
+        if self._eof:
+            self._ended = True
+
+    def _parse(self) -> None:
+        buf, pos = self._buf, 0
+        while pos + 8 <= len(buf):
+            length, ctype = struct.unpack(">I4s", buf[pos:pos + 8])
+            if ctype == b"IEND":
+                self._ended = True
                 break
-            pos += 12 + length
-        if ihdr is None or not idat:
-            raise ImageError(f"unreadable or truncated PNG (no {'IHDR' if ihdr is None else 'IDAT'} chunk); "
-                             f"{PIP_FIX}", str(self.path))
-        self.width, self.height, self.bit_depth, self.colour_type, _, _, self.interlace = ihdr
-        if self.bit_depth != 16 or self.colour_type != 0:
-            raise ImageError(f"expected a 16-bit greyscale PNG, got bitdepth {self.bit_depth}, colour type "
-                             f"{self.colour_type}", str(self.path))
-        self.idat = b"".join(idat)
+            end = pos + 8 + length
+            if end > len(buf):
+                if self._eof and ctype == b"IDAT" and end > pos + 8:  # truncated file: keep what there is
+                    self._pieces.append(buf[pos + 8:])
+                    pos = len(buf)
+                break
+            if ctype == b"IHDR":
+                if length < 13:
+                    self._ended = True
+                    break
+                self._ihdr = struct.unpack(">IIBBBBB", buf[pos + 8:pos + 21])
+            elif ctype == b"IDAT":
+                self._pieces.append(buf[pos + 8:end])
+            pos = end + 4  # + CRC
+        if pos > len(buf):
+            self._skip, pos = pos - len(buf), len(buf)
+        self._buf = buf[pos:]
+
+    def idat_pieces(self):
+        """The image data (IDAT payloads, in order); the file is read only as far as consumed."""
+        i = 0
+        while True:
+            while i < len(self._pieces):
+                yield self._pieces[i]
+                i += 1
+            if self._ended:
+                return
+            self._fill()
+
+    @property
+    def idat(self) -> bytes:
+        """All of the image data (reads the rest of the file)."""
+        return b"".join(self.idat_pieces())
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -154,10 +214,10 @@ class PngFile:
         fast = fast_decoder()
         try:
             if fast is not None:
-                return fast.decode_grey16(self.idat, self.width, rows, native, cols)
+                return fast.decode_grey16(self.idat_pieces(), self.width, rows, native, cols)
             from PIL import Image  # noqa: PLC0415 - the fast path needs Pillow
 
-            return np.asarray(_inflate_rows(Image, self.width, rows, self.idat))
+            return np.asarray(_inflate_rows(Image, self.width, rows, self.idat_pieces()))
         except (ValueError, OSError, zlib.error) as exc:
             why = "truncated" if "not enough" in str(exc) else "corrupt"
             raise ImageError(f"unreadable or truncated PNG (image data {why}: {exc}); {PIP_FIX}",
@@ -190,22 +250,29 @@ def png_decoder_name() -> str:
     return "isal+numba" if fast_decoder() is not None else "pillow"
 
 
-def _inflate_rows(Image, width: int, rows: int, idat: bytes):  # noqa: N803 - the PIL.Image module
-    """Pillow's PNG ``zip`` decoder (inflate + unfilter, big-endian 16-bit) on ``idat``, stopping
-    after ``rows`` rows. ``Image.frombytes`` does the same but first fills the new image with
-    zeros (0.3–0.5 ms a slice); an image made with ``color=None`` is not filled."""
+def _inflate_rows(Image, width: int, rows: int, pieces: Iterable[bytes]):  # noqa: N803 - the PIL.Image module
+    """Pillow's PNG ``zip`` decoder (inflate + unfilter, big-endian 16-bit) fed the image data
+    ``pieces`` until ``rows`` rows are done (as Pillow's own loader feeds it). ``Image.frombytes``
+    does the same on all the data but first fills the new image with zeros (0.3–0.5 ms a slice);
+    an image made with ``color=None`` is not filled."""
     try:
         im = Image.new("I;16", (width, rows), None)
         dec = Image._getdecoder("I;16", "zip", ("I;16B",))
     except AttributeError:  # pragma: no cover - a Pillow without the private helper
-        return Image.frombytes("I;16", (width, rows), idat, "zip", "I;16B")
+        return Image.frombytes("I;16", (width, rows), b"".join(pieces), "zip", "I;16B")
     dec.setimage(im.im, (0, 0, width, rows))
-    consumed, err = dec.decode(idat)
-    if consumed >= 0:
-        raise ValueError("not enough image data")
-    if err != 0:
-        raise ValueError("cannot decode image data")
-    return im
+    buf = b""
+    for piece in pieces:
+        buf = buf + piece if buf else piece
+        consumed, err = dec.decode(buf)
+        if consumed < 0:  # every row done
+            if err != 0:
+                raise ValueError("cannot decode image data")
+            return im
+        if err != 0:
+            raise ValueError("cannot decode image data")
+        buf = buf[consumed:]
+    raise ValueError("not enough image data")
 
 
 def read_slice_raw(path: str | Path, rows: int | None = None) -> np.ndarray:
@@ -457,3 +524,41 @@ class SeriesSlices:
         for d in (self._pixels, self._files):
             for i in [i for i in d if i not in keep]:
                 del d[i]
+
+
+# -- a series' available slices as one volume (missing-annotation mining) ------------------------------------
+def series_slice_numbers(folder: str | Path) -> list[int]:
+    """The slice numbers ``KKK`` of the ``KKK.png`` files in a series folder, ascending."""
+    folder = Path(folder)
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        raise ImageError("series folder not found", str(folder)) from None
+    except OSError as exc:
+        raise ImageError(f"series folder unreadable ({exc})", str(folder)) from exc
+    return sorted(int(n[:-4]) for n in names if n.endswith(".png") and n[:-4].isdigit())
+
+
+def read_series_slab(folder: str | Path) -> tuple[np.ndarray, list[int]]:
+    """Every slice present in a DeepLesion series folder: (int16 HU ``[slice, row, col]``, slice numbers).
+
+    DeepLesion releases only the slices around each bookmark, so the numbers may have gaps: the
+    volume holds the present slices in order and nothing is filled in for the missing ones (the
+    numbers say where each slice lies). Raises :class:`ImageError` naming the file when a slice is
+    truncated, not 16-bit grey, or of another size than the first, and naming the folder when it
+    is missing or holds no slice.
+    """
+    folder = Path(folder)
+    numbers = series_slice_numbers(folder)
+    if not numbers:
+        raise ImageError("no KKK.png slice in the series folder", str(folder))
+    first = read_slice(folder / f"{numbers[0]:03d}.png")
+    hu = np.empty((len(numbers),) + first.shape, dtype=np.int16)
+    hu[0] = first
+    for i, k in enumerate(numbers[1:], start=1):
+        img = read_slice(folder / f"{k:03d}.png")
+        if img.shape != first.shape:
+            raise ImageError(f"slice is {img.shape[0]}×{img.shape[1]}, slice {numbers[0]:03d} of the series "
+                             f"is {first.shape[0]}×{first.shape[1]}", str(folder / f"{k:03d}.png"))
+        hu[i] = img
+    return hu, numbers

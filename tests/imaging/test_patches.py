@@ -175,3 +175,16 @@ def test_window_path_equals_whole_stack_path():
     # a small central box reads a small window only
     ya, yb, xa, xb = source_window((90, 100, 110, 120), (0.9, 0.6), spec, stack.shape[1:])
     assert (yb - ya) * (xb - xa) < 0.5 * 200 * 180
+
+
+def test_span_is_the_weights_source_range():
+    """source_window uses _span instead of building the matrix: it must give the same range."""
+    from lesiondb.imaging.patches import _span, _weights
+
+    rng = np.random.default_rng(3)
+    for _ in range(500):
+        n = int(rng.integers(1, 96))
+        start = float(rng.uniform(-50, 600))
+        step = float(rng.choice([rng.uniform(0.05, 1.0), rng.uniform(1.0, 12.0)]))
+        w, first = _weights(n, start, step)
+        assert _span(n, start, step) == (first, w.shape[1])

@@ -286,3 +286,31 @@ def _rewrite_with_filter(src, dst, ft):
     ihdr = struct.pack(">IIBBBBB", pf.width, pf.height, 16, 0, 0, 0, 0)
     dst.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(out)))
                     + chunk(b"IEND", b""))
+
+
+def test_top_rows_read_only_the_start_of_the_file(images, monkeypatch):
+    """Decoding the top rows reads the file only as far as their data (in blocks), and the values
+    equal those of a whole-file decode; a later decode of more rows reads on."""
+    reads = []
+    real_read = P.PngFile._read
+
+    def spy(self, offset, size):
+        data = real_read(self, offset, size)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(P.PngFile, "_read", spy)
+    for f in _all_pngs(images)[:6]:
+        full = P.PngFile(f).decode()
+        assert sum(reads) >= f.stat().st_size - 64  # whole decode: read to the end (IEND may be skipped)
+        reads.clear()
+        small_block = P.PngFile.BLOCK_BYTES
+        monkeypatch.setattr(P.PngFile, "BLOCK_BYTES", 8192)  # several blocks even for the top rows
+        pf = P.PngFile(f)
+        top = pf.decode(64)
+        assert sum(reads) < f.stat().st_size / 2, (f, sum(reads))
+        np.testing.assert_array_equal(top, full[:64])
+        np.testing.assert_array_equal(pf.decode(400), full[:400])  # reads on from where it stopped
+        np.testing.assert_array_equal(pf.decode(), full)
+        monkeypatch.setattr(P.PngFile, "BLOCK_BYTES", small_block)
+        reads.clear()
