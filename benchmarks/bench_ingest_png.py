@@ -17,8 +17,8 @@ whole command (interpreter, embedded server start, records, reading + cropping i
 processes, embedding, writes, kNN, SIMILAR_TO edges, vector index, AOF compaction, shutdown), once
 with the files evicted from the page cache (``posix_fadvise``; what a first ingest from disk
 meets) and once right after with them cached. CPU: the command and its children (server
-included), from ``RUSAGE_CHILDREN``; peak RSS: the largest of them (the command itself: the
-server's own peak is reported by ``bench_scale.py``).
+included), from ``RUSAGE_CHILDREN``; peak RSS: of the whole process tree (command, embedded
+server, reader processes; sampled twice a second) and of its largest process.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -97,6 +98,31 @@ def children_usage() -> tuple[float, float]:
     return ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024.0
 
 
+def tree_rss_mb(root_pid: int) -> float:
+    """Resident memory of a process and all its descendants (the server and reader processes), MB."""
+    parent: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    parent[int(d)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    tree, grew = {root_pid}, True
+    while grew:
+        more = {p for p, pp in parent.items() if pp in tree and p not in tree}
+        tree |= more
+        grew = bool(more)
+    total = 0
+    for p in tree:
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                total += next((int(line.split()[1]) for line in fh if line.startswith("VmRSS:")), 0)
+        except OSError:
+            continue
+    return total / 1024.0
+
+
 def run_ingest(archive: Path, data: Path, workers: int | None) -> dict:
     shutil.rmtree(data, ignore_errors=True)
     cmd = [sys.executable, "-m", "lesiondb.cli.main", "--data-dir", str(data), "--no-progress",
@@ -106,12 +132,26 @@ def run_ingest(archive: Path, data: Path, workers: int | None) -> dict:
     cpu0, _ = children_usage()
     load0 = os.getloadavg()[0]
     t = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = [0.0]
+    stop = threading.Event()
+
+    def sample() -> None:  # the whole process tree's RSS, twice a second
+        while not stop.wait(0.5):
+            peak[0] = max(peak[0], tree_rss_mb(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
     wall = time.perf_counter() - t
+    stop.set()
+    sampler.join()
+    res = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     cpu1, rss = children_usage()
     if res.returncode != 0:
         raise SystemExit(f"ingest failed ({res.returncode}):\n{res.stderr[-3000:]}")
-    return {"wall": wall, "cpu": cpu1 - cpu0, "rss_mb": rss, "load_start": load0, "load_end": os.getloadavg()[0],
+    return {"wall": wall, "cpu": cpu1 - cpu0, "rss_mb": rss, "tree_rss_mb": peak[0], "load_start": load0,
+            "load_end": os.getloadavg()[0],
             "out": json.loads(res.stdout)}
 
 
@@ -214,9 +254,9 @@ def report(info: dict, runs: dict, prof: dict, write: bool = True) -> None:
     lines = [
         "## Full DeepLesion-scale ingest with images, measured (`benchmarks/bench_ingest_png.py`)",
         "",
-        f"`lesiondb ingest deeplesion DL_info.csv --images Images_png --json` as a subprocess on a fresh data dir: "
-        f"the whole command (interpreter, embedded server start, records, reading + cropping in worker processes, "
-        f"embedding, writes, kNN, SIMILAR_TO edges, vector index, shutdown). Goal ≤ 120 s on 2 cores, peak RSS ≤ 3 GB.",
+        "`lesiondb ingest deeplesion DL_info.csv --images Images_png --json` as a subprocess on a fresh data dir: "
+        "the whole command (interpreter, embedded server start, records, reading + cropping in worker processes, "
+        "embedding, writes, kNN, SIMILAR_TO edges, vector index, shutdown). Goal ≤ 120 s on 2 cores, peak RSS ≤ 3 GB.",
         "",
         f"Archive: DeepLesion's real DL_info rows repeated with new patient numbers ({info['copies']} copies, the last "
         f"partial): **{info['lesions']:,} lesions**, {info['patients']:,} patients, {info['studies']:,} studies, "
@@ -224,15 +264,15 @@ def report(info: dict, runs: dict, prof: dict, write: bool = True) -> None:
         f"the key slice ± 2 mm), {info['bytes'] / 1e9:.1f} GB, each a byte copy of one of the {info['real_files']} real "
         f"DeepLesion PNGs. PNG decoder: **{png_decoder_name()}**.",
         "",
-        "| run | wall s | lesions/s | CPU s (command + children) | peak RSS MB (largest process) | embedded | "
-        "load avg start → end |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| run | wall s | lesions/s | CPU s (command + children) | peak RSS MB, all processes | peak RSS MB, "
+        "largest process | embedded | load avg start → end |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, r in runs.items():
         out = r["out"]
         what = {"cold": "files evicted from the page cache first", "warm": "right after, files cached"}[name]
         lines.append(f"| {name} ({what}) | {r['wall']:.1f} | {info['lesions'] / r['wall']:,.0f} | {r['cpu']:.0f} | "
-                     f"{r['rss_mb']:,.0f} | {out.get('embedded', '?'):,} | {r['load_start']:.1f} → {r['load_end']:.1f} |")
+                     f"{r['tree_rss_mb']:,.0f} | {r['rss_mb']:,.0f} | {out.get('embedded', '?'):,} | {r['load_start']:.1f} → {r['load_end']:.1f} |")
     stages = o.get("stages") or o.get("seconds") or {}
     if stages:
         lines += ["", "Stages of the cold run (the command's own figures; read, crop and readCpu are summed over "
