@@ -33,12 +33,11 @@ import sys
 import tempfile
 import threading
 import time
-import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_section  # noqa: E402
-from bench_scale import DEFAULT_DL, PNG_DIR, drop_cache, needed_slices  # noqa: E402
+from bench_scale import DEFAULT_DL, PNG_DIR, drop_cache, write_png_archive  # noqa: E402
 
 DEEPLESION_LESIONS = 32735
 OFFSET_MM = 2.0  # the default model's stack: key slice ± 2 mm
@@ -66,31 +65,10 @@ def build_archive(root: Path, dl_info: Path, n_lesions: int) -> dict:
                 q["File_name"] = f"{p:06d}" + r["File_name"][6:]
                 rows.append(q)
         copy += 1
-    blobs = [f.read_bytes() for f in sorted(PNG_DIR.parent.rglob("*.png"))]
-    files = set()
-    for r in rows:
-        interval = float(r["Spacing_mm_px_"].split(",")[2])
-        for i in needed_slices(int(r["Key_slice_index"]), interval, OFFSET_MM):
-            files.add((r["File_name"][:12], i))
-    shutil.rmtree(root, ignore_errors=True)
-    nbytes, paths = 0, []
-    for series, i in sorted(files):
-        d = root / "Images_png" / series
-        d.mkdir(parents=True, exist_ok=True)
-        blob = blobs[zlib.crc32(f"{series}/{i}".encode()) % len(blobs)]
-        f = d / f"{i:03d}.png"
-        f.write_bytes(blob)
-        nbytes += len(blob)
-        paths.append(f)
-    with open(root / "DL_info.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(real[0]))
-        w.writeheader()
-        w.writerows(rows)
-    os.sync()
+    info = write_png_archive(root, rows, list(real[0]), OFFSET_MM)
     return {"lesions": len(rows), "patients": len({r["Patient_index"] for r in rows}),
             "studies": len({(r["Patient_index"], r["Study_index"]) for r in rows}),
-            "series": len({r["File_name"][:12] for r in rows}), "files": len(files), "bytes": nbytes,
-            "copies": copy, "real_files": len(blobs), "paths": paths}
+            "series": len({r["File_name"][:12] for r in rows}), "copies": copy, **info}
 
 
 def children_usage() -> tuple[float, float]:

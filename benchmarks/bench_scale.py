@@ -210,9 +210,6 @@ def slices_per_lesion(rows: list[dict], offset_mm: float) -> float:
 def build_png_cohort(root: Path, dl_info: str, n_lesions: int, offset_mm: float) -> tuple[Path, dict]:
     """``root/Images_png/…`` with the files the first ``n_lesions`` rows (whole series) need, each a
     byte copy of a real DeepLesion PNG; ``root/DL_info.csv`` with those rows."""
-    import csv
-    import zlib
-
     rows = dl_rows(dl_info)
     by_series: dict[str, list[dict]] = {}
     for r in rows:
@@ -222,10 +219,20 @@ def build_png_cohort(root: Path, dl_info: str, n_lesions: int, offset_mm: float)
         if len(keep) >= n_lesions:
             break
         keep += series_rows
+    info = write_png_archive(root, keep, list(rows[0]), offset_mm)
+    return root, {"lesions": len(keep), "series": len({r["File_name"][:12] for r in keep}), **info}
+
+
+def write_png_archive(root: Path, rows: list[dict], fieldnames: list[str], offset_mm: float) -> dict:
+    """``root/DL_info.csv`` with ``rows`` and ``root/Images_png/…`` with exactly the files their
+    stacks need, each a byte copy of one of the real DeepLesion PNGs (picked by a hash of its name)."""
+    import csv
+    import zlib
+
     real = sorted(PNG_DIR.parent.rglob("*.png"))
     blobs = [f.read_bytes() for f in real]
     files = set()
-    for r in keep:
+    for r in rows:
         for i in needed_slices(int(r["Key_slice_index"]), float(r["Spacing_mm_px_"].split(",")[2]), offset_mm):
             files.add((r["File_name"][:12], i))
     shutil.rmtree(root, ignore_errors=True)
@@ -240,12 +247,11 @@ def build_png_cohort(root: Path, dl_info: str, n_lesions: int, offset_mm: float)
         nbytes += len(blob)
         paths.append(f)
     with open(root / "DL_info.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w = csv.DictWriter(fh, fieldnames=fieldnames)
         w.writeheader()
-        w.writerows(keep)
+        w.writerows(rows)
     os.sync()
-    return root, {"lesions": len(keep), "series": len({r["File_name"][:12] for r in keep}), "files": len(files),
-                  "bytes": nbytes, "paths": paths, "real_files": len(real)}
+    return {"files": len(files), "bytes": nbytes, "paths": paths, "real_files": len(real)}
 
 
 def drop_cache(paths) -> None:

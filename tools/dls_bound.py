@@ -187,13 +187,19 @@ def dominates(s: Les, c: Les, t: Les, anchors: list[tuple[Les, Les]], variant: s
     return size_ok and type_ok and loc_ok and mm_ok, info
 
 
-def analyse(pairs: list[tuple[str, Les, Les]], lesions: list[Les], variant: str) -> list[dict]:
+def _index(pairs: list[tuple[str, Les, Les]], lesions: list[Les]) -> tuple[dict, dict]:
+    """Lesions by scan, and the true (source, target) pairs by (source scan, target scan)."""
     by_scan: dict[tuple, list[Les]] = defaultdict(list)
     for les in lesions:
         by_scan[les.scan].append(les)
     by_scan_pair: dict[tuple, list[tuple[Les, Les]]] = defaultdict(list)
     for _k, s, t in pairs:
         by_scan_pair[(s.scan, t.scan)].append((s, t))
+    return by_scan, by_scan_pair
+
+
+def analyse(pairs: list[tuple[str, Les, Les]], lesions: list[Les], variant: str) -> list[dict]:
+    by_scan, by_scan_pair = _index(pairs, lesions)
     out = []
     for key, s, t in pairs:
         others = by_scan_pair[(s.scan, t.scan)]
@@ -231,12 +237,7 @@ def analyse(pairs: list[tuple[str, Les, Les]], lesions: list[Les], variant: str)
 def explain(pairs: list[tuple[str, Les, Les]], lesions: list[Les], keys: set[str], variant: str) -> list[str]:
     """Per pair of ``keys``: for each rival of the target scan, the cues on which it is NOT at
     least as good as the true target (what keeps the target reachable)."""
-    by_scan: dict[tuple, list[Les]] = defaultdict(list)
-    for les in lesions:
-        by_scan[les.scan].append(les)
-    by_scan_pair: dict[tuple, list[tuple[Les, Les]]] = defaultdict(list)
-    for _k, s, t in pairs:
-        by_scan_pair[(s.scan, t.scan)].append((s, t))
+    by_scan, by_scan_pair = _index(pairs, lesions)
     lines = []
     for key, s, t in pairs:
         if key not in keys:
