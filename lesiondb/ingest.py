@@ -79,14 +79,16 @@ def ingest_deeplesion(
     keep_source_ids: bool = False,
     batch_size: int = DEFAULT_BATCH,
     progress: Callable[[int], None] | None = None,
+    file_names: dict[str, str] | None = None,
 ) -> IngestReport:
-    """Ingest a DL_info.csv: valid rows land, bad rows are reported with their line numbers."""
+    """Ingest a DL_info.csv: valid rows land, bad rows are reported with their line numbers.
+    ``file_names`` (optional) gets lesionId → ``File_name`` of the valid rows, for the image reader."""
     from .datasets.deeplesion import RowError, read_dl_info
 
     report = IngestReport(source=str(path))
 
     def valid() -> Iterable[Annotated]:
-        for item in read_dl_info(path, ids, keep_source_ids=keep_source_ids):
+        for item in read_dl_info(path, ids, keep_source_ids=keep_source_ids, file_names=file_names):
             if isinstance(item, RowError):
                 report.read += 1
                 report.reject(item.reason, item.source, item.line)

@@ -662,12 +662,11 @@ def _context_param(name: str) -> Any:
 def deeplesion_file_names(dl_info: str | Path, ids: Any) -> dict[str, str]:
     """lesionId → DeepLesion ``File_name`` for every valid row of a DL_info.csv (pseudonymised
     with the same key as the ingest, so the ids are the graph's)."""
-    from .datasets.deeplesion import RowError, read_dl_info
+    from .datasets.deeplesion import read_dl_info
 
-    out = {}
-    for item in read_dl_info(dl_info, ids, keep_source_ids=True):
-        if not isinstance(item, RowError):
-            out[item.lesion.lesion_id] = item.lesion.source_id
+    out: dict[str, str] = {}
+    for _ in read_dl_info(dl_info, ids, file_names=out):
+        pass
     return out
 
 
@@ -686,13 +685,14 @@ def _encoder_or_none(model_path: str | Path | None) -> Any:
 def embed_deeplesion(app: Any, images_dir: str | Path, dl_info: str | Path | None = None, *,
                      model_path: str | Path | None = None, k: int = sim.DEFAULT_K, force: bool = False,
                      pseudonym_key: str | None = None, batch_size: int = EMBED_BATCH,
-                     workers: int | None = None) -> dict[str, Any]:
+                     workers: int | None = None, file_names: dict[str, str] | None = None) -> dict[str, Any]:
     """Embed the graph's DeepLesion lesions from the PNGs under ``images_dir``.
 
     Key-slice files are found through ``dl_info`` (defaults to the DL_info.csv of the running
     ``ingest deeplesion`` command) or the lesions' stored source ids. Returns a summary (merged
     into the ingest report); with no encoder available, says so instead of failing the ingest.
-    ``workers``: reader processes (None: one per core; 0: read in this process).
+    ``workers``: reader processes (None: one per core; 0: read in this process). ``file_names``:
+    lesionId → File_name already read (by the ingest of ``dl_info``), so the file is not read again.
     """
     from .core.pseudonym import Pseudonymizer
 
@@ -701,7 +701,10 @@ def embed_deeplesion(app: Any, images_dir: str | Path, dl_info: str | Path | Non
         return model
     dl_info = dl_info or _context_param("dl_info")
     key = pseudonym_key or _context_param("pseudonym_key")
-    names = deeplesion_file_names(dl_info, Pseudonymizer.from_data_dir(app.data_dir, key)) if dl_info else {}
+    if file_names is not None:
+        names = file_names
+    else:
+        names = deeplesion_file_names(dl_info, Pseudonymizer.from_data_dir(app.data_dir, key)) if dl_info else {}
     source = DeepLesionImages(images_dir, model.patch_spec, names)
     eng = app.engine()
     workers = default_workers() if workers is None else workers

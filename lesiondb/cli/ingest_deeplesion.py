@@ -29,16 +29,17 @@ def command(app, dl_info, images, keep_source_ids, pseudonym_key, batch_size, wo
 
     ids = Pseudonymizer.from_data_dir(app.data_dir, pseudonym_key)
     eng = app.engine()
+    names: dict[str, str] | None = {} if images else None  # lesionId → File_name, for the reader
     with progress_bar(app, None, "ingest deeplesion", "row") as bar:
         report = ingest_deeplesion(eng, dl_info, ids, keep_source_ids=keep_source_ids,
-                                   batch_size=batch_size, progress=bar.update)
+                                   batch_size=batch_size, progress=bar.update, file_names=names)
     if images:
         report.extra["images"] = str(images)
-        _embed_if_possible(app, report, images, workers)
+        _embed_if_possible(app, report, images, workers, names)
     emit(report.to_dict(), as_json, ingest_summary_text)
 
 
-def _embed_if_possible(app, report, images, workers=None) -> None:
+def _embed_if_possible(app, report, images, workers=None, file_names=None) -> None:
     """Embedding on ingest arrives with the encoder (lesiondb.pipeline); record that it was skipped."""
     try:
         from ..pipeline import embed_deeplesion  # type: ignore[attr-defined]
@@ -46,4 +47,4 @@ def _embed_if_possible(app, report, images, workers=None) -> None:
         report.extra["embedded"] = 0
         report.extra["embedNote"] = "no encoder available in this build; lesions stored without embeddings"
         return
-    report.extra.update(embed_deeplesion(app, images, workers=workers))
+    report.extra.update(embed_deeplesion(app, images, workers=workers, file_names=file_names))

@@ -136,11 +136,13 @@ def parse_row(row: dict[str, str], ids: Pseudonymizer, keep_source_ids: bool = F
 
 
 def read_dl_info(
-    path: str | Path, ids: Pseudonymizer, keep_source_ids: bool = False
+    path: str | Path, ids: Pseudonymizer, keep_source_ids: bool = False, file_names: dict[str, str] | None = None
 ) -> Iterator[Annotated | RowError]:
     """Yield one :class:`Annotated` per valid row and one :class:`RowError` per bad row.
 
-    Line numbers are 1-based physical lines of the file (the header is line 1).
+    Line numbers are 1-based physical lines of the file (the header is line 1). ``file_names``,
+    when given, gets lesionId → ``File_name`` of every valid row, source ids kept or not (what
+    the image reader needs, without reading the file a second time).
     """
     for item in iter_rows(path, COLUMNS, "DL_info.csv"):
         if isinstance(item, RowError):
@@ -148,9 +150,13 @@ def read_dl_info(
             continue
         line, row = item
         try:
-            yield parse_row(row, ids, keep_source_ids)
+            rec = parse_row(row, ids, keep_source_ids)
         except ValueError as exc:
             yield RowError(line, str(exc), str(path))
+            continue
+        if file_names is not None:
+            file_names[rec.lesion.lesion_id] = row["File_name"].strip()
+        yield rec
 
 
 def parse_file_name(file_name: str) -> tuple[int, int, int, int]:

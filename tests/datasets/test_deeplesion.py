@@ -126,3 +126,20 @@ def test_real_file_reads_without_rejects(dl_info, ids):
     assert len({o.lesion.lesion_id for o in out}) == 10857
     assert len({o.patient.patient_id for o in out}) == 1492
     assert len({o.study.study_id for o in out}) == 3589
+
+
+def test_file_names_collected_for_valid_rows_without_keeping_source_ids(tmp_path, ids):
+    other = list(GOOD)
+    other[0], other[4] = "000001_01_01_110.png", "110"
+    bad = list(GOOD)
+    bad[0], bad[4] = "000001_01_01_111.png", "111"
+    bad[6] = "1, 2, 3"  # wrong box arity: rejected
+    p = write_csv(tmp_path, [GOOD, other, bad])
+    names: dict[str, str] = {}
+    items = list(read_dl_info(p, ids, file_names=names))
+    good = [a for a in items if not isinstance(a, RowError)]
+    assert len(good) == 2 and sum(isinstance(a, RowError) for a in items) == 1
+    assert all(a.lesion.source_id is None for a in good)  # the records still carry no raw ids
+    assert names == {a.lesion.lesion_id: n for a, n in zip(good, ["000001_01_01_109.png", "000001_01_01_110.png"])}
+    kept = [a for a in read_dl_info(p, ids, keep_source_ids=True) if not isinstance(a, RowError)]
+    assert names == {a.lesion.lesion_id: a.lesion.source_id for a in kept}
