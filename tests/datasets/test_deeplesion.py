@@ -140,6 +140,6 @@ def test_file_names_collected_for_valid_rows_without_keeping_source_ids(tmp_path
     good = [a for a in items if not isinstance(a, RowError)]
     assert len(good) == 2 and sum(isinstance(a, RowError) for a in items) == 1
     assert all(a.lesion.source_id is None for a in good)  # the records still carry no raw ids
-    assert names == {a.lesion.lesion_id: n for a, n in zip(good, ["000001_01_01_109.png", "000001_01_01_110.png"])}
+    assert names == {a.lesion.lesion_id: n for a, n in zip(good, ["000001_01_01_109.png", "000001_01_01_110.png"], strict=True)}
     kept = [a for a in read_dl_info(p, ids, keep_source_ids=True) if not isinstance(a, RowError)]
     assert names == {a.lesion.lesion_id: a.lesion.source_id for a in kept}
