@@ -1,13 +1,26 @@
 """Evaluate missing-annotation mining on a synthetic cohort folder (ground truth known).
 
-Tracks are the ground-truth tracks of the *annotated* instances, so the figures isolate mining from
-matching. Lesion positions come from ``annotations.csv`` through the DICOM geometry, as ingest
-computes them. Withheld instances are the targets.
+Two sources of tracks (``tracks=``):
+
+- ``truth`` (default): the ground-truth tracks of the *annotated* instances, so the figures isolate
+  mining from matching. Lesion positions come from ``annotations.csv`` through the DICOM geometry,
+  as ingest computes them.
+- ``matched``: what a user gets end to end — the annotated lesions are ingested into a scratch graph
+  (never the user's) and matched exactly as ``lesiondb match`` does
+  (:func:`lesiondb.tracking.match_graph`); the cases are read back as ``lesiondb mine`` reads them
+  (:func:`lesiondb.mining.read_cases`) and mined on those tracks. A proposal is right when it lies
+  within the radius of the withheld instance, in its study, of the ground-truth track most of the
+  matched track's lesions belong to.
+
+Withheld instances are the targets; recall counts each withheld lesion once (a fragmented track
+may propose it twice).
 """
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,39 +33,53 @@ from .errors import ImageError, InputError
 THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6)
 
 
+def _patient_volumes(root: Path, p: dict):
+    """(studies, volumes {study_uid: (Volume, hu, grid)}, load errors, seconds) of one ground-truth patient."""
+    from .datasets import cohort as C
+    from .imaging.dicom import read_series
+
+    pid = p["patient_id"]
+    errors: list[dict] = []
+    volumes: dict[str, Any] = {}
+    studies = []
+    t_load = time.perf_counter()
+    for s in p.get("studies", []):
+        folder = root / C.DICOM_DIR / pid / s["study_uid"] / s["series_uid"]
+        try:
+            vol = read_series(folder, allow_gaps=True)
+            volumes[s["study_uid"]] = (vol, vol.hu, mining.grid_from_volume(vol))
+        except (ImageError, InputError) as exc:
+            errors.append({"item": str(folder), "reason": str(exc)})
+        studies.append(mining.StudyData(s["study_uid"], mining.study_time({"studyDate": s.get("study_date"),
+                                                                              "studyIndex": s.get("study_index")}),
+                                        study_uid=s["study_uid"], series_uid=s.get("series_uid"),
+                                        image_ref=str(folder)))
+    return studies, volumes, errors, time.perf_counter() - t_load
+
+
+def _instances_by_patient(gt) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for i in gt.instances:
+        out.setdefault(i["patient_id"], []).append(i)
+    return out
+
+
 def _cases(root: Path, max_patients: int | None):
-    """Yield (case, volumes {study_uid: (hu, grid)}, load errors) per patient of the cohort."""
+    """Yield (case, volumes {study_uid: (hu, grid)}, load errors, seconds loading, instances) per
+    patient of the cohort, on the ground-truth tracks of the annotated instances."""
     from .datasets import cohort as C
     from .datasets.deeplesion import RowError
-    from .imaging.dicom import read_series
 
     gt = C.read_ground_truth(root)
     rows_by_ann = {}
     for r in C.read_rows(root / C.ANNOTATIONS):
         if not isinstance(r, RowError):
             rows_by_ann[r.annotation_id] = r
-    inst_by_patient: dict[str, list[dict]] = {}
-    for i in gt.instances:
-        inst_by_patient.setdefault(i["patient_id"], []).append(i)
+    inst_by_patient = _instances_by_patient(gt)
     patients = gt.patients[:max_patients] if max_patients else gt.patients
     for p in patients:
         pid = p["patient_id"]
-        errors: list[dict] = []
-        volumes: dict[str, Any] = {}
-        studies = []
-        t_load = time.perf_counter()
-        for s in p.get("studies", []):
-            folder = root / C.DICOM_DIR / pid / s["study_uid"] / s["series_uid"]
-            try:
-                vol = read_series(folder, allow_gaps=True)
-                volumes[s["study_uid"]] = (vol, vol.hu, mining.grid_from_volume(vol))
-            except (ImageError, InputError) as exc:
-                errors.append({"item": str(folder), "reason": str(exc)})
-            studies.append(mining.StudyData(s["study_uid"], mining.study_time({"studyDate": s.get("study_date"),
-                                                                                  "studyIndex": s.get("study_index")}),
-                                            study_uid=s["study_uid"], series_uid=s.get("series_uid"),
-                                            image_ref=str(folder)))
-        t_load = time.perf_counter() - t_load
+        studies, volumes, errors, t_load = _patient_volumes(root, p)
         times = {s.study_id: s.time for s in studies}
         tracks: dict[str, list[M.Observation]] = {}
         lesions: dict[str, list[M.Observation]] = {}
@@ -79,12 +106,71 @@ def _cases(root: Path, max_patients: int | None):
         yield case, {k: (v[1], v[2]) for k, v in volumes.items()}, errors, t_load, inst_by_patient.get(pid, [])
 
 
+EVAL_GRAPH_MINING = "lesiondb_eval_mining"
+
+
+def _matched_cases(root: Path, max_patients: int | None, app_engine: Any, calibrate: bool, info: dict):
+    """Like :func:`_cases`, on the tracks ``lesiondb match`` makes of the annotated lesions (module
+    doc). The cases' study ids are the ground truth's study UIDs and their lesion ids the
+    annotation ids (as in the truth mode), so both modes score the same way. ``info`` receives
+    the match summary."""
+    from .core.pseudonym import Pseudonymizer
+    from .datasets import cohort as C
+    from .ingest_dicom import ingest_cohort
+    from .matching_eval import scratch_engine
+    from .tracking import match_graph
+
+    gt = C.read_ground_truth(root)
+    ids = Pseudonymizer(uuid.uuid4().bytes + uuid.uuid4().bytes)  # a throwaway key: scratch graph only
+    patients = gt.patients[:max_patients] if max_patients else gt.patients
+    with scratch_engine(app_engine, EVAL_GRAPH_MINING) as eng:
+        ing = ingest_cohort(eng, root, ids)
+        report = match_graph(eng, calibrate=calibrate)
+        by_pid = {c.patient_id: c for c in mining.read_cases(eng)}
+    info.update({"ingested": ing.written, "ingestRejected": len(ing.rejected),
+                 "matchedTracks": sum(len(c.tracks) for c in by_pid.values()),
+                 "match": {k: v for k, v in report.to_dict().items() if k in ("patients", "lesions", "tracks",
+                                                                               "sameLesionEdges", "seconds")}})
+    inst_by_patient = _instances_by_patient(gt)
+    for p in patients:
+        pid = p["patient_id"]
+        studies, volumes, errors, t_load = _patient_volumes(root, p)
+        g = by_pid.get(ids.patient(C.SOURCE, pid))
+        if g is None:
+            errors.append({"item": f"patient {pid}", "reason": "no tracked lesion in the scratch graph"})
+            g = mining.PatientCase(pid, [], {})
+        uid_of = {s.study_id: s.study_uid or s.props.get("studyUid") for s in g.studies}
+        ann_of = {lid: (pr.get("annotationId") or lid) for lid, pr in g.lesion_props.items()}
+
+        times = {s.study_id: s.time for s in studies}
+        rekeyed = {}
+        for obs in g.lesions.values():
+            for o in obs:
+                sid = uid_of.get(o.study_id) or o.study_id
+                rekeyed[o.lesion_id] = replace(o, lesion_id=ann_of.get(o.lesion_id, o.lesion_id), study_id=sid,
+                                               time=times.get(sid, o.time))
+        tracks = {u: [rekeyed[o.lesion_id] for o in obs] for u, obs in g.tracks.items()}
+        lesions = {uid_of.get(sid) or sid: [rekeyed[o.lesion_id] for o in obs] for sid, obs in g.lesions.items()}
+        props = {ann_of.get(lid, lid): pr for lid, pr in g.lesion_props.items()}
+        case = mining.PatientCase(pid, studies, tracks, lesions, props)
+        yield case, {k: (v[1], v[2]) for k, v in volumes.items()}, errors, t_load, inst_by_patient.get(pid, [])
+
+
+TRACK_SOURCES = ("truth", "matched")
+
+
 def evaluate_cohort(root: str | Path, min_score: float = mining.DEFAULT_MIN_SCORE, max_patients: int | None = None,
                     embedder: mining.Embedder | None = None, params: M.ScoreParams = M.ScoreParams(),
-                    progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Recall, precision, median error and timing of mining on one cohort (see module doc)."""
+                    progress: Callable[[int], None] | None = None, tracks: str = "truth",
+                    app_engine: Any = None, calibrate: bool = True) -> dict[str, Any]:
+    """Recall, precision, median error and timing of mining on one cohort (see module doc).
+
+    ``tracks="matched"`` matches the annotated lesions first, in a scratch graph beside
+    ``app_engine``'s (a temporary embedded one when None), with ``calibrate`` as ``lesiondb match``."""
     from .datasets import cohort as C
 
+    if tracks not in TRACK_SOURCES:
+        raise InputError(f"unknown track source {tracks!r}; use one of {', '.join(TRACK_SOURCES)}", "--tracks")
     root = Path(root)
     if not (root / C.GROUND_TRUTH).is_file():
         raise InputError(f"no {C.GROUND_TRUTH}: evaluate a cohort written by `lesiondb synth`", str(root))
@@ -99,8 +185,11 @@ def evaluate_cohort(root: str | Path, min_score: float = mining.DEFAULT_MIN_SCOR
     minable: list[tuple[str, str]] = []
     # (score / evidence factor, right, error_mm or None) of each track-study best candidate: a
     # proposal at threshold th is one with score ≥ th × its study's evidence factor
-    found: list[tuple[float, bool, float | None]] = []
-    for case, vols, errs, t_load, insts in _cases(root, max_patients):
+    found: list[tuple[float, bool, float | None, tuple[str, str] | None]] = []
+    match_info: dict[str, Any] = {}
+    cases = (_cases(root, max_patients) if tracks == "truth"
+             else _matched_cases(root, max_patients, app_engine, calibrate, match_info))
+    for case, vols, errs, t_load, insts in cases:
         errors += errs
         load_s += t_load
         n_studies += len(vols)
@@ -116,21 +205,24 @@ def evaluate_cohort(root: str | Path, min_score: float = mining.DEFAULT_MIN_SCOR
         with mining.blas_single_thread():
             recs = mining.mine_case(case, lambda s, v=vols: v.get(s.study_id), min_score=min_score,
                                     embedder=embedder, params=params, stats=stats, keep_below=True)
+        true_track = _true_tracks(case, insts) if tracks == "matched" else {}
         for rec in recs:
-            gt = truth.get((rec.tracking_uid, rec.study_id))
+            key = (true_track.get(rec.tracking_uid, rec.tracking_uid), rec.study_id)
+            gt = truth.get(key)
             if gt is None:
-                found.append((rec.candidate.score / rec.evidence, False, None))
+                found.append((rec.candidate.score / rec.evidence, False, None, None))
                 continue
             err = M._dist(rec.position_mm, gt["center_mm"])
-            found.append((rec.candidate.score / rec.evidence, err <= float(gt["long_diameter_mm"]) / 2.0, err))
+            found.append((rec.candidate.score / rec.evidence, err <= float(gt["long_diameter_mm"]) / 2.0, err, key))
         if progress:
             progress(1)
 
     def at(th: float) -> dict[str, Any]:
         props = [f for f in found if f[0] >= th]
         right = sum(1 for f in props if f[1])
+        hit = len({f[3] for f in props if f[1]} & set(minable))
         return {"threshold": th, "proposals": len(props), "correct": right,
-                "recall": right / len(minable) if minable else None,
+                "recall": hit / len(minable) if minable else None,
                 "precision": right / len(props) if props else None}
 
     main = at(min_score)
@@ -146,6 +238,23 @@ def evaluate_cohort(root: str | Path, min_score: float = mining.DEFAULT_MIN_SCOR
         "seconds_per_candidate_study": stats.seconds_mining / stats.candidate_studies if stats.candidate_studies else None,
         "seconds_loading_per_study": load_s / n_studies if n_studies else None,
         "curve": [at(t) for t in THRESHOLDS],
-        "tracks": "ground truth (annotated instances)",
+        "tracks": ("ground truth (annotated instances)" if tracks == "truth"
+                   else "matched (lesiondb match on the annotated instances)"),
+        **({"matching": match_info} if tracks == "matched" else {}),
         "errors": (errors + stats.skipped)[:50],
     }
+
+
+def _true_tracks(case: mining.PatientCase, insts: list[dict]) -> dict[str, str]:
+    """Matched trackingUid → the ground-truth track most of its lesions (annotation ids) belong to."""
+    track_of = {i.get("annotation_id"): i["track_id"] for i in insts}
+    out = {}
+    for uid, obs in case.tracks.items():
+        votes: dict[str, int] = {}
+        for o in obs:
+            t = track_of.get(o.lesion_id)
+            if t is not None:
+                votes[t] = votes.get(t, 0) + 1
+        if votes:
+            out[uid] = sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+    return out

@@ -303,3 +303,17 @@ def test_real_deeplesion_withheld_bookmark(shared_data):
         same_lesion[w] = best is not None and M._dist(best.position_mm, o.position_mm) <= o.long_diameter_mm / 2
     assert same_study == REAL_SAME_STUDY_FOUND
     assert same_lesion == REAL_SAME_LESION_FOUND
+
+
+def test_pattern_term_compares_with_the_tracks_own_lesion_patches():
+    """mine_case builds the pattern templates from the track's annotated lesions on their own
+    images: the unannotated T1 lesion in S2 correlates with them (same lesion, same
+    surroundings); without ``pattern`` the term is absent."""
+    others = {"L-t2a", "L-t2b", "L-t2c", "L-t3a"}
+    case = _case(others | {"L-t1a", "L-t1c"})
+    (rec,) = _t1_s2(mining.mine_case(case, _loader, keep_below=True))
+    assert rec.candidate.pattern_ncc is not None and rec.candidate.pattern_ncc > 0.7
+    assert 0.0 <= rec.candidate.terms["pattern"] < 0.36
+    assert np.linalg.norm(np.array(rec.position_mm) - (T1 + SHIFTS["S2"])) < 3.0
+    (plain,) = _t1_s2(mining.mine_case(case, _loader, keep_below=True, pattern=False))
+    assert "pattern" not in plain.candidate.terms and plain.candidate.pattern_ncc is None

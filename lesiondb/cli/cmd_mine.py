@@ -9,17 +9,26 @@ from .common import emit, handle_errors, pass_app, progress_bar
 @click.command("mine")
 @click.option("--patient", help="Mine one patient (its patientId) instead of every tracked patient.")
 @click.option("--min-score", type=click.FloatRange(0.0, 1.0), default=None,
-              help="Propose only candidates scoring at least this (0..1) [default: 0.1].")
+              help="Propose only candidates scoring at least this (0..1) [default: 0.04].")
 @click.option("--images", "images", type=click.Path(exists=True, file_okay=False),
-              help="Cohort folder the studies' images live in (the folder given to `lesiondb ingest dicom`); "
-                   "needed when the graph stores image references relative to it.")
+              help="Where the studies' images live: the cohort folder given to `lesiondb ingest dicom`, or "
+                   "DeepLesion's Images_png folder (PPPPPP_SS_RR/KKK.png) for `lesiondb ingest deeplesion` graphs.")
+@click.option("--dl-info", "dl_info", type=click.Path(exists=True, dir_okay=False),
+              help="DeepLesion: the DL_info.csv that was ingested, to find each study's series folder when "
+                   "the graph was ingested without --keep-source-ids (same pseudonym key).")
+@click.option("--pseudonym-key", envvar="LESIONDB_PSEUDONYM_KEY",
+              help="With --dl-info: the key the ingest used [default: the data dir's pseudonym.key].")
+@click.option("--image-format", type=click.Choice(["auto", "dicom", "deeplesion"]), default="auto",
+              show_default=True,
+              help="auto: DeepLesion PNG slices for studies ingested from DL_info, DICOM series otherwise.")
 @click.option("--embed/--no-embed", default=True, show_default=True,
               help="Score candidates by embedding distance too, when an encoder is available.")
 @click.option("--batch-size", default=50, show_default=True, help="Patients read from the graph per query.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_app
 @handle_errors
-def command(app, patient, min_score, images, embed, batch_size, as_json) -> None:
+def command(app, patient, min_score, images, dl_info, pseudonym_key, image_format, embed, batch_size,
+            as_json) -> None:
     """Mine every track for the studies where its lesion should be visible but is not annotated.
 
     For each track (run `lesiondb match` first), every study of the patient where the lesion
@@ -27,21 +36,44 @@ def command(app, patient, min_score, images, embed, batch_size, as_json) -> None
     the best blob candidate that looks like the track's lesions becomes a pending (:Proposal).
     Re-running refreshes pending proposals and never touches accepted or rejected ones. Review them
     with `lesiondb review list|accept|reject`.
+
+    \b
+    Images: DICOM studies are read from their series (--images COHORT_DIR for relative references);
+    DeepLesion studies from Images_png/PPPPPP_SS_RR/KKK.png (--images PATH/Images_png), only on the
+    slices present there. A study whose images cannot be read is reported and skipped.
+
+    \b
+    Examples:
+      lesiondb mine --images COHORT_DIR --json
+      lesiondb mine --images Images_png --dl-info DL_info.csv   # DeepLesion, pseudonymised ingest
     """
     from .. import mining
+    from ..mining_images import StudyVolumes, file_names_from_dl_info, has_deeplesion_studies
 
     threshold = mining.DEFAULT_MIN_SCORE if min_score is None else min_score
     eng = app.engine()
-    embedder, model_id, note = (None, None, None)
-    if embed:
-        embedder, model_id, note = _embedder()
+    names = None
+    if dl_info:
+        from ..core.pseudonym import Pseudonymizer
+
+        names = file_names_from_dl_info(dl_info, Pseudonymizer.from_data_dir(app.data_dir, pseudonym_key))
+    loader = StudyVolumes(images, names, image_format)
     total = mining.count_patients(eng, patient)
     if total == 0:
         raise click.ClickException(
             f"no tracked patient{' ' + patient if patient else ''} in the graph: run `lesiondb match` first"
             + (" (or check the --patient id)" if patient else ""))
+    first = next(iter(mining.read_cases(eng, patient, batch_size=1)), None)  # one patient: cheap
+    if images is None and first is not None and has_deeplesion_studies([first], image_format):
+        raise click.ClickException(
+            "the graph holds DeepLesion studies: pass --images PATH/Images_png (the folder with the "
+            "PPPPPP_SS_RR/KKK.png slices)" + ("" if dl_info else ", and --dl-info DL_info.csv when the ingest "
+                                               "did not use --keep-source-ids"))
+    embedder, model_id, note = (None, None, None)
+    if embed:
+        embedder, model_id, note = _embedder()
     with progress_bar(app, total, "mine", "patient") as bar:
-        out = mining.mine(eng, mining.dicom_loader(images), patient=patient, min_score=threshold,
+        out = mining.mine(eng, loader, patient=patient, min_score=threshold,
                           embedder=embedder, model_id=model_id, batch_size=batch_size, progress=bar.update)
     if note:
         out["embedNote"] = note

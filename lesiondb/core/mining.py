@@ -16,7 +16,9 @@ A *track* is one lesion followed over a patient's studies; its annotated instanc
    (:func:`measure_blob`: region grown from the centre at the half-contrast level; mean HU,
    contrast, RECIST long/short axes from the region's 2D extent, :func:`recist_from_mask`);
 5. scores candidates by similarity to the track (:func:`score_candidate`: distance to the
-   prediction, size, mean HU, contrast and, when an encoder is available, embedding distance),
+   prediction, size, mean HU, contrast, the pattern — NCC of the HU patch around the candidate
+   with those around the track's annotated lesions, :func:`pattern_similarity` — and, when an
+   encoder is available, embedding distance),
    reports each centre combined with the prediction by inverse variance (:func:`fuse_position`)
    and proposes the best one at or above ``min_score`` (:func:`mine_study`); the caller may
    demote look-alike anatomy first (:func:`anatomy_echo`: the same structure is in a study where
@@ -137,6 +139,9 @@ class Candidate:
     score: float = 0.0
     terms: dict = field(default_factory=dict)
     level: tuple[float, float] | None = None  # imposed HU band (centre, half-width), else found
+    #: normalised cross-correlation of the HU patch around the candidate with the track's own
+    #: lesion patches (:func:`pattern_similarity`); None when no reference patch exists
+    pattern_ncc: float | None = None
 
 
 @dataclass(frozen=True)
@@ -799,6 +804,8 @@ class ScoreParams:
     contrast_rel_tol: float = 0.5  # contrast difference relative to the reference contrast
     contrast_min_tol: float = 25.0
     embedding_tol: float = 1.0  # Euclidean distance of unit embeddings
+    #: 1 − NCC of the candidate's HU patch with the track's lesion patches (:func:`pattern_similarity`)
+    pattern_tol: float = 0.5
     min_long_mm: float = 3.0
     #: the reported centre combines the measured centre with the prediction, each weighted by the
     #: inverse of its variance (:func:`fuse_position`)
@@ -824,7 +831,8 @@ def reference_stats(obs: Sequence[Observation]) -> dict:
 
 def score_candidate(c: Candidate, pred: Prediction, ref: dict, p: ScoreParams = ScoreParams()) -> Candidate:
     """Similarity of a measured candidate to the track, in (0, 1]: exp(-½ Σ z²) over position,
-    size, mean HU, contrast and embedding distance (terms without data are left out)."""
+    size, mean HU, contrast, pattern (1 − NCC) and embedding distance (terms without data are
+    left out)."""
     terms = {}
     terms["position"] = (_dist(c.position_mm, pred.position_mm) / max(pred.sigma_mm, 1.0)) ** 2
     if c.long_diameter_mm < p.min_long_mm:
@@ -841,8 +849,138 @@ def score_candidate(c: Candidate, pred: Prediction, ref: dict, p: ScoreParams = 
         terms["contrast"] = ((c.contrast_hu - ref["contrast_hu"]) / tol) ** 2
     if ref.get("embedding") is not None and c.embedding is not None:
         terms["embedding"] = (float(np.linalg.norm(np.asarray(c.embedding) - ref["embedding"])) / p.embedding_tol) ** 2
+    if c.pattern_ncc is not None:
+        terms["pattern"] = ((1.0 - c.pattern_ncc) / p.pattern_tol) ** 2
     score = math.exp(-0.5 * sum(terms.values()))
     return replace(c, score=score, terms={k: round(v, 4) for k, v in terms.items()})
+
+
+#: Samples per side of a pattern patch, and the HU window it is compared in, ± around the
+#: lesion's own HU (a soft-tissue lesion: fat to contrast-enhanced vessels; a ground-glass
+#: nodule: lung to soft tissue — a fixed soft-tissue window would flatten a lung patch to a
+#: constant and tell nothing).
+PATTERN_SAMPLES = 21
+PATTERN_WINDOW_HU = 400.0
+PATTERN_CLIP_HU = (-PATTERN_WINDOW_HU, PATTERN_WINDOW_HU)
+#: Half-width of a pattern patch in lesion radii: the lesion and the anatomy around it.
+PATTERN_HALF_RADII = 2.5
+#: Add the best template-match position of each lesion patch as a candidate (:func:`template_match`).
+TEMPLATE_SEARCH = True
+
+
+def sample_patch(hu: np.ndarray, grid: Grid, k: int, row: float, col: float, half_mm: float,
+                 n: int = PATTERN_SAMPLES, clip_hu: tuple[float, float] = PATTERN_CLIP_HU) -> np.ndarray:
+    """``n`` × ``n`` bilinear samples of slice ``k`` on a square mm grid ±``half_mm`` around
+    (row, col), HU clipped to ``clip_hu`` (edges clamp): studies of different pixel sizes
+    compare sample for sample."""
+    img = hu[int(np.clip(k, 0, hu.shape[0] - 1))]
+    off = np.linspace(-half_mm, half_mm, n)
+    h, w = img.shape
+    rr = np.clip(row + off[:, None] / grid.row_mm + np.zeros((1, n)), 0, h - 1.001)
+    cc = np.clip(col + off[None, :] / grid.col_mm + np.zeros((n, 1)), 0, w - 1.001)
+    r0, c0 = np.floor(rr).astype(int), np.floor(cc).astype(int)
+    fr, fc = rr - r0, cc - c0
+    v = (img[r0, c0] * (1 - fr) * (1 - fc) + img[r0 + 1, c0] * fr * (1 - fc)
+         + img[r0, c0 + 1] * (1 - fr) * fc + img[r0 + 1, c0 + 1] * fr * fc)
+    return np.clip(v.astype(np.float64), *clip_hu)
+
+
+def pattern_template(hu: np.ndarray, grid: Grid, obs: Observation, expected_long_mm: float
+                     ) -> tuple[np.ndarray, float, tuple[float, float]] | None:
+    """(patch, half_mm, HU window) of an annotated lesion on its own key slice: the lesion and
+    its surroundings, ``PATTERN_HALF_RADII`` radii (of the larger of its and the expected
+    diameter, ≥ 3 mm) either side, in a window of ± ``PATTERN_WINDOW_HU`` around the lesion's
+    centre HU; None without a key slice and centre, or when the patch is flat in that window."""
+    if obs.slice_index is None or obs.center_px is None or not 0 <= obs.slice_index < hu.shape[0]:
+        return None
+    half = PATTERN_HALF_RADII * max(max(obs.long_diameter_mm, expected_long_mm) / 2.0, 3.0)
+    raw = sample_patch(hu, grid, obs.slice_index, obs.center_px[1], obs.center_px[0], half,
+                       clip_hu=(-3000.0, 3000.0))
+    n = raw.shape[0]
+    centre = float(np.median(raw[n // 2 - 1:n // 2 + 2, n // 2 - 1:n // 2 + 2]))
+    window = (centre - PATTERN_WINDOW_HU, centre + PATTERN_WINDOW_HU)
+    patch = np.clip(raw, *window)
+    if float(patch.std()) < 1.0:
+        return None
+    return patch, half, window
+
+
+def _ncc(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalised cross-correlation; 0 when either patch is flat (nothing to correlate)."""
+    da, db = a - a.mean(), b - b.mean()
+    den = math.sqrt(float((da * da).sum() * (db * db).sum()))
+    return float((da * db).sum() / den) if den > 1e-6 else 0.0
+
+
+def pattern_similarity(hu: np.ndarray, grid: Grid, c: Candidate,
+                       templates: Sequence[tuple[np.ndarray, float, tuple[float, float]]]) -> float | None:
+    """Best normalised cross-correlation of the candidate's patch (its key slice, centred on it)
+    with the track's lesion patches (:func:`pattern_template`). The same lesion in another study
+    correlates with its own patch — its shape, its inside, the organ around it — where a look-alike
+    next to it, or the place where a lesion does not exist yet, does not (development seeds
+    9601–9604: median 0.86 for right candidates against 0.26–0.27 for wrong ones)."""
+    if not templates:
+        return None
+    return max(_ncc(t, sample_patch(hu, grid, c.slice_index, c.row, c.col, half, clip_hu=window))
+               for t, half, window in templates)
+
+
+def _sample_grid(img: np.ndarray, rr: np.ndarray, cc: np.ndarray) -> np.ndarray:
+    h, w = img.shape
+    rr = np.clip(rr, 0, h - 1.001)
+    cc = np.clip(cc, 0, w - 1.001)
+    r0, c0 = np.floor(rr).astype(int), np.floor(cc).astype(int)
+    fr, fc = rr - r0, cc - c0
+    return (img[r0, c0] * (1 - fr) * (1 - fc) + img[r0 + 1, c0] * fr * (1 - fc)
+            + img[r0, c0 + 1] * (1 - fr) * fc + img[r0 + 1, c0 + 1] * fr * fc)
+
+
+def template_match(hu: np.ndarray, grid: Grid, center_mm: Vec3,
+                   templates: Sequence[tuple[np.ndarray, float, tuple[float, float]]],
+                   search_mm: float, z_search_mm: float, max_slices: int = 7) -> list[tuple[float, int, float, float]]:
+    """Where each of the track's lesion patches (:func:`pattern_template`) correlates best with
+    the study near ``center_mm``: (NCC, slice, row, col) per template, over the slices within
+    ``z_search_mm`` (at most ``max_slices``) and centres within ``search_mm`` in-plane. A lesion
+    whose region leaks into a neighbour of its own HU gives no clean blob, but its patch — the
+    lesion in its surroundings — still matches where it is."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    z = np.asarray(grid.slice_z_mm, float)
+    k0, r0, c0 = grid.to_voxel(center_mm)
+    ks = np.where(np.abs(z - center_mm[2]) <= z_search_mm)[0]
+    if len(ks) == 0:
+        ks = np.array([int(np.clip(round(k0), 0, hu.shape[0] - 1))])
+    if len(ks) > max_slices:
+        ks = ks[np.argsort(np.abs(z[ks] - center_mm[2]))[:max_slices]]
+    out = []
+    for tpl, half, window in templates:
+        n = tpl.shape[0]
+        step = 2.0 * half / (n - 1)
+        m = int(math.ceil((search_mm + half) / step))
+        off = np.arange(-m, m + 1) * step
+        rr = r0 + off[:, None] / grid.row_mm + np.zeros((1, len(off)))
+        cc = c0 + off[None, :] / grid.col_mm + np.zeros((len(off), 1))
+        t = tpl - tpl.mean()
+        tn = math.sqrt(float((t * t).sum()))
+        if tn <= 1e-6:
+            continue
+        co = off[(n - 1) // 2: len(off) - (n - 1) // 2]  # centre offsets of the valid windows
+        inside = co[:, None] ** 2 + co[None, :] ** 2 <= search_mm ** 2
+        best = None
+        for k in ks:
+            img = np.clip(_sample_grid(hu[int(k)], rr, cc).astype(np.float64), *window)
+            win = sliding_window_view(img, (n, n))
+            num = np.tensordot(win, t, axes=((2, 3), (0, 1)))
+            s1 = win.sum(axis=(2, 3))
+            s2 = (win * win).sum(axis=(2, 3))
+            var = np.maximum(s2 - s1 * s1 / (n * n), 1e-6)
+            ncc = np.where(inside, num / (tn * np.sqrt(var)), -1.0)
+            i, j = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
+            if best is None or ncc[i, j] > best[0]:
+                best = (float(ncc[i, j]), int(k), float(r0 + co[i] / grid.row_mm), float(c0 + co[j] / grid.col_mm))
+        if best is not None:
+            out.append(best)
+    return out
 
 
 def fuse_position(c: Candidate, pred: Prediction, grid: Grid) -> Candidate:
@@ -868,14 +1006,23 @@ def fuse_position(c: Candidate, pred: Prediction, grid: Grid) -> Candidate:
 def mine_study(hu: np.ndarray, grid: Grid, pred: Prediction, ref: dict | None = None,
                min_score: float = 0.1, params: ScoreParams = ScoreParams(),
                embed: Callable[[list[Candidate]], list[np.ndarray]] | None = None,
-               search_mm: float | None = None, max_candidates: int = 8,
-               refine: int = 3, exclude: Sequence[tuple[Vec3, float]] = ()) -> tuple[Candidate | None, list[Candidate]]:
+               search_mm: float | None = None, max_candidates: int = 16,
+               refine: int = 3, exclude: Sequence[tuple[Vec3, float]] = (),
+               templates: Sequence[tuple[np.ndarray, float, tuple[float, float]]] = ()
+               ) -> tuple[Candidate | None, list[Candidate]]:
     """Detect, measure and score candidates in one study; returns (proposal or None, all scored
     candidates best first). ``embed`` maps measured candidates to unit embeddings when an
     encoder is available (the ``refine`` best by appearance are embedded). Candidates whose centre
     lies within half the radius of a lesion annotated in the study (``exclude``: (centre, radius))
-    are dropped: they are annotated already."""
+    are dropped: they are annotated already. ``templates`` are the track's lesion patches
+    (:func:`pattern_template`) for the pattern term (:func:`pattern_similarity`)."""
     ref = ref if ref is not None else reference_stats(pred.reference)
+
+    def score(m: Candidate) -> Candidate:
+        if templates:
+            m = replace(m, pattern_ncc=pattern_similarity(hu, grid, m, templates))
+        return score_candidate(m, pred, ref, params)
+
     pol = 0
     if ref.get("contrast_hu") is not None and abs(ref["contrast_hu"]) >= 15.0:
         pol = 1 if ref["contrast_hu"] > 0 else -1
@@ -894,15 +1041,20 @@ def mine_study(hu: np.ndarray, grid: Grid, pred: Prediction, ref: dict | None = 
         for p_ in ((pol,) if pol else (1, -1)):
             raw.append(Candidate(k0, float(r0), float(c0), grid.to_mm(k0, r0, c0),
                                  max(pred.expected_long_mm / 2.0, 1.5), 0.0, p_))
+    if templates and TEMPLATE_SEARCH:
+        # and where the track's own lesion patch matches best (:func:`template_match`)
+        for _, k, r, c in template_match(hu, grid, pred.position_mm, templates, search_mm, z_search):
+            for p_ in ((pol,) if pol else (1, -1)):
+                raw.append(Candidate(k, r, c, grid.to_mm(k, r, c), max(pred.expected_long_mm / 2.0, 1.5), 0.0, p_))
     # measure every candidate on its own slice, then the best few on their neighbours too (the
     # slice with the largest region is the key slice); cheap first, exact where it matters
     measured = [m for m in (measure_candidate(hu, grid, c, neighbours=False) for c in raw) if m is not None]
     if exclude:
         # a candidate centred on an annotated lesion (within half its radius) *is* that lesion
         measured = [m for m in measured if not any(_dist(m.position_mm, a) <= 0.5 * r for a, r in exclude)]
-    scored = sorted((score_candidate(m, pred, ref, params) for m in measured), key=lambda c: -c.score)
+    scored = sorted((score(m) for m in measured), key=lambda c: -c.score)
     top = [m for m in (measure_candidate(hu, grid, c, neighbours=True) for c in scored[:refine]) if m is not None]
-    scored = sorted([score_candidate(m, pred, ref, params) for m in top] + scored[refine:], key=lambda c: -c.score)
+    scored = sorted([score(m) for m in top] + scored[refine:], key=lambda c: -c.score)
     if embed is not None and scored and ref.get("embedding") is not None:
         head = scored[:refine]
         embs = embed(head)

@@ -38,3 +38,41 @@ def test_eval_mining_json(cohort):
 def test_eval_mining_needs_ground_truth(tmp_path):
     r = CliRunner().invoke(cli, ["--no-progress", "eval", "mining", str(tmp_path), "--json"])
     assert r.exit_code != 0 and "ground_truth.json" in r.output
+
+
+def test_eval_mining_on_matched_tracks(cohort, engine, monkeypatch):
+    """--tracks matched: the annotated lesions matched as `lesiondb match` does (scratch graph), then mined."""
+    from lesiondb.cli.common import AppContext
+
+    monkeypatch.setattr(AppContext, "engine", lambda self: engine)
+    monkeypatch.setattr(AppContext, "close", lambda self: None)
+    r = CliRunner().invoke(cli, ["--no-progress", "eval", "mining", str(cohort), "--tracks", "matched", "--json"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    gt = json.loads((cohort / "ground_truth.json").read_text())
+    annotated = sum(1 for i in gt["instances"] if i["annotated"])
+    assert d["tracks"].startswith("matched")
+    assert d["matching"]["ingested"] == annotated and d["matching"]["matchedTracks"] >= 1
+    assert d["withheld"] == sum(1 for i in gt["instances"] if not i["annotated"])
+    assert 0 < d["withheldMinable"] <= d["withheld"]
+    # each withheld lesion counts once in recall, each proposal once in precision
+    assert d["correct"] <= d["proposals"] and d["precision"] == d["correct"] / d["proposals"]
+    assert d["recall"] * d["withheldMinable"] <= d["correct"] + 1e-9
+    assert d["recall"] >= 0.6 and d["precision"] >= 0.75 and d["median_error_mm"] <= 5.0
+    # the user's graph is untouched: matching ran in a scratch graph
+    assert engine.run("count_nodes") == []
+
+
+def test_true_track_of_a_matched_track_is_its_majority():
+    from lesiondb import mining
+    from lesiondb.core import mining as M
+    from lesiondb.mining_eval import _true_tracks
+
+    def o(a):
+        return M.Observation(a, "S", 0.0, 10.0)
+
+    case = mining.PatientCase("P", [], {"u1": [o("a1"), o("a2"), o("b1")], "u2": [o("b2")], "u3": [o("zz")]})
+    insts = [{"annotation_id": "a1", "track_id": "TA"}, {"annotation_id": "a2", "track_id": "TA"},
+             {"annotation_id": "b1", "track_id": "TB"}, {"annotation_id": "b2", "track_id": "TB"}]
+    assert _true_tracks(case, insts) == {"u1": "TA", "u2": "TB"}

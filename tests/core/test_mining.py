@@ -283,3 +283,72 @@ def test_key_slice_is_not_a_neighbour_where_the_blob_merged_with_something():
     assert m is not None and m.slice_index == 12
     assert math.hypot(m.position_mm[0] - 50.0, m.position_mm[1] - 50.0) < 1.5
     assert m.long_diameter_mm < 11.0
+
+
+def test_pattern_term_prefers_the_lesion_in_its_own_surroundings_over_a_look_alike():
+    """Two blobs of the same size and HU; only one sits, as the track's lesion does in its own
+    study, beside a bright structure (a vessel). Position alone prefers the look-alike (nearer the
+    prediction); the lesion's own patch (:func:`pattern_template`) picks the lesion."""
+    def scene(seed, with_mimic):
+        hu, grid = _volume(seed=seed)
+        _plant(hu, grid, lesion, 10.0, -60.0)
+        r, c = int(round(50.0 / 0.8)), int(round(40.0 / 0.8))
+        hu[:, r - 14:r - 9, c - 6:c + 7] += 200.0  # an enhancing vessel just above the lesion
+        if with_mimic:
+            _plant(hu, grid, mimic, 10.0, -60.0)
+        return hu, grid
+
+    lesion, mimic = (40.0, 50.0, 30.0), (57.0, 52.0, 30.0)
+    hu_ref, grid = scene(11, with_mimic=False)
+    hu_t, _ = scene(12, with_mimic=True)
+    k, r, c = grid.to_voxel(lesion)
+    obs = M.Observation("L1", "S1", 0.0, 10.0, slice_index=int(round(k)), center_px=(c, r))
+    tpl = M.pattern_template(hu_ref, grid, obs, 10.0)
+    assert tpl is not None and tpl[0].shape == (M.PATTERN_SAMPLES, M.PATTERN_SAMPLES)
+    assert tpl[2][0] < -10.0 < tpl[2][1]  # the window is centred on the lesion's own HU
+    pred = M.Prediction((50.0, 51.0, 30.0), 6.0, "test", 10.0)
+    ref = {"mean_hu": -10.0, "contrast_hu": -60.0, "embedding": None}
+    _, plain = M.mine_study(hu_t, grid, pred, ref, min_score=0.0)
+    assert M._dist(plain[0].position_mm, mimic) < 3.0  # without the pattern: the look-alike
+    _, scored = M.mine_study(hu_t, grid, pred, ref, min_score=0.0, templates=[tpl])
+    at_lesion = next(c for c in scored if M._dist(c.position_mm, lesion) < 3.0)
+    at_mimic = next(c for c in scored if M._dist(c.position_mm, mimic) < 3.0)
+    assert at_lesion.pattern_ncc > 0.8 and at_mimic.pattern_ncc < at_lesion.pattern_ncc - 0.3
+    assert "pattern" in at_lesion.terms
+    assert M._dist(scored[0].position_mm, lesion) < 3.0
+
+
+def test_sample_patch_is_in_mm_whatever_the_pixel_size():
+    """The same scene at two pixel sizes gives (nearly) the same patch: studies compare in mm."""
+    out = []
+    for px in (0.8, 1.2):
+        n = int(round(100 / px))
+        yy, xx = np.mgrid[0:n, 0:n] * px
+        hu = np.where((yy - 50) ** 2 + (xx - 40) ** 2 <= 36, 100.0, -50.0) + 2.0 * xx
+        grid = M.Grid(np.zeros(1), px, px)
+        out.append(M.sample_patch(hu[None], grid, 0, 50 / px, 40 / px, 12.0))
+    assert M._ncc(out[0], out[1]) > 0.95
+    assert np.all(out[0] <= M.PATTERN_CLIP_HU[1]) and np.all(out[0] >= M.PATTERN_CLIP_HU[0])
+
+
+def test_template_match_finds_the_lesion_where_its_region_would_leak():
+    """A hypodense lesion touching a band of its own HU (its region leaks into the band): the
+    lesion's patch from the reference study still matches at the lesion's centre."""
+    def scene(seed, centre):
+        hu, grid = _volume(seed=seed)
+        _plant(hu, grid, centre, 10.0, -60.0)
+        r = int(round(centre[1] / 0.8))
+        c = int(round(centre[0] / 0.8))
+        hu[:, r - 3:r + 3, c + 5:c + 30] -= 60.0  # a duct of the lesion's HU running off it
+        return hu, grid
+
+    ref_c, tgt_c = (40.0, 50.0, 30.0), (44.0, 47.0, 30.0)
+    hu_ref, grid = scene(21, ref_c)
+    hu_t, _ = scene(22, tgt_c)
+    k, r, c = grid.to_voxel(ref_c)
+    tpl = M.pattern_template(hu_ref, grid, M.Observation("L", "S", 0.0, 10.0, slice_index=int(round(k)),
+                                                          center_px=(c, r)), 10.0)
+    ((ncc, kk, rr, cc),) = M.template_match(hu_t, grid, (40.0, 50.0, 30.0), [tpl], 15.0, 5.0)
+    found = grid.to_mm(kk, rr, cc)
+    assert ncc > 0.7
+    assert math.hypot(found[0] - tgt_c[0], found[1] - tgt_c[1]) < 1.5 and abs(found[2] - tgt_c[2]) <= 2.5
