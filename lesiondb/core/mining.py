@@ -875,14 +875,9 @@ def sample_patch(hu: np.ndarray, grid: Grid, k: int, row: float, col: float, hal
     compare sample for sample."""
     img = hu[int(np.clip(k, 0, hu.shape[0] - 1))]
     off = np.linspace(-half_mm, half_mm, n)
-    h, w = img.shape
-    rr = np.clip(row + off[:, None] / grid.row_mm + np.zeros((1, n)), 0, h - 1.001)
-    cc = np.clip(col + off[None, :] / grid.col_mm + np.zeros((n, 1)), 0, w - 1.001)
-    r0, c0 = np.floor(rr).astype(int), np.floor(cc).astype(int)
-    fr, fc = rr - r0, cc - c0
-    v = (img[r0, c0] * (1 - fr) * (1 - fc) + img[r0 + 1, c0] * fr * (1 - fc)
-         + img[r0, c0 + 1] * (1 - fr) * fc + img[r0 + 1, c0 + 1] * fr * fc)
-    return np.clip(v.astype(np.float64), *clip_hu)
+    rr = row + off[:, None] / grid.row_mm + np.zeros((1, n))
+    cc = col + off[None, :] / grid.col_mm + np.zeros((n, 1))
+    return np.clip(_sample_grid(img, rr, cc).astype(np.float64), *clip_hu)
 
 
 def pattern_template(hu: np.ndarray, grid: Grid, obs: Observation, expected_long_mm: float
@@ -926,6 +921,7 @@ def pattern_similarity(hu: np.ndarray, grid: Grid, c: Candidate,
 
 
 def _sample_grid(img: np.ndarray, rr: np.ndarray, cc: np.ndarray) -> np.ndarray:
+    """Bilinear samples of ``img`` at (rr, cc) (fractional pixel indices; edges clamp)."""
     h, w = img.shape
     rr = np.clip(rr, 0, h - 1.001)
     cc = np.clip(cc, 0, w - 1.001)
