@@ -47,14 +47,6 @@ def series_ref(value: str | None) -> str | None:
     return m.group(1) if m else None
 
 
-def file_names_from_dl_info(dl_info: str | Path, ids: Any) -> dict[str, str]:
-    """lesionId → DeepLesion ``File_name`` for every valid row of a DL_info.csv, the ids made with
-    the pseudonym key of the ingest (so they are the graph's)."""
-    from .pipeline import deeplesion_file_names
-
-    return deeplesion_file_names(dl_info, ids)
-
-
 @dataclass(frozen=True)
 class SeriesFrame:
     """Where a DeepLesion study's pixels are, and the mm frame of its series."""
@@ -91,7 +83,7 @@ class StudyVolumes:
     """The :data:`lesiondb.mining.VolumeLoader` of ``lesiondb mine`` (see the module doc).
 
     ``images``: the Images_png folder (or the folder above it) for DeepLesion studies, the cohort
-    folder for DICOM ones. ``file_names``: lesionId → File_name (:func:`file_names_from_dl_info`)
+    folder for DICOM ones. ``file_names``: lesionId → File_name (:func:`lesiondb.pipeline.deeplesion_file_names`)
     for graphs ingested without ``--keep-source-ids``. ``image_format``: ``auto`` decides per study
     from the graph (DeepLesion lesions or PNG references → PNG), ``deeplesion`` / ``dicom`` force one.
     """

@@ -48,15 +48,16 @@ def command(app, patient, min_score, images, dl_info, pseudonym_key, image_forma
       lesiondb mine --images Images_png --dl-info DL_info.csv   # DeepLesion, pseudonymised ingest
     """
     from .. import mining
-    from ..mining_images import StudyVolumes, file_names_from_dl_info, has_deeplesion_studies
+    from ..mining_images import StudyVolumes, has_deeplesion_studies
 
     threshold = mining.DEFAULT_MIN_SCORE if min_score is None else min_score
     eng = app.engine()
     names = None
     if dl_info:
         from ..core.pseudonym import Pseudonymizer
+        from ..pipeline import deeplesion_file_names
 
-        names = file_names_from_dl_info(dl_info, Pseudonymizer.from_data_dir(app.data_dir, pseudonym_key))
+        names = deeplesion_file_names(dl_info, Pseudonymizer.from_data_dir(app.data_dir, pseudonym_key))
     loader = StudyVolumes(images, names, image_format)
     total = mining.count_patients(eng, patient)
     if total == 0:

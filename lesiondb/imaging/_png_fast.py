@@ -28,12 +28,12 @@ def _paeth(a, b, c):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def _unfilter(raw, rows, stride, bpp, width):  # pragma: no cover - compiled
+def _unfilter(raw, rows, stride, width):  # pragma: no cover - compiled
     """PNG rows (filter byte + ``stride`` bytes each) → the first ``width`` unfiltered bytes of
     each row, (rows, width); an empty result means an unknown filter type. Every filter reads only
     bytes to the left and above, so the bytes right of ``width`` are never needed.
 
-    ``bpp`` must be 2 (16-bit greyscale): the two bytes of a pixel are two independent chains,
+    Pixels are 2 bytes (16-bit greyscale): the two bytes of a pixel are two independent chains,
     kept in registers (``a`` left, ``c`` upper left) rather than re-read from the row just written.
     """
     out = np.empty((rows, width), np.uint8)
@@ -101,7 +101,7 @@ def decode_grey16(idat, width: int, rows: int, native: bool = True, cols: int | 
     if got < need:
         raise ValueError("not enough image data")
     raw = parts[0] if len(parts) == 1 else b"".join(parts)
-    out = _unfilter(np.frombuffer(raw, np.uint8), rows, stride, 2, 2 * cols)
+    out = _unfilter(np.frombuffer(raw, np.uint8), rows, stride, 2 * cols)
     if out.shape[0] != rows:
         raise ValueError("cannot decode image data (unknown row filter)")
     big = out.view(">u2")

@@ -186,11 +186,6 @@ class PngFile:
             self._fill()
 
     @property
-    def idat(self) -> bytes:
-        """All of the image data (reads the rest of the file)."""
-        return b"".join(self.idat_pieces())
-
-    @property
     def shape(self) -> tuple[int, int]:
         return (self.height, self.width)
 
@@ -411,10 +406,7 @@ class SeriesSlices:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        try:
-            self._present = {int(n[:-4]) for n in os.listdir(self.folder) if n.endswith(".png") and n[:-4].isdigit()}
-        except OSError as exc:
-            raise ImageError(f"series folder unreadable ({exc})", str(self.folder)) from exc
+        self._present = set(series_slice_numbers(self.folder))
         self._files: dict[int, PngFile | ImageError] = {}
         self._rows: dict[int, int] = {}
         self._cols: dict[int, int] = {}
