@@ -178,7 +178,11 @@ def _body_box(hu: np.ndarray, grid: M.Grid) -> tuple[M.Vec3, M.Vec3] | None:
 def mine_case(case: PatientCase, load_volume: VolumeLoader, min_score: float = DEFAULT_MIN_SCORE,
               embedder: Embedder | None = None, params: M.ScoreParams = M.ScoreParams(),
               stats: MiningStats | None = None, min_visible_mm: float = 5.0,
-              keep_below: bool = False, anatomy_check: bool = True, pattern: bool = True) -> list[ProposalRecord]:
+              keep_below: bool = False, anatomy_check: bool = True, pattern: bool = True,
+              select: Callable[[str, str], bool] | None = None,
+              rank_weights: dict[str, float] | None = None,
+              on_scored: Callable[[str, str, list[M.Candidate]], None] | None = None,
+              references: dict[str, M.Observation] | None = None) -> list[ProposalRecord]:
     """Mine every track of one patient; each study volume is loaded at most once.
 
     A study's best candidate is proposed when it scores ≥ ``min_score`` × the study's evidence
@@ -186,7 +190,12 @@ def mine_case(case: PatientCase, load_volume: VolumeLoader, min_score: float = D
     a single one). With ``keep_below`` the best candidate of every candidate study is returned even
     under that (for evaluation curves); callers filter with :meth:`ProposalRecord.passes`.
     With ``pattern`` candidates are also scored on how their HU patch correlates with the patches
-    around the track's annotated lesions (:func:`lesiondb.core.mining.pattern_similarity`)."""
+    around the track's annotated lesions (:func:`lesiondb.core.mining.pattern_similarity`).
+    ``select(trackingUid, study_id)`` limits the (track, study) pairs searched. ``rank_weights``
+    (:func:`calibrate_ranking`) rank each study's candidates (:func:`lesiondb.core.mining.rank_value`);
+    ``on_scored(trackingUid, study_id, candidates)`` sees every searched study's ranked candidates.
+    ``references`` caches the annotated instances as measured on their images (by lesion id)
+    across calls on one patient."""
     stats = stats if stats is not None else MiningStats()
     stats.patients += 1
     studies = {s.study_id: s for s in case.studies}
@@ -208,6 +217,9 @@ def mine_case(case: PatientCase, load_volume: VolumeLoader, min_score: float = D
     for uid, obs in case.tracks.items():
         out = []
         for o in obs:
+            if references is not None and o.lesion_id in references:
+                out.append(references[o.lesion_id])
+                continue
             v = vol(o.study_id) if o.study_id in studies else None
             if v is not None:
                 o = M.measure_reference(v[0], v[1], o)
@@ -221,6 +233,8 @@ def mine_case(case: PatientCase, load_volume: VolumeLoader, min_score: float = D
                         except Exception as exc:  # an encoder failure must not stop the batch
                             stats.skip(f"lesion {o.lesion_id}", f"not embedded: {exc}")
             out.append(o)
+            if references is not None:
+                references[o.lesion_id] = o
         tracks[uid] = out
     stats.tracks += len(tracks)
 
@@ -262,6 +276,8 @@ def mine_case(case: PatientCase, load_volume: VolumeLoader, min_score: float = D
         for info in infos:
             if info.study_id in seen or not M.should_be_visible(obs, info, min_visible_mm):
                 continue
+            if select is not None and not select(uid, info.study_id):
+                continue
             v = vol(info.study_id)
             if v is None:
                 continue
@@ -284,11 +300,15 @@ def mine_case(case: PatientCase, load_volume: VolumeLoader, min_score: float = D
                     return embedder(hu, grid, [(c.slice_index, c.bbox_px) for c in cands])
             templates = _templates(obs, pred, vol) if pattern else ()
             best, scored = M.mine_study(hu, grid, pred, min_score=required, params=params, embed=emb_fn,
-                                        exclude=M.annotated_with_radius(info_cov, pred), templates=templates)
+                                        exclude=M.annotated_with_radius(info_cov, pred), templates=templates,
+                                        rank_weights=rank_weights)
             if anatomy_check and scored:
-                scored = _demote_anatomy(scored, obs, info.study_id, uid, translation, vol, params)
+                scored = _demote_anatomy(scored, obs, info.study_id, uid, translation, vol, params,
+                                         rank_weights=rank_weights)
                 best = scored[0] if scored[0].score >= required else None
             stats.seconds_mining += time.perf_counter() - t0
+            if on_scored is not None and scored:
+                on_scored(uid, info.study_id, scored)
             if best is None and keep_below and scored:
                 best = scored[0]
             if best is None:
@@ -324,9 +344,10 @@ def _templates(obs, pred: M.Prediction, vol) -> list[tuple[np.ndarray, float, tu
 ANATOMY_FACTOR = 0.1
 
 
-def _demote_anatomy(scored, obs, target: str, uid: str, translation, vol, params, top: int = 3):
+def _demote_anatomy(scored, obs, target: str, uid: str, translation, vol, params, top: int = 3,
+                    rank_weights: dict[str, float] | None = None):
     """Demote the ``top`` candidates that :func:`~lesiondb.core.mining.anatomy_echo` finds in a
-    reference study (the best-aligned one first); returns the candidates best first again."""
+    reference study (the best-aligned one first); returns the candidates best ranked first again."""
     refs = []
     for o in obs:
         v = vol(o.study_id) if o.position_mm is not None else None
@@ -342,7 +363,81 @@ def _demote_anatomy(scored, obs, target: str, uid: str, translation, vol, params
                 terms = dict(c.terms, anatomy=round(-2.0 * math.log(ANATOMY_FACTOR), 4))
                 out[i] = replace(c, score=c.score * ANATOMY_FACTOR, terms=terms)
                 break
-    return sorted(out, key=lambda c: -c.score)
+    return sorted(out, key=lambda c: M.rank_value(c, rank_weights))
+
+
+#: Leave-one-out studies a ranking calibration collects at most (:func:`calibrate_ranking`).
+CALIBRATION_STUDIES = 300
+
+
+def calibrate_ranking(cases: Iterable[PatientCase], load_volume: VolumeLoader,
+                      max_studies: int = CALIBRATION_STUDIES, prior: float = 1.0,
+                      embedder: Embedder | None = None, params: M.ScoreParams = M.ScoreParams(),
+                      prepare: Callable[[PatientCase, MiningStats], PatientCase] | None = None,
+                      stats: MiningStats | None = None) -> dict[str, Any]:
+    """Learn how to rank a study's candidates from the cohort's own tracks: for every annotated
+    instance of a track seen at least twice, withhold it, mine its study from the track's other
+    instances, and note which candidate lies within its radius
+    (:func:`lesiondb.core.mining.fit_rank_weights`). No label beyond the annotations is used, so it
+    runs on any graph (synthetic or real). Returns ``{"rankWeights": {...} or None, "studies":
+    leave-one-out studies searched, "choiceSets": those with the withheld lesion among the
+    candidates, "seconds"}``; ``rankWeights`` is None (rank by score) with too few of them.
+
+    ``cases`` are read in order until ``max_studies`` studies were searched (patientId order in
+    :func:`mine`, so a one-patient run ranks as the whole graph's first patients do)."""
+    t0 = time.perf_counter()
+    stats = stats if stats is not None else MiningStats()
+    sets: list[tuple[list[dict], list[bool]]] = []
+    studies = 0
+    for case in cases:
+        if studies >= max_studies:
+            break
+        if not any(len(obs) >= 2 for obs in case.tracks.values()):
+            continue
+        try:
+            case = prepare(case, stats) if prepare else case
+        except LesionDBError as exc:
+            stats.skip(f"patient {case.patient_id}", f"not used for calibration: {exc}")
+            continue
+        cache: dict[str, Any] = {}
+        refs: dict[str, M.Observation] = {}
+
+        def load(s: StudyData, cache=cache):  # each volume once per patient, not once per withheld lesion
+            if s.study_id not in cache:
+                try:
+                    cache[s.study_id] = load_volume(s)
+                except (ImageError, InputError, OSError, ValueError) as exc:
+                    stats.skip(f"study {s.study_id}", f"images not loaded: {exc}")
+                    cache[s.study_id] = None
+            return cache[s.study_id]
+
+        for uid, obs in sorted(case.tracks.items()):
+            if len(obs) < 2:
+                continue
+            for o in obs:
+                if studies >= max_studies or o.position_mm is None:
+                    continue
+                rest = [x for x in obs if x is not o]
+                loo = replace(case, tracks={**case.tracks, uid: rest},
+                              lesions={k: [x for x in v if x is not o] for k, v in case.lesions.items()})
+                scored: list[M.Candidate] = []
+                try:
+                    mine_case(loo, load, embedder=embedder, params=params, stats=MiningStats(), references=refs,
+                              select=lambda u, sid, uid=uid, want=o.study_id: u == uid and sid == want,
+                              on_scored=lambda _u, _s, cands, scored=scored: scored.extend(cands))
+                except LesionDBError as exc:
+                    stats.skip(f"lesion {o.lesion_id}", f"not used for calibration: {exc}")
+                    continue
+                if not scored:
+                    continue
+                studies += 1
+                radius = max(o.long_diameter_mm / 2.0, 1.0)
+                sets.append(([c.terms for c in scored], [M._dist(c.position_mm, o.position_mm) <= radius
+                                                         for c in scored]))
+    weights = M.fit_rank_weights(sets, prior=prior)
+    return {"rankWeights": weights, "studies": studies,
+            "choiceSets": sum(1 for _, r in sets if any(r) and len(r) >= 2),
+            "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def _predict(obs, info, hu, grid, translation, vol) -> M.Prediction | None:
@@ -523,21 +618,32 @@ def blas_single_thread():
 
 def mine(engine, load_volume: VolumeLoader, patient: str | None = None, min_score: float = DEFAULT_MIN_SCORE,
          embedder: Embedder | None = None, model_id: str | None = None, batch_size: int = 50,
-         progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+         progress: Callable[[int], None] | None = None, rank_calibration: bool = True,
+         calibration_studies: int = CALIBRATION_STUDIES) -> dict[str, Any]:
     """Mine every tracked patient (or one) and write the proposals. Returns a summary dict.
 
-    A loader may adapt each case to its images first (``load_volume.prepare_case(case, stats)``)
-    and its proposals after (``load_volume.finish_records(case, records, stats, min_score)``), as
-    :class:`lesiondb.mining_images.StudyVolumes` does for DeepLesion's PNG slices."""
+    With ``rank_calibration`` the candidates are ranked by weights learned first from the graph's
+    own tracks (:func:`calibrate_ranking`, on up to ``calibration_studies`` leave-one-out studies
+    of the first patients in patientId order, whichever patient is mined: ``ranking`` in the
+    summary). A loader may adapt each case to its images first (``load_volume.prepare_case(case,
+    stats)``) and its proposals after (``load_volume.finish_records(case, records, stats,
+    min_score)``), as :class:`lesiondb.mining_images.StudyVolumes` does for DeepLesion's PNG slices."""
     stats = MiningStats()
     counts = {"created": 0, "refreshed": 0, "kept": 0}
     prepare = getattr(load_volume, "prepare_case", None)
     finish = getattr(load_volume, "finish_records", None)
+    ranking: dict[str, Any] = {"rankWeights": None, "studies": 0, "choiceSets": 0, "seconds": 0.0}
+    if rank_calibration:
+        with blas_single_thread():
+            ranking = calibrate_ranking(read_cases(engine, None, batch_size), load_volume,
+                                        max_studies=calibration_studies, embedder=embedder,
+                                        prepare=prepare)  # its skips are the mining pass's too: not counted twice
+    weights = ranking["rankWeights"]
     for case in read_cases(engine, patient, batch_size):
         try:
             with blas_single_thread():
                 case = prepare(case, stats) if prepare else case
-                props = mine_case(case, load_volume, min_score, embedder, stats=stats)
+                props = mine_case(case, load_volume, min_score, embedder, stats=stats, rank_weights=weights)
                 props = finish(case, props, stats, min_score) if finish else props
         except LesionDBError as exc:
             stats.skip(f"patient {case.patient_id}", str(exc))
@@ -547,7 +653,7 @@ def mine(engine, load_volume: VolumeLoader, patient: str | None = None, min_scor
                 counts[k] += v
         if progress:
             progress(1)
-    return {**stats.to_dict(), "minScore": min_score, "modelId": model_id or "none", **counts}
+    return {**stats.to_dict(), "minScore": min_score, "modelId": model_id or "none", **counts, "ranking": ranking}
 
 
 def list_proposals(engine, status: str | None = None, patient: str | None = None,

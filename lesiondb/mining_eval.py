@@ -9,8 +9,14 @@ Two sources of tracks (``tracks=``):
   (never the user's) and matched exactly as ``lesiondb match`` does
   (:func:`lesiondb.tracking.match_graph`); the cases are read back as ``lesiondb mine`` reads them
   (:func:`lesiondb.mining.read_cases`) and mined on those tracks. A proposal is right when it lies
-  within the radius of the withheld instance, in its study, of the ground-truth track most of the
-  matched track's lesions belong to.
+  on the withheld instance (below), in its study, of the ground-truth track most of the matched
+  track's lesions belong to.
+
+A proposal is right when its centre lies on the withheld lesion: within its radius (half its
+RECIST long diameter) of its centre, or inside its extent (the ground truth's ellipsoid: a small
+lesion is often longer along z than across, and its RECIST diameter is that of the key slice's
+cut, smaller than the lesion). ``recall_radius_only`` / ``precision_radius_only`` use the radius
+alone.
 
 Withheld instances are the targets; recall counts each withheld lesion once (a fragmented track
 may propose it twice).
@@ -30,7 +36,7 @@ from . import mining
 from .core import mining as M
 from .errors import ImageError, InputError
 
-THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6)
+THRESHOLDS = (0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6)
 
 
 def _patient_volumes(root: Path, p: dict):
@@ -109,20 +115,16 @@ def _cases(root: Path, max_patients: int | None):
 EVAL_GRAPH_MINING = "lesiondb_eval_mining"
 
 
-def _matched_cases(root: Path, max_patients: int | None, app_engine: Any, calibrate: bool, info: dict):
-    """Like :func:`_cases`, on the tracks ``lesiondb match`` makes of the annotated lesions (module
-    doc). The cases' study ids are the ground truth's study UIDs and their lesion ids the
-    annotation ids (as in the truth mode), so both modes score the same way. ``info`` receives
-    the match summary."""
+def _match_scratch(root: Path, app_engine: Any, calibrate: bool, info: dict):
+    """Ingest the cohort's annotated lesions into a scratch graph and match them as ``lesiondb
+    match`` does; returns (cases by pseudonymised patient id, the pseudonymiser). ``info``
+    receives the match summary."""
     from .core.pseudonym import Pseudonymizer
-    from .datasets import cohort as C
     from .ingest_dicom import ingest_cohort
     from .matching_eval import scratch_engine
     from .tracking import match_graph
 
-    gt = C.read_ground_truth(root)
     ids = Pseudonymizer(uuid.uuid4().bytes + uuid.uuid4().bytes)  # a throwaway key: scratch graph only
-    patients = gt.patients[:max_patients] if max_patients else gt.patients
     with scratch_engine(app_engine, EVAL_GRAPH_MINING) as eng:
         ing = ingest_cohort(eng, root, ids)
         report = match_graph(eng, calibrate=calibrate)
@@ -131,6 +133,18 @@ def _matched_cases(root: Path, max_patients: int | None, app_engine: Any, calibr
                  "matchedTracks": sum(len(c.tracks) for c in by_pid.values()),
                  "match": {k: v for k, v in report.to_dict().items() if k in ("patients", "lesions", "tracks",
                                                                                "sameLesionEdges", "seconds")}})
+    return by_pid, ids
+
+
+def _matched_cases(root: Path, max_patients: int | None, by_pid: dict, ids: Any):
+    """Like :func:`_cases`, on the tracks ``lesiondb match`` made of the annotated lesions
+    (:func:`_match_scratch`; module doc). The cases' study ids are the ground truth's study UIDs
+    and their lesion ids the annotation ids (as in the truth mode), so both modes score the same
+    way."""
+    from .datasets import cohort as C
+
+    gt = C.read_ground_truth(root)
+    patients = gt.patients[:max_patients] if max_patients else gt.patients
     inst_by_patient = _instances_by_patient(gt)
     for p in patients:
         pid = p["patient_id"]
@@ -162,11 +176,14 @@ TRACK_SOURCES = ("truth", "matched")
 def evaluate_cohort(root: str | Path, min_score: float = mining.DEFAULT_MIN_SCORE, max_patients: int | None = None,
                     embedder: mining.Embedder | None = None, params: M.ScoreParams = M.ScoreParams(),
                     progress: Callable[[int], None] | None = None, tracks: str = "truth",
-                    app_engine: Any = None, calibrate: bool = True) -> dict[str, Any]:
+                    app_engine: Any = None, calibrate: bool = True, rank_calibration: bool = True) -> dict[str, Any]:
     """Recall, precision, median error and timing of mining on one cohort (see module doc).
 
     ``tracks="matched"`` matches the annotated lesions first, in a scratch graph beside
-    ``app_engine``'s (a temporary embedded one when None), with ``calibrate`` as ``lesiondb match``."""
+    ``app_engine``'s (a temporary embedded one when None), with ``calibrate`` as ``lesiondb match``.
+    With ``rank_calibration`` the candidates are ranked as ``lesiondb mine`` ranks them, by weights
+    learned from the cohort's own annotated tracks (:func:`lesiondb.mining.calibrate_ranking`: the
+    withheld lesions play no part)."""
     from .datasets import cohort as C
 
     if tracks not in TRACK_SOURCES:
@@ -183,13 +200,33 @@ def evaluate_cohort(root: str | Path, min_score: float = mining.DEFAULT_MIN_SCOR
     n_studies = 0
     withheld = 0
     minable: list[tuple[str, str]] = []
-    # (score / evidence factor, right, error_mm or None) of each track-study best candidate: a
-    # proposal at threshold th is one with score ≥ th × its study's evidence factor
-    found: list[tuple[float, bool, float | None, tuple[str, str] | None]] = []
+    # (score / evidence factor, right, error_mm or None, key, right by the radius alone) of each
+    # track-study best candidate: a proposal at threshold th is one with score ≥ th × its study's
+    # evidence factor
+    found: list[tuple[float, bool, float | None, tuple[str, str] | None, bool]] = []
     match_info: dict[str, Any] = {}
-    cases = (_cases(root, max_patients) if tracks == "truth"
-             else _matched_cases(root, max_patients, app_engine, calibrate, match_info))
-    for case, vols, errs, t_load, insts in cases:
+    if tracks == "truth":
+        def make_cases():
+            return _cases(root, max_patients)
+    else:
+        by_pid, ids = _match_scratch(root, app_engine, calibrate, match_info)
+
+        def make_cases():
+            return _matched_cases(root, max_patients, by_pid, ids)
+    ranking = {"rankWeights": None, "studies": 0, "choiceSets": 0, "seconds": 0.0}
+    if rank_calibration:
+        current: dict[str, Any] = {}
+
+        def annotated_cases():  # one patient's volumes in memory at a time
+            for case, vols, *_ in make_cases():
+                current.clear()
+                current.update(vols)
+                yield case
+
+        with mining.blas_single_thread():
+            ranking = mining.calibrate_ranking(annotated_cases(), lambda s: current.get(s.study_id),
+                                               embedder=embedder, params=params)
+    for case, vols, errs, t_load, insts in make_cases():
         errors += errs
         load_s += t_load
         n_studies += len(vols)
@@ -204,28 +241,33 @@ def evaluate_cohort(root: str | Path, min_score: float = mining.DEFAULT_MIN_SCOR
                 minable.append((i["track_id"], i["study_uid"]))
         with mining.blas_single_thread():
             recs = mining.mine_case(case, lambda s, v=vols: v.get(s.study_id), min_score=min_score,
-                                    embedder=embedder, params=params, stats=stats, keep_below=True)
+                                    embedder=embedder, params=params, stats=stats, keep_below=True,
+                                    rank_weights=ranking["rankWeights"])
         true_track = _true_tracks(case, insts) if tracks == "matched" else {}
         for rec in recs:
             key = (true_track.get(rec.tracking_uid, rec.tracking_uid), rec.study_id)
             gt = truth.get(key)
             if gt is None:
-                found.append((rec.candidate.score / rec.evidence, False, None, None))
+                found.append((rec.candidate.score / rec.evidence, False, None, None, False))
                 continue
             err = M._dist(rec.position_mm, gt["center_mm"])
-            found.append((rec.candidate.score / rec.evidence, err <= float(gt["long_diameter_mm"]) / 2.0, err, key))
+            within = err <= float(gt["long_diameter_mm"]) / 2.0
+            found.append((rec.candidate.score / rec.evidence, within or inside_lesion(rec.position_mm, gt), err, key,
+                          within))
         if progress:
             progress(1)
 
-    def at(th: float) -> dict[str, Any]:
+    def at(th: float, strict: bool = False) -> dict[str, Any]:
         props = [f for f in found if f[0] >= th]
-        right = sum(1 for f in props if f[1])
-        hit = len({f[3] for f in props if f[1]} & set(minable))
+        ok = [f[4] if strict else f[1] for f in props]
+        right = sum(ok)
+        hit = len({f[3] for f, o in zip(props, ok, strict=True) if o} & set(minable))
         return {"threshold": th, "proposals": len(props), "correct": right,
                 "recall": hit / len(minable) if minable else None,
                 "precision": right / len(props) if props else None}
 
     main = at(min_score)
+    strict = at(min_score, strict=True)
     errs = [f[2] for f in found if f[0] >= min_score and f[2] is not None]
     errs_right = [f[2] for f in found if f[0] >= min_score and f[1]]
     return {
@@ -233,6 +275,9 @@ def evaluate_cohort(root: str | Path, min_score: float = mining.DEFAULT_MIN_SCOR
         "withheld": withheld, "withheldMinable": len(minable), "candidateStudies": stats.candidate_studies,
         "minScore": min_score, "proposals": main["proposals"], "correct": main["correct"],
         "recall": main["recall"], "precision": main["precision"],
+        # the same under the radius alone (a centre inside a small lesion but a slice off its
+        # RECIST centre counts as wrong here)
+        "recall_radius_only": strict["recall"], "precision_radius_only": strict["precision"],
         "median_error_mm": float(np.median(errs)) if errs else None,
         "median_error_mm_correct": float(np.median(errs_right)) if errs_right else None,
         "seconds_per_candidate_study": stats.seconds_mining / stats.candidate_studies if stats.candidate_studies else None,
@@ -241,8 +286,23 @@ def evaluate_cohort(root: str | Path, min_score: float = mining.DEFAULT_MIN_SCOR
         "tracks": ("ground truth (annotated instances)" if tracks == "truth"
                    else "matched (lesiondb match on the annotated instances)"),
         **({"matching": match_info} if tracks == "matched" else {}),
+        "ranking": ranking,
         "errors": (errors + stats.skipped)[:50],
     }
+
+
+def inside_lesion(p: M.Vec3, gt: dict) -> bool:
+    """Whether point ``p`` (patient mm) lies inside a ground-truth lesion's ellipsoid (``center_mm``,
+    ``semi_axes_mm`` along its in-plane axes and z, in-plane ``angle_rad``); False when the
+    instance has no extent."""
+    semi = gt.get("semi_axes_mm")
+    if not semi or len(semi) != 3 or min(semi) <= 0:
+        return False
+    d = np.asarray(p, float) - np.asarray(gt["center_mm"], float)
+    th = float(gt.get("angle_rad", 0.0))
+    u = d[0] * np.cos(th) + d[1] * np.sin(th)
+    v = -d[0] * np.sin(th) + d[1] * np.cos(th)
+    return bool((u / semi[0]) ** 2 + (v / semi[1]) ** 2 + (d[2] / semi[2]) ** 2 <= 1.0)
 
 
 def _true_tracks(case: mining.PatientCase, insts: list[dict]) -> dict[str, str]:

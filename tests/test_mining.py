@@ -317,3 +317,47 @@ def test_pattern_term_compares_with_the_tracks_own_lesion_patches():
     assert np.linalg.norm(np.array(rec.position_mm) - (T1 + SHIFTS["S2"])) < 3.0
     (plain,) = _t1_s2(mining.mine_case(case, _loader, keep_below=True, pattern=False))
     assert "pattern" not in plain.candidate.terms and plain.candidate.pattern_ncc is None
+
+
+def test_calibrate_ranking_withholds_each_instance_of_tracks_seen_twice():
+    """Leave-one-out over the scene's tracks seen at least twice (T1: S1, S3; T2: S1–S3): each
+    withheld instance is mined back in its own study from the others, the planted lesion is among
+    the candidates, and the case itself is left as it was. Five studies are too few to fit weights:
+    ranking stays by score."""
+    case = _case(set(TRACKS))
+    before = {u: [o.lesion_id for o in obs] for u, obs in case.tracks.items()}
+    loaded = []
+
+    def loader(study):
+        loaded.append(study.study_id)
+        return VOLUMES[study.study_id]
+
+    out = mining.calibrate_ranking([case], loader)
+    assert out["studies"] == 5 and out["rankWeights"] is None
+    assert out["choiceSets"] >= 4  # the withheld lesion lies among the candidates
+    assert sorted(loaded) == ["S1", "S2", "S3"]  # each volume read once for all five
+    assert {u: [o.lesion_id for o in obs] for u, obs in case.tracks.items()} == before
+    assert mining.calibrate_ranking([case], loader, max_studies=2)["studies"] == 2
+
+
+def test_mine_reports_its_ranking_and_uses_learned_weights(graph, monkeypatch):
+    """`mine` calibrates first (too few tracks here: by score) and passes learned weights on."""
+    out = mining.mine(graph, _loader)
+    assert out["ranking"]["studies"] == 5 and out["ranking"]["rankWeights"] is None
+    seen = []
+    real = mining.mine_case
+
+    def spy(*a, **k):
+        seen.append(k.get("rank_weights"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(mining, "calibrate_ranking",
+                        lambda *a, **k: {"rankWeights": {"position": 1.0, "hu": 0.2}, "studies": 30,
+                                         "choiceSets": 30, "seconds": 0.0})
+    monkeypatch.setattr(mining, "mine_case", spy)
+    out = mining.mine(graph, _loader)
+    assert seen == [{"position": 1.0, "hu": 0.2}] and out["ranking"]["studies"] == 30
+    assert [p["trackingUid"] for p in mining.list_proposals(graph)] == ["T1"]
+    seen.clear()
+    assert mining.mine(graph, _loader, rank_calibration=False)["ranking"]["rankWeights"] is None
+    assert seen == [None]

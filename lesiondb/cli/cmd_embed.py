@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import emit, handle_errors, pass_app
+from .common import emit, handle_errors, pass_app, reader_workers_option
 
 
 @click.command("embed")
@@ -24,9 +24,7 @@ from .common import emit, handle_errors, pass_app
               help="Key the lesions were pseudonymised with [default: the data dir's pseudonym.key].")
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1, 65536),
               help="Patches per encoder call.")
-@click.option("--workers", type=click.IntRange(0, 256), default=None,
-              help="Processes reading and cropping images while this one embeds and writes [default: one per "
-                   "CPU core; 0 or 1: read in this process].")
+@reader_workers_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_app
 @handle_errors

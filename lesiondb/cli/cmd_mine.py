@@ -23,17 +23,22 @@ from .common import emit, handle_errors, pass_app, progress_bar
               help="auto: DeepLesion PNG slices for studies ingested from DL_info, DICOM series otherwise.")
 @click.option("--embed/--no-embed", default=True, show_default=True,
               help="Score candidates by embedding distance too, when an encoder is available.")
+@click.option("--rank-calibration/--no-rank-calibration", default=True, show_default=True,
+              help="Learn how to rank each study's candidates from the graph's own tracks first (withhold "
+                   "each annotated instance of a track seen twice or more, mine it back); off: rank by score.")
 @click.option("--batch-size", default=50, show_default=True, help="Patients read from the graph per query.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_app
 @handle_errors
-def command(app, patient, min_score, images, dl_info, pseudonym_key, image_format, embed, batch_size,
-            as_json) -> None:
+def command(app, patient, min_score, images, dl_info, pseudonym_key, image_format, embed, rank_calibration,
+            batch_size, as_json) -> None:
     """Mine every track for the studies where its lesion should be visible but is not annotated.
 
     For each track (run `lesiondb match` first), every study of the patient where the lesion
     should be visible is searched around the position predicted from the track's other studies;
     the best blob candidate that looks like the track's lesions becomes a pending (:Proposal).
+    Candidates are ranked by weights learned from the graph's own tracks first (each annotated
+    instance of a track seen twice or more withheld and mined back: `ranking` in --json).
     Re-running refreshes pending proposals and never touches accepted or rejected ones. Review them
     with `lesiondb review list|accept|reject`.
 
@@ -75,7 +80,8 @@ def command(app, patient, min_score, images, dl_info, pseudonym_key, image_forma
         embedder, model_id, note = _embedder()
     with progress_bar(app, total, "mine", "patient") as bar:
         out = mining.mine(eng, loader, patient=patient, min_score=threshold,
-                          embedder=embedder, model_id=model_id, batch_size=batch_size, progress=bar.update)
+                          embedder=embedder, model_id=model_id, batch_size=batch_size, progress=bar.update,
+                          rank_calibration=rank_calibration)
     if note:
         out["embedNote"] = note
     emit(out, as_json, _text)
@@ -95,6 +101,12 @@ def _text(o) -> str:
              f"proposals ≥ {o['minScore']:.2f}:   {o['proposals']} "
              f"(new {o['created']}, refreshed {o['refreshed']}, already reviewed {o['kept']})",
              f"below threshold:    {o['belowThreshold']}"]
+    rk = o.get("ranking") or {}
+    if rk.get("rankWeights"):
+        w = ", ".join(f"{k} {v:.2f}" for k, v in rk["rankWeights"].items())
+        lines.append(f"ranking weights:    {w} ({rk['choiceSets']} leave-one-out studies, {rk['seconds']:.0f} s)")
+    elif rk.get("studies") is not None and "rankWeights" in rk:
+        lines.append(f"ranking weights:    none (by score: {rk.get('choiceSets', 0)} leave-one-out studies are too few)")
     if o.get("secondsPerCandidateStudy") is not None:
         lines.append(f"time per study:     {o['secondsPerCandidateStudy'] * 1000:.0f} ms")
     if o.get("embedNote"):

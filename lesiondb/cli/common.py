@@ -53,6 +53,14 @@ class AppContext:
 pass_app = click.make_pass_decorator(AppContext)
 
 
+def reader_workers_option(when: str = ""):
+    """``--workers``: processes reading and cropping images for a command that embeds and writes."""
+    return click.option("--workers", type=click.IntRange(0, 256), default=None,
+                        help=f"{when + 'p' if when else 'P'}rocesses reading and cropping images while this one "
+                             "embeds and writes "
+                             "[default: one per CPU core; 0 or 1: read in this process].")
+
+
 def emit(obj: Any, as_json: bool, text: Callable[[Any], str] | None = None) -> None:
     """JSON to stdout with ``--json``, else a human rendering (``text(obj)`` or pretty JSON)."""
     if as_json:

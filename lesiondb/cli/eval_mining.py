@@ -17,10 +17,13 @@ from .common import emit, handle_errors, pass_app, progress_bar
               help="truth: mine on the ground-truth tracks (measures mining alone); matched: match the "
                    "annotated lesions first as `lesiondb match` does, in a scratch graph, and mine on "
                    "those tracks (what a user gets end to end).")
+@click.option("--rank-calibration/--no-rank-calibration", default=True, show_default=True,
+              help="Rank candidates as `lesiondb mine` does, by weights learned from the cohort's own "
+                   "annotated tracks first (the withheld lesions play no part); off: rank by score.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @pass_app
 @handle_errors
-def command(app, cohort, min_score, max_patients, embed, tracks, as_json) -> None:
+def command(app, cohort, min_score, max_patients, embed, tracks, rank_calibration, as_json) -> None:
     """Mine a synthetic COHORT (from `lesiondb synth`) whose withheld annotations are known.
 
     By default tracks are the ground-truth tracks of the annotated lesions (so the figures
@@ -28,8 +31,9 @@ def command(app, cohort, min_score, max_patients, embed, tracks, as_json) -> Non
     as ingest computes them. With --tracks matched the annotated lesions are ingested into a
     scratch graph (not yours) and matched as `lesiondb match` does, and mining runs on those
     tracks; a proposal then counts for the ground-truth track most of its track's lesions belong to.
-    A proposal is right when its centre lies within the withheld lesion's radius (half its
-    long diameter). Reports recall (over withheld lesions whose track is annotated in another
+    A proposal is right when its centre lies on the withheld lesion: within its radius (half its
+    long diameter) of its centre, or inside its extent (the ground truth's ellipsoid);
+    recall_radius_only / precision_radius_only use the radius alone. Reports recall (over withheld lesions whose track is annotated in another
     study), precision, median error (mm, proposals for a track and study that hold a withheld
     lesion), time per candidate study (detection + scoring; DICOM reading reported apart), and
     precision/recall over a range of thresholds.
@@ -45,7 +49,7 @@ def command(app, cohort, min_score, max_patients, embed, tracks, as_json) -> Non
     threshold = DEFAULT_MIN_SCORE if min_score is None else min_score
     with progress_bar(app, None, "eval mining", "patient") as bar:
         out = evaluate_cohort(cohort, min_score=threshold, max_patients=max_patients, embedder=embedder,
-                              progress=bar.update, tracks=tracks,
+                              progress=bar.update, tracks=tracks, rank_calibration=rank_calibration,
                               app_engine=app.engine() if tracks == "matched" else None)
     out["modelId"] = model_id or "none"
     emit(out, as_json, _text)
@@ -61,7 +65,15 @@ def _text(o) -> str:
              f"proposals ≥ {o['minScore']:.2f}:    {o['proposals']} ({o['correct']} right)",
              f"recall:              {f(o['recall'])}",
              f"precision:           {f(o['precision'])}",
+             f"  radius alone:      recall {f(o.get('recall_radius_only'))}, precision "
+             f"{f(o.get('precision_radius_only'))}",
              f"median error:        {f(o['median_error_mm'], '{:.2f}')} mm",
              f"per candidate study: {f(o['seconds_per_candidate_study'], '{:.4f}')} s "
              f"(+ {f(o['seconds_loading_per_study'], '{:.4f}')} s reading DICOM per study)"]
+    rk = o.get("ranking") or {}
+    if rk.get("rankWeights"):
+        w = ", ".join(f"{k} {v:.2f}" for k, v in rk["rankWeights"].items())
+        lines.append(f"ranking weights:     {w} ({rk['choiceSets']} leave-one-out studies, {rk['seconds']:.0f} s)")
+    else:
+        lines.append("ranking weights:     none (ranked by score)")
     return "\n".join(lines)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import emit, handle_errors, pass_app, progress_bar
+from .common import emit, handle_errors, pass_app, progress_bar, reader_workers_option
 from .summary import ingest_summary_text
 
 
@@ -16,9 +16,7 @@ from .summary import ingest_summary_text
 @click.option("--pseudonym-key", envvar="LESIONDB_PSEUDONYM_KEY",
               help="Key for the patient pseudonyms [default: the data dir's pseudonym.key, created on first use].")
 @click.option("--batch-size", default=2000, show_default=True, help="Rows per write transaction.")
-@click.option("--workers", type=click.IntRange(0, 256), default=None,
-              help="With --images: processes reading and cropping the PNGs while this one embeds and writes "
-                   "[default: one per CPU core; 0 or 1: read in this process].")
+@reader_workers_option("With --images: ")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_app
 @handle_errors

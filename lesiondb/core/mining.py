@@ -197,7 +197,9 @@ def should_be_visible(obs: Sequence[Observation], study: StudyInfo, min_visible_
     if times[0] < study.time < times[-1]:
         return True
     d = extrapolate_diameter(obs, study.time)
-    return d is None or d + extrapolation_margin(obs, study.time) >= min_visible_mm
+    # a lesion as small as radiologists annotated in this very track is visible to them
+    floor = min(min_visible_mm, min(o.long_diameter_mm for o in obs))
+    return d is None or d + extrapolation_margin(obs, study.time) >= floor
 
 
 #: Factor on the score threshold for a study between two annotated studies of the track: the
@@ -855,6 +857,65 @@ def score_candidate(c: Candidate, pred: Prediction, ref: dict, p: ScoreParams = 
     return replace(c, score=score, terms={k: round(v, 4) for k, v in terms.items()})
 
 
+#: Terms whose ranking weight :func:`fit_rank_weights` learns (a term without a weight counts 1).
+RANK_TERMS = ("position", "size", "hu", "contrast", "pattern", "embedding", "anatomy")
+
+
+def rank_value(c: Candidate, weights: dict[str, float] | None = None) -> float:
+    """Σ w_k · term_k of a scored candidate: its rank within its study, smallest first. Without
+    weights, −score (the score's own order: every term counts 1).
+
+    Ranking (which candidate of a study is the track's lesion) and the decision (is it there at
+    all: the candidate's score against the threshold) are separate questions: within one study
+    the look-alikes near the prediction tend to match the lesion's size and HU as well as the
+    lesion does, so those terms tell less there than where and in what surroundings a candidate
+    lies (:func:`fit_rank_weights` measures this per cohort)."""
+    if not weights:
+        return -c.score
+    return float(sum(weights.get(k, 1.0) * v for k, v in c.terms.items()))
+
+
+def fit_rank_weights(choice_sets: Sequence[tuple[Sequence[dict], Sequence[bool]]], prior: float = 1.0,
+                     terms: Sequence[str] = RANK_TERMS, min_sets: int = 20) -> dict[str, float] | None:
+    """Ranking weights from studies where the right candidate is known (leave-one-observation-out
+    mining of the cohort's own tracks: :func:`lesiondb.mining.calibrate_ranking`).
+
+    Conditional logit: P(candidate j is the lesion | its study's candidates) ∝ exp(−½ Σ_k w_k t_jk)
+    over each study's candidates' terms t, with w_k = exp(θ_k) and a Gaussian prior θ_k ~ N(0,
+    1 / ``prior``) that keeps a term with little evidence at weight 1. ``choice_sets`` are
+    (terms of each candidate, right flags); sets without a right candidate or with a single
+    candidate tell nothing and are skipped. Returns None with fewer than ``min_sets`` usable sets."""
+    from scipy.optimize import minimize
+
+    sets = []
+    for cand_terms, right in choice_sets:
+        y = np.asarray(right, float)
+        if len(y) < 2 or y.sum() == 0:
+            continue
+        X = np.array([[float(t.get(k, 0.0)) for k in terms] for t in cand_terms])
+        sets.append((X, y / y.sum()))
+    if len(sets) < min_sets:
+        return None
+    used = np.array([any(np.ptp(X[:, i]) > 0 for X, _ in sets) for i in range(len(terms))])
+
+    def nll(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w = np.exp(theta)
+        f = 0.5 * prior * float(theta @ theta)
+        g = prior * theta
+        for X, y in sets:
+            u = -0.5 * (X @ w)
+            u -= u.max()
+            p = np.exp(u)
+            p /= p.sum()
+            f -= float(y @ np.log(p + 1e-300))
+            g = g + 0.5 * (y @ X - p @ X) * w
+        return f, g
+
+    res = minimize(nll, np.zeros(len(terms)), jac=True, method="L-BFGS-B")
+    w = np.where(used, np.exp(res.x), 1.0)
+    return {k: round(float(v), 4) for k, v in zip(terms, w, strict=True)}
+
+
 #: Samples per side of a pattern patch, and the HU window it is compared in, ± around the
 #: lesion's own HU (a soft-tissue lesion: fat to contrast-enhanced vessels; a ground-glass
 #: nodule: lung to soft tissue — a fixed soft-tissue window would flatten a lung patch to a
@@ -1004,15 +1065,21 @@ def mine_study(hu: np.ndarray, grid: Grid, pred: Prediction, ref: dict | None = 
                embed: Callable[[list[Candidate]], list[np.ndarray]] | None = None,
                search_mm: float | None = None, max_candidates: int = 16,
                refine: int = 3, exclude: Sequence[tuple[Vec3, float]] = (),
-               templates: Sequence[tuple[np.ndarray, float, tuple[float, float]]] = ()
+               templates: Sequence[tuple[np.ndarray, float, tuple[float, float]]] = (),
+               rank_weights: dict[str, float] | None = None
                ) -> tuple[Candidate | None, list[Candidate]]:
     """Detect, measure and score candidates in one study; returns (proposal or None, all scored
     candidates best first). ``embed`` maps measured candidates to unit embeddings when an
     encoder is available (the ``refine`` best by appearance are embedded). Candidates whose centre
     lies within half the radius of a lesion annotated in the study (``exclude``: (centre, radius))
     are dropped: they are annotated already. ``templates`` are the track's lesion patches
-    (:func:`pattern_template`) for the pattern term (:func:`pattern_similarity`)."""
+    (:func:`pattern_template`) for the pattern term (:func:`pattern_similarity`). Candidates are
+    ranked by :func:`rank_value` under ``rank_weights``; the first is proposed when its score
+    reaches ``min_score``."""
     ref = ref if ref is not None else reference_stats(pred.reference)
+
+    def rank(c: Candidate) -> float:
+        return rank_value(c, rank_weights)
 
     def score(m: Candidate) -> Candidate:
         if templates:
@@ -1048,16 +1115,16 @@ def mine_study(hu: np.ndarray, grid: Grid, pred: Prediction, ref: dict | None = 
     if exclude:
         # a candidate centred on an annotated lesion (within half its radius) *is* that lesion
         measured = [m for m in measured if not any(_dist(m.position_mm, a) <= 0.5 * r for a, r in exclude)]
-    scored = sorted((score(m) for m in measured), key=lambda c: -c.score)
+    scored = sorted((score(m) for m in measured), key=rank)
     top = [m for m in (measure_candidate(hu, grid, c, neighbours=True) for c in scored[:refine]) if m is not None]
-    scored = sorted([score(m) for m in top] + scored[refine:], key=lambda c: -c.score)
+    scored = sorted([score(m) for m in top] + scored[refine:], key=rank)
     if embed is not None and scored and ref.get("embedding") is not None:
         head = scored[:refine]
         embs = embed(head)
         head = [score_candidate(replace(m, embedding=np.asarray(e, float)), pred, ref, params)
                 for m, e in zip(head, embs, strict=True)]
         # candidates without an embedding keep their appearance-only score but rank after
-        scored = sorted(head, key=lambda c: -c.score) + scored[refine:]
+        scored = sorted(head, key=rank) + scored[refine:]
     if params.fuse:
         scored = [fuse_position(c, pred, grid) for c in scored]
     best = scored[0] if scored and scored[0].score >= min_score else None

@@ -217,6 +217,17 @@ def test_visibility_allows_for_measurement_noise():
     assert M.extrapolation_margin([_obs("S1", 0, 9.0)], 300) == 0.0  # one observation: no trend
 
 
+def test_a_lesion_annotated_small_stays_visible_at_that_size():
+    """The 5 mm visibility floor never hides a lesion as large as one annotated in its own track:
+    a stable 2.8 mm nodule is searched, a 3 mm one shrinking to nothing is not."""
+    stable = [_obs("S1", 0, 2.8), _obs("S2", 100, 2.7), _obs("S3", 200, 2.8)]
+    assert M.should_be_visible(stable, M.StudyInfo("S4", 220))
+    assert M.should_be_visible(stable, M.StudyInfo("S0", -20))
+    # the same track under a floor that ignores its own size would skip both
+    big = [_obs("S1", 0, 6.0), _obs("S2", 100, 3.2)]  # halving in 100 days: gone by 300
+    assert not M.should_be_visible(big, M.StudyInfo("S4", 300))
+
+
 def test_fused_position_leans_on_the_prediction_along_z_only():
     grid = M.Grid(slice_z_mm=np.arange(30) * 5.0, row_mm=0.8, col_mm=0.8)
     pred = M.Prediction((50.0, 50.0, 70.0), 6.0, "test", 12.0)
@@ -352,3 +363,40 @@ def test_template_match_finds_the_lesion_where_its_region_would_leak():
     found = grid.to_mm(kk, rr, cc)
     assert ncc > 0.7
     assert math.hypot(found[0] - tgt_c[0], found[1] - tgt_c[1]) < 1.5 and abs(found[2] - tgt_c[2]) <= 2.5
+
+
+def _choice_sets(w_true, n_sets, n_cands, rng):
+    sets = []
+    for _ in range(n_sets):
+        terms = [{k: float(rng.exponential(1.0)) for k in w_true} | {"embedding": 0.0} for _ in range(n_cands)]
+        u = np.array([-0.5 * sum(w_true[k] * t[k] for k in w_true) for t in terms])
+        p = np.exp(u - u.max())
+        right = np.zeros(n_cands, bool)
+        right[rng.choice(n_cands, p=p / p.sum())] = True
+        sets.append((terms, list(right)))
+    return sets
+
+
+def test_fit_rank_weights_recovers_the_weights_that_chose_the_candidates():
+    """Choice sets drawn from a known conditional logit give back its weights; a term that never
+    varies (embedding here) keeps weight 1; too few sets give None (rank by score)."""
+    rng = np.random.default_rng(5)
+    w_true = {"position": 2.0, "size": 0.25, "hu": 1.0, "contrast": 0.5, "pattern": 4.0}
+    w = M.fit_rank_weights(_choice_sets(w_true, 3000, 6, rng), prior=0.01)
+    for k, v in w_true.items():
+        assert abs(np.log(w[k] / v)) < 0.25, (k, w[k], v)
+    assert w["embedding"] == 1.0 and w["anatomy"] == 1.0
+    assert M.fit_rank_weights(_choice_sets(w_true, 10, 6, rng)) is None
+    # sets without a right candidate or with one candidate tell nothing
+    useless = [([{"position": 1.0}, {"position": 2.0}], [False, False]), ([{"position": 1.0}], [True])] * 30
+    assert M.fit_rank_weights(useless) is None
+
+
+def test_rank_value_orders_by_score_or_by_weighted_terms():
+    a = M.Candidate(0, 0, 0, (0, 0, 0), 3, 0, 1, score=0.30, terms={"position": 0.4, "hu": 2.0})
+    b = M.Candidate(0, 0, 0, (0, 0, 0), 3, 0, 1, score=0.25, terms={"position": 2.4, "hu": 0.4})
+    assert sorted([b, a], key=M.rank_value) == [a, b]  # by score
+    w = {"position": 1.0, "hu": 0.1}  # hu barely counts: b's larger position term decides
+    assert sorted([b, a], key=lambda c: M.rank_value(c, w)) == [a, b]
+    w = {"position": 0.1, "hu": 1.0}
+    assert sorted([a, b], key=lambda c: M.rank_value(c, w)) == [b, a]
