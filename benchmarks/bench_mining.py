@@ -121,13 +121,17 @@ def main() -> None:
         for emb in ((None, embedder) if embedder is not None else (None,)):
             with blas_single_thread():
                 r = bench_cohort(a.cohort, emb)
-            print({k: r[k] for k in ("candidateStudies", "seconds_per_candidate_study", "seconds_loading_per_study")})
+            print({k: r[k] for k in ("candidateStudies", "seconds_per_candidate_study", "seconds_loading_per_study",
+                                     "ranking")})
             lines += ["", f"End to end (`lesiondb eval mining{' --embed' if emb else ''}`: prediction, alignment, "
                       f"detection, measurement, scoring, anatomy check{', embedding' if emb else ''}) on the "
                       f"synthetic cohort `{a.cohort.name}` (seed {r.get('seed')}, {r['patients']} patients, "
                       f"{r['candidateStudies']} candidate studies): "
                       f"{r['seconds_per_candidate_study'] * 1000:.1f} ms per candidate study "
-                      f"(+ {r['seconds_loading_per_study'] * 1000:.1f} ms reading DICOM per study)."]
+                      f"(+ {r['seconds_loading_per_study'] * 1000:.1f} ms reading DICOM per study); "
+                      f"before it, once per run, the ranking calibration mined {r['ranking']['studies']} "
+                      f"leave-one-out studies in {r['ranking']['seconds']:.1f} s (DICOM reading included: "
+                      f"{r['ranking']['seconds'] / max(r['ranking']['studies'], 1) * 1000:.0f} ms per study)."]
     lines += ["", f"Load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, on "
               f"{os.cpu_count()} CPUs (shared machine: above the CPU count, figures are slower than idle)."]
     if not a.no_write:

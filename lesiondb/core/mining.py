@@ -40,8 +40,8 @@ the track, studies ordered by time:
   expected radius of the prediction (it is annotated, only not linked).
 
 How much evidence a proposal in S needs (:func:`evidence_factor`, a factor on the score
-threshold): less between two annotated studies (the lesion certainly exists), more before a
-single observation (a "new" lesion may not exist yet), the plain threshold otherwise.
+threshold): less between two annotated studies (the lesion certainly exists), more before the
+first observation (a "new" lesion may not exist yet), the plain threshold after the last.
 
 Coordinates: ``Grid`` maps voxels (slice k, row r, col c) to patient mm for axial series:
 ``x = x0 + c * col_mm``, ``y = y0 + r * row_mm``, ``z = slice_z_mm[k]``.
@@ -206,9 +206,8 @@ def should_be_visible(obs: Sequence[Observation], study: StudyInfo, min_visible_
 #: lesion certainly existed there (seen before and after), only where it is and what it looks
 #: like are uncertain.
 BETWEEN_EVIDENCE = 0.7
-#: Factor for a study before the first annotated study when there is no backward trend (a single
-#: observation): whether the lesion existed yet is itself unknown ("new" lesion), so a proposal
-#: needs stronger evidence than where existence is known.
+#: Factor for a study before the first annotated study: whether the lesion existed yet is itself
+#: unknown ("new" lesion), so a proposal needs stronger evidence than where existence is known.
 NEW_LESION_EVIDENCE = 2.0
 
 
@@ -216,15 +215,14 @@ def evidence_factor(obs: Sequence[Observation], t: float) -> float:
     """How much evidence a proposal at time ``t`` needs, as a factor on the score threshold.
 
     ``BETWEEN_EVIDENCE`` strictly between the first and last observation (existence known);
-    ``NEW_LESION_EVIDENCE`` before the first one when no trend can be extrapolated backwards
-    (:func:`extrapolate_diameter` gives ``None``); 1 otherwise (after the last observation, or
-    before the first with a trend that :func:`should_be_visible` already judged visible)."""
+    ``NEW_LESION_EVIDENCE`` before the first one (the lesion may be new there: a backward trend
+    says how large it would have been, not whether it existed); 1 after the last one."""
     times = sorted(o.time for o in obs)
     if not times:
         return 1.0
     if times[0] < t < times[-1]:
         return BETWEEN_EVIDENCE
-    if t < times[0] and extrapolate_diameter(obs, t) is None:
+    if t < times[0]:
         return NEW_LESION_EVIDENCE
     return 1.0
 

@@ -162,12 +162,13 @@ def test_visibility_rule():
 
 
 def test_evidence_factor_depends_on_where_the_study_lies_in_the_track():
-    """Existence is known between observations (weaker evidence suffices), unknown before a single
-    observation ("new" lesion: stronger evidence needed); otherwise the plain threshold."""
+    """Existence is known between observations (weaker evidence suffices), unknown before the
+    first one ("new" lesion: stronger evidence needed); after the last, the plain threshold."""
     two = [_obs("S1", 0, 12.0), _obs("S3", 200, 13.0)]
     assert M.evidence_factor(two, 100) == M.BETWEEN_EVIDENCE < 1.0
     assert M.evidence_factor(two, 300) == 1.0  # after: the trend already judged it visible
-    assert M.evidence_factor(two, -100) == 1.0  # before, with a backward trend
+    # before, even with a backward trend: the trend says how large, not whether it existed
+    assert M.evidence_factor(two, -100) == M.NEW_LESION_EVIDENCE
     one = [_obs("S2", 100, 12.0)]
     assert M.evidence_factor(one, 0) == M.NEW_LESION_EVIDENCE > 1.0  # before the only observation
     assert M.evidence_factor(one, 200) == 1.0  # after it
