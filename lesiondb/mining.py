@@ -634,10 +634,14 @@ def mine(engine, load_volume: VolumeLoader, patient: str | None = None, min_scor
     finish = getattr(load_volume, "finish_records", None)
     ranking: dict[str, Any] = {"rankWeights": None, "studies": 0, "choiceSets": 0, "seconds": 0.0}
     if rank_calibration:
+        log.info("learning the candidate ranking from the graph's tracks (up to %d leave-one-out studies)",
+                 calibration_studies)
         with blas_single_thread():
             ranking = calibrate_ranking(read_cases(engine, None, batch_size), load_volume,
                                         max_studies=calibration_studies, embedder=embedder,
                                         prepare=prepare)  # its skips are the mining pass's too: not counted twice
+        log.info("ranking weights %s from %d leave-one-out studies in %.1f s", ranking["rankWeights"],
+                 ranking["studies"], ranking["seconds"])
     weights = ranking["rankWeights"]
     for case in read_cases(engine, patient, batch_size):
         try:
