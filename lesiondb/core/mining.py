@@ -1,4 +1,5 @@
-"""Missing-annotation mining maths (numpy only): which studies to search, where, what to propose.
+"""Missing-annotation mining maths (numpy; scipy to fit the ranking): which studies to search,
+where, what to propose.
 
 A *track* is one lesion followed over a patient's studies; its annotated instances are
 :class:`Observation`. For a study of the patient without an annotation of the track, mining
