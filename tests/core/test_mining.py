@@ -401,3 +401,26 @@ def test_rank_value_orders_by_score_or_by_weighted_terms():
     assert sorted([b, a], key=lambda c: M.rank_value(c, w)) == [a, b]
     w = {"position": 0.1, "hu": 1.0}
     assert sorted([a, b], key=lambda c: M.rank_value(c, w)) == [b, a]
+
+
+def test_mine_study_ranks_by_the_weights_and_decides_on_the_first_ranked_score():
+    """Two hypodense blobs: one at the prediction but under half the expected size, one of the expected
+    size 12 mm away. By score the far one wins; with size barely weighted the near one ranks first,
+    and a threshold between their scores then proposes nothing (the decision is the first-ranked
+    candidate's own score, not the best score)."""
+    hu, grid = _volume(seed=3)
+    near, far = (50.0, 50.0, 30.0), (62.0, 50.0, 30.0)
+    _plant(hu, grid, near, 6.0, -60.0)
+    _plant(hu, grid, far, 14.0, -60.0)
+    pred = M.Prediction(position_mm=near, sigma_mm=10.0, method="test", expected_long_mm=14.0)
+    ref = {"mean_hu": -10.0, "contrast_hu": -60.0, "embedding": None}
+    _, by_score = M.mine_study(hu, grid, pred, ref, min_score=0.0)
+    assert M._dist(by_score[0].position_mm, far) < 3.0
+    w = {"position": 1.0, "size": 0.05, "hu": 0.05, "contrast": 0.05}
+    best, ranked = M.mine_study(hu, grid, pred, ref, min_score=0.0, rank_weights=w)
+    assert M._dist(ranked[0].position_mm, near) < 3.0 and best is ranked[0]
+    s_near = ranked[0].score
+    s_far = max(c.score for c in ranked if M._dist(c.position_mm, far) < 3.0)
+    assert s_near < s_far
+    best, _ = M.mine_study(hu, grid, pred, ref, min_score=(s_near + s_far) / 2, rank_weights=w)
+    assert best is None
