@@ -182,7 +182,8 @@ def mine_case(case: PatientCase, load_volume: VolumeLoader, min_score: float = D
               select: Callable[[str, str], bool] | None = None,
               rank_weights: dict[str, float] | None = None,
               on_scored: Callable[[str, str, list[M.Candidate]], None] | None = None,
-              references: dict[str, M.Observation] | None = None) -> list[ProposalRecord]:
+              references: dict[str, M.Observation] | None = None,
+              volumes: dict[str, Any] | None = None) -> list[ProposalRecord]:
     """Mine every track of one patient; each study volume is loaded at most once.
 
     A study's best candidate is proposed when it scores ≥ ``min_score`` × the study's evidence
@@ -194,12 +195,12 @@ def mine_case(case: PatientCase, load_volume: VolumeLoader, min_score: float = D
     ``select(trackingUid, study_id)`` limits the (track, study) pairs searched. ``rank_weights``
     (:func:`calibrate_ranking`) rank each study's candidates (:func:`lesiondb.core.mining.rank_value`);
     ``on_scored(trackingUid, study_id, candidates)`` sees every searched study's ranked candidates.
-    ``references`` caches the annotated instances as measured on their images (by lesion id)
-    across calls on one patient."""
+    ``references`` (annotated instances as measured on their images, by lesion id) and
+    ``volumes`` (loaded studies, by study id) are caches kept across calls on one patient."""
     stats = stats if stats is not None else MiningStats()
     stats.patients += 1
     studies = {s.study_id: s for s in case.studies}
-    volumes: dict[str, tuple[np.ndarray, M.Grid] | None] = {}
+    volumes = volumes if volumes is not None else {}
 
     def vol(sid: str):
         if sid not in volumes:
@@ -399,18 +400,9 @@ def calibrate_ranking(cases: Iterable[PatientCase], load_volume: VolumeLoader,
         except LesionDBError as exc:
             stats.skip(f"patient {case.patient_id}", f"not used for calibration: {exc}")
             continue
-        cache: dict[str, Any] = {}
+        # each volume read and each reference measured once per patient, not once per withheld lesion
+        volumes: dict[str, Any] = {}
         refs: dict[str, M.Observation] = {}
-
-        def load(s: StudyData, cache=cache):  # each volume once per patient, not once per withheld lesion
-            if s.study_id not in cache:
-                try:
-                    cache[s.study_id] = load_volume(s)
-                except (ImageError, InputError, OSError, ValueError) as exc:
-                    stats.skip(f"study {s.study_id}", f"images not loaded: {exc}")
-                    cache[s.study_id] = None
-            return cache[s.study_id]
-
         for uid, obs in sorted(case.tracks.items()):
             if len(obs) < 2:
                 continue
@@ -422,7 +414,8 @@ def calibrate_ranking(cases: Iterable[PatientCase], load_volume: VolumeLoader,
                               lesions={k: [x for x in v if x is not o] for k, v in case.lesions.items()})
                 scored: list[M.Candidate] = []
                 try:
-                    mine_case(loo, load, embedder=embedder, params=params, stats=MiningStats(), references=refs,
+                    mine_case(loo, load_volume, embedder=embedder, params=params, stats=MiningStats(),
+                              references=refs, volumes=volumes,
                               select=lambda u, sid, uid=uid, want=o.study_id: u == uid and sid == want,
                               on_scored=lambda _u, _s, cands, scored=scored: scored.extend(cands))
                 except LesionDBError as exc:
