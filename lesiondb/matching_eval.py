@@ -23,6 +23,11 @@ DeepLesion lesions of the target scan (series). Metrics:
   (the first ``MAX_LISTED``);
 - ``cross_validated``: a held-out figure — patients split in folds; for each fold, the setting
   of a small grid (gate, tail weight) that scores best on the other folds is applied to it.
+
+With images (DeepLesion PNGs for DLS, the cohort's DICOM series for a synthetic cohort) the
+scratch graph's lesions are embedded first with the encoder (the packaged default or a given
+model), so the matcher's appearance term joins the metadata terms where both lesions of a pair
+are embedded; ``embedding`` in the output says how many were.
 """
 from __future__ import annotations
 
@@ -160,10 +165,21 @@ def _recist_center(c: Sequence[float]) -> tuple[float, float]:
     return (min(xs) + max(xs)) / 2.0, (min(ys) + max(ys)) / 2.0
 
 
+def _embedding_summary(run: dict[str, Any] | None, data) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    return {"modelId": run["modelId"], "embedded": run["embedded"], "notEmbedded": run["notEmbedded"],
+            "problems": run["embedProblems"][:3],
+            # what the matcher read back: lesions whose appearance term can apply
+            "lesionsWithEmbedding": sum(les.embedding is not None for d in data for les in d.lesions)}
+
+
 def evaluate_dls(app_engine, pairs_path: str | Path, dl_info: str | Path, *, calibrate: bool = True,
                  cv_folds: int = 5, seed: int = 0, keep_graph: bool = False,
+                 images: str | Path | None = None, model_path: str | Path | None = None, workers: int = 0,
                  progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Run the DLS benchmark (see module doc); returns the metrics as a dict."""
+    """Run the DLS benchmark (see module doc); returns the metrics as a dict. With ``images`` (a
+    DeepLesion ``Images_png`` folder) the lesions whose slices are there are embedded first."""
     from .datasets.deeplesion import RowError, read_dl_info
     from .ingest import IngestReport, write_annotated
     from .tracking import match_graph, read_patients
@@ -212,8 +228,17 @@ def evaluate_dls(app_engine, pairs_path: str | Path, dl_info: str | Path, *, cal
         for r in rs:
             by_scan.setdefault(r.scan, []).append(r)
 
+    if images is not None and not Path(images).is_dir():
+        raise InputError("images folder not found (a DeepLesion Images_png folder)", str(images))
+    run = None
     with scratch_engine(app_engine, EVAL_GRAPH_DLS, keep_graph) as eng:
         write_annotated(eng, items, IngestReport(source=str(dl_info)))
+        if images is not None:
+            from .pipeline import DeepLesionImages, embed_graph, load_encoder
+
+            model = load_encoder(model_path)
+            # the scratch graph keeps DeepLesion's File_name as each lesion's sourceId: the reader's key
+            run = embed_graph(eng, DeepLesionImages(images, model.patch_spec), model, workers=workers)
         report = match_graph(eng, calibrate=calibrate)
         pids = [r["patientId"] for r in eng.run("match_patients", patientId=None)]
         data = list(read_patients(eng, pids))
@@ -244,6 +269,7 @@ def evaluate_dls(app_engine, pairs_path: str | Path, dl_info: str | Path, *, cal
         "directed_accuracy": directed["accuracy"],
         "cross_validated": cv,
         "calibration": report.calibration, "match": {k: v for k, v in report.to_dict().items() if k != "calibration"},
+        "embedding": _embedding_summary(run, data),
         "dlInfoRowsRejected": bad_rows, "seconds": round(time.perf_counter() - t0, 2),
     }
     return out
@@ -370,9 +396,11 @@ def _cross_validate(mapped, data, params: M.MatchParams, by_id: dict[str, _Row],
 
 # -- synthetic cohorts ----------------------------------------------------------------------------
 def evaluate_cohort(app_engine, cohort: str | Path, *, calibrate: bool = True, keep_graph: bool = False,
+                    embed: bool = False, model_path: str | Path | None = None, workers: int = 0,
                     progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Ingest a synthetic cohort (``lesiondb synth``), match it, and score SAME_LESION edges and
-    tracks against ``ground_truth.json``."""
+    tracks against ``ground_truth.json``. With ``embed`` the lesions are embedded from the
+    cohort's DICOM series first (a cohort made with ``--no-images`` has none to embed)."""
     from .datasets.cohort import read_cohort_meta, read_ground_truth
     from .ingest_dicom import ingest_cohort
     from .tracking import match_graph, read_patients
@@ -382,8 +410,14 @@ def evaluate_cohort(app_engine, cohort: str | Path, *, calibrate: bool = True, k
     gt = read_ground_truth(cohort)
     meta = read_cohort_meta(cohort)
     ids = Pseudonymizer(uuid.uuid4().bytes + uuid.uuid4().bytes)
+    run = None
     with scratch_engine(app_engine, EVAL_GRAPH_MATCHING, keep_graph) as eng:
         ing = ingest_cohort(eng, cohort, ids)
+        if embed:
+            from .pipeline import CohortImages, embed_graph, load_encoder
+
+            model = load_encoder(model_path)
+            run = embed_graph(eng, CohortImages(cohort, model.patch_spec), model, workers=workers)
         report = match_graph(eng, calibrate=calibrate)
         ann = {r["lesionId"]: r["lesion"].get("annotationId") for r in eng.run(
             "lesions", patientId=None, studyId=None, typeName=None, limit=10 ** 9)}
@@ -432,6 +466,7 @@ def evaluate_cohort(app_engine, cohort: str | Path, *, calibrate: bool = True, k
         "tracks": len(track_members), "trueTracks": len(by_track),
         "ingest": {"written": ing.written, "rejected": len(ing.rejected)},
         "calibration": report.calibration, "match": {k: v for k, v in report.to_dict().items() if k != "calibration"},
+        "embedding": _embedding_summary(run, data),
         "seconds": round(time.perf_counter() - t0, 2),
     }
 

@@ -594,7 +594,8 @@ def embed_targets(engine: Engine, targets: list[Target], source: PatchSource, mo
         for res in patches:
             if res.problem is not None:
                 problems.append((res.target.lesion_id, res.problem))
-                log.warning("lesion %s not embedded: %s", res.target.lesion_id, res.problem)
+                if len(problems) <= MAX_PROBLEMS_SHOWN:  # a folder holding part of the images is common
+                    log.warning("lesion %s not embedded: %s", res.target.lesion_id, res.problem)
                 if bar is not None:
                     bar.update(1)
                 continue
@@ -605,6 +606,9 @@ def embed_targets(engine: Engine, targets: list[Target], source: PatchSource, mo
     finally:
         if bar is not None:
             bar.close()
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        log.warning("%d more lesions not embedded (each is marked in the graph; --json lists the first %d)",
+                    len(problems) - MAX_PROBLEMS_SHOWN, MAX_PROBLEMS_SHOWN)
     run.mark_missing(problems)
     report = run.finish()
     timings = {"read": source.timings["read"], "crop": source.timings["crop"], "embed": t_embed,
@@ -706,11 +710,9 @@ def embed_deeplesion(app: Any, images_dir: str | Path, dl_info: str | Path | Non
     else:
         names = deeplesion_file_names(dl_info, Pseudonymizer.from_data_dir(app.data_dir, key)) if dl_info else {}
     source = DeepLesionImages(images_dir, model.patch_spec, names)
-    eng = app.engine()
-    workers = default_workers() if workers is None else workers
-    return embed_targets(eng, read_targets(eng), source, sim.ModelInfo.from_encoder(model),
-                         embed_patches_fn(model, batch_size, embed_threads(workers)), k=k, force=force,
-                         cache_dir=Path(app.data_dir) / "embeddings", progress=_app_progress(app), workers=workers)
+    return embed_graph(app.engine(), source, model, workers=default_workers() if workers is None else workers,
+                       k=k, force=force, batch_size=batch_size, cache_dir=Path(app.data_dir) / "embeddings",
+                       progress=_app_progress(app))
 
 
 def embed_cohort(app: Any, cohort_dir: str | Path, *, model_path: str | Path | None = None,
@@ -726,11 +728,19 @@ def embed_cohort(app: Any, cohort_dir: str | Path, *, model_path: str | Path | N
     if not cohort_dir.is_dir():
         raise InputError("cohort folder not found", str(cohort_dir))
     source = CohortImages(cohort_dir, model.patch_spec)
-    eng = app.engine()
-    workers = default_workers() if workers is None else workers
-    return embed_targets(eng, read_targets(eng), source, sim.ModelInfo.from_encoder(model),
+    return embed_graph(app.engine(), source, model, workers=default_workers() if workers is None else workers,
+                       k=k, force=force, batch_size=batch_size, cache_dir=Path(app.data_dir) / "embeddings",
+                       progress=_app_progress(app))
+
+
+def embed_graph(engine: Engine, source: PatchSource, model: Any, *, workers: int = 0, k: int = sim.DEFAULT_K,
+                force: bool = False, batch_size: int = EMBED_BATCH, cache_dir: str | Path | None = None,
+                progress: Progress | None = None) -> dict[str, Any]:
+    """Embed the lesions of ``engine``'s graph that ``source`` has images for with a loaded
+    encoder (:func:`load_encoder`): :func:`embed_targets` over every lesion the graph holds."""
+    return embed_targets(engine, read_targets(engine), source, sim.ModelInfo.from_encoder(model),
                          embed_patches_fn(model, batch_size, embed_threads(workers)), k=k, force=force,
-                         cache_dir=Path(app.data_dir) / "embeddings", progress=_app_progress(app), workers=workers)
+                         cache_dir=cache_dir, progress=progress, workers=workers)
 
 
 def rebuild_edges(engine: Engine, k: int = sim.DEFAULT_K, cache_dir: str | Path | None = None) -> dict[str, Any]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import emit, handle_errors, pass_app, progress_bar
+from .common import emit, handle_errors, pass_app, progress_bar, reader_workers_option
 
 
 @click.command("dls")
@@ -17,10 +17,16 @@ from .common import emit, handle_errors, pass_app, progress_bar
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the patient folds.")
 @click.option("--keep-graph", is_flag=True,
               help="Keep the scratch graph (lesiondb_eval_dls) for inspection instead of deleting it.")
+@click.option("--images", type=click.Path(exists=True, file_okay=False),
+              help="DeepLesion Images_png folder: the lesions whose slices are there are embedded first, so "
+                   "matching adds their appearance term (lesions without images are matched on metadata).")
+@click.option("--model", "model_path", type=click.Path(exists=True),
+              help="With --images: the encoder (a model folder or model.pt) [default: the packaged model].")
+@reader_workers_option("With --images: ")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @pass_app
 @handle_errors
-def command(app, pairs, dl_info, calibrate, cv_folds, seed, keep_graph, as_json) -> None:
+def command(app, pairs, dl_info, calibrate, cv_folds, seed, keep_graph, images, model_path, workers, as_json) -> None:
     """Score lesion matching on DLS pairs (Deep Lesion Tracker's benchmark on DeepLesion).
 
     \b
@@ -32,15 +38,19 @@ def command(app, pairs, dl_info, calibrate, cv_folds, seed, keep_graph, as_json)
     keys of the failing pairs (failed_pairs; tools/dls_bound.py --failures reads them).
 
     \b
-    Example:
+    Examples:
       lesiondb eval dls ../shared/data/deeplesion_dls_tracking/valid.json \\
           --dl-info ../shared/data/deeplesion/DL_info_available_merged.csv --json
+      lesiondb eval dls valid.json --dl-info DL_info.csv --images Images_png   # + appearance
     """
     from ..matching_eval import evaluate_dls
+    from ..pipeline import default_workers
 
+    workers = (default_workers() if workers is None else workers) if images else 0
     with progress_bar(app, None, "eval dls", "step") as bar:
         out = evaluate_dls(app.engine(), pairs, dl_info, calibrate=calibrate, cv_folds=cv_folds, seed=seed,
-                           keep_graph=keep_graph, progress=bar.update)
+                           keep_graph=keep_graph, images=images, model_path=model_path, workers=workers,
+                           progress=bar.update)
     emit(out, as_json, _text)
 
 
@@ -60,4 +70,8 @@ def _text(o) -> str:
         f"directed (no one-to-one): {f(o['directed_accuracy'])}",
         f"baseline (nearest normalised location): {f(o['baseline_nearest_location'])}",
     ]
+    if o.get("embedding"):
+        e = o["embedding"]
+        lines.append(f"embedded:              {e['lesionsWithEmbedding']} of {o['lesions']} lesions "
+                     f"(model {e['modelId']}; {e['notEmbedded']} without usable images)")
     return "\n".join(lines)

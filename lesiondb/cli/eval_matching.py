@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import emit, handle_errors, pass_app, progress_bar
+from .common import emit, handle_errors, pass_app, progress_bar, reader_workers_option
 
 
 @click.command("matching")
@@ -12,10 +12,16 @@ from .common import emit, handle_errors, pass_app, progress_bar
               help="Calibrate the noise scales on the cohort (unsupervised), as `lesiondb match` does.")
 @click.option("--keep-graph", is_flag=True,
               help="Keep the scratch graph (lesiondb_eval_matching) for inspection instead of deleting it.")
+@click.option("--embed/--no-embed", default=False, show_default=True,
+              help="Embed the lesions from the cohort's DICOM series first, so matching adds the appearance "
+                   "term (a cohort made with --no-images has nothing to embed).")
+@click.option("--model", "model_path", type=click.Path(exists=True),
+              help="With --embed: the encoder (a model folder or model.pt) [default: the packaged model].")
+@reader_workers_option("With --embed: ")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @pass_app
 @handle_errors
-def command(app, cohort, calibrate, keep_graph, as_json) -> None:
+def command(app, cohort, calibrate, keep_graph, embed, model_path, workers, as_json) -> None:
     """Score lesion matching on a synthetic COHORT folder (from `lesiondb synth`).
 
     \b
@@ -26,9 +32,12 @@ def command(app, cohort, calibrate, keep_graph, as_json) -> None:
     predicted track).
     """
     from ..matching_eval import evaluate_cohort
+    from ..pipeline import default_workers
 
+    workers = (default_workers() if workers is None else workers) if embed else 0
     with progress_bar(app, None, "eval matching", "step") as bar:
-        out = evaluate_cohort(app.engine(), cohort, calibrate=calibrate, keep_graph=keep_graph, progress=bar.update)
+        out = evaluate_cohort(app.engine(), cohort, calibrate=calibrate, keep_graph=keep_graph, embed=embed,
+                              model_path=model_path, workers=workers, progress=bar.update)
     emit(out, as_json, _text)
 
 
@@ -43,4 +52,6 @@ def _text(o) -> str:
         f"recall:        {f(o['recall'])}",
         f"f1:            {f(o['f1'])}",
         f"track purity:  {f(o['track_purity'])} (completeness {f(o['track_completeness'])})",
+        *([f"embedded:      {o['embedding']['lesionsWithEmbedding']} of {o['lesions']} lesions "
+           f"(model {o['embedding']['modelId']})"] if o.get("embedding") else []),
     ])

@@ -239,3 +239,48 @@ def test_eval_dls_on_the_real_validation_pairs(app_engine, shared_data, dl_info)
     assert out["failed_count"] == len(out["failed_pairs"]) == round((1 - out["pair_accuracy"]) * 906)
     assert out["pair_accuracy"] >= 0.94 and out["pair_accuracy"] > out["baseline_nearest_location"]
     assert out["baseline_nearest_location"] == pytest.approx(0.948, abs=0.002)
+
+
+@pytest.mark.slow
+def test_eval_dls_embeds_the_lesions_whose_images_are_given(app_engine, shared_data, dl_info):
+    """With --images the scratch graph's lesions whose key slices are in the folder are embedded
+    and reach the matcher; the rest are matched on metadata as before."""
+    pairs = shared_data / "deeplesion_dls_tracking" / "valid.json"
+    images = shared_data / "deeplesion_images" / "key_slices"
+    if not pairs.is_file() or not images.is_dir():
+        pytest.skip(f"{pairs} or {images} is missing")
+    patients = {int(v[k][:6]) for v in json.loads(pairs.read_text()).values()
+                for k in ("source recist slice", "target recist slice")}
+    with open(dl_info, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if int(r["Patient_index"]) in patients]
+    have = sum((images / r["File_name"][:12] / r["File_name"][13:]).is_file() for r in rows)
+    assert have >= 6  # DLS valid pairs 0077-0080 and 0101/0102 have both key slices there
+
+    out = _json("eval", "dls", str(pairs), "--dl-info", str(dl_info), "--cv-folds", "0",
+                "--images", str(images), "--workers", "0")
+    emb = out["embedding"]
+    assert emb["embedded"] == emb["lesionsWithEmbedding"] == have
+    assert emb["notEmbedded"] == out["lesions"] - have and emb["problems"]
+    assert out["mapped"] == 906 and out["pair_accuracy"] >= 0.94
+    text = _run("eval", "dls", str(pairs), "--dl-info", str(dl_info), "--cv-folds", "0", "--images", str(images),
+                "--workers", "0").output
+    assert f"embedded:              {have} of {out['lesions']} lesions" in text
+
+
+def test_eval_matching_embeds_a_cohort_with_images(app_engine, tmp_path):
+    from lesiondb.imaging.synth import generate_cohort
+
+    generate_cohort(tmp_path / "img", 3, seed=5, images=True)
+    plain = _json("eval", "matching", str(tmp_path / "img"))
+    assert plain["embedding"] is None
+    out = _json("eval", "matching", str(tmp_path / "img"), "--embed", "--workers", "0")
+    emb = out["embedding"]
+    assert emb["embedded"] == emb["lesionsWithEmbedding"] == out["lesions"] > 0 and emb["notEmbedded"] == 0
+    assert out["truePairs"] == plain["truePairs"] and out["precision"] is not None
+    assert app_engine.run("count_nodes") == []  # the scratch graph is gone, the user's untouched
+
+
+def test_eval_embedding_options_reject_a_missing_images_folder(app_engine, tiny_dls, tmp_path):
+    pairs, dl = tiny_dls
+    r = _run("eval", "dls", str(pairs), "--dl-info", str(dl), "--images", str(tmp_path / "nope"))
+    assert r.exit_code == 2 and "nope" in r.output
