@@ -86,6 +86,26 @@ def test_missing_images_are_reported_marked_and_skipped(engine, image_cohort, ti
     assert out["embedded"] == len(victims) and out["upToDate"] == n - len(victims) and out["notEmbedded"] == 0
 
 
+def test_many_missing_images_log_a_line_each_up_to_a_cap(engine, image_cohort, tiny_model, tmp_path,
+                                                        monkeypatch, caplog):
+    """An images folder holding part of the lesions is common (a DLS run: 8 of 1,187): the log
+    names the first few and counts the rest, the summary and the graph keep every one."""
+    root = tmp_path / "cohort"
+    shutil.copytree(image_cohort, root)
+    n = _ingest(engine, root)
+    assert n >= 3
+    for t in pipeline.read_targets(engine):
+        shutil.rmtree(root / t.image_ref, ignore_errors=True)
+    monkeypatch.setattr(pipeline, "MAX_PROBLEMS_SHOWN", 2)
+    with caplog.at_level("WARNING", logger="lesiondb.pipeline"):
+        out = _embed(engine, root, tiny_model, tmp_path)
+    assert out["notEmbedded"] == n and out["embedded"] == 0 and len(out["embedProblems"]) == 2
+    lines = [r.getMessage() for r in caplog.records if r.name == "lesiondb.pipeline"]
+    assert sum(m.startswith("lesion ") and "not embedded" in m for m in lines) == 2
+    assert f"{n - 2} more lesions not embedded" in " ".join(lines)
+    assert engine._read("MATCH (l:Lesion) WHERE l.embedded = false RETURN count(l) AS n", {})[0]["n"] == n
+
+
 def _dl_subset(dl_info: Path, images: Path, tmp_path: Path, extra: int = 5) -> tuple[Path, int]:
     """The DL_info rows whose key slice is under ``images`` plus ``extra`` rows without one."""
     have = {f"{p.parent.name}_{p.name}" for p in images.glob("*/*.png")}
