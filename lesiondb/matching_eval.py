@@ -185,6 +185,8 @@ def evaluate_dls(app_engine, pairs_path: str | Path, dl_info: str | Path, *, cal
     from .tracking import match_graph, read_patients
 
     t0 = time.perf_counter()
+    if images is not None and not Path(images).is_dir():
+        raise InputError("images folder not found (a DeepLesion Images_png folder)", str(images))
     pairs = read_dls_pairs(pairs_path)
     patients = {_scan_of(p.source_file)[0] for p in pairs} | {_scan_of(p.target_file)[0] for p in pairs}
     ids = Pseudonymizer(uuid.uuid4().bytes + uuid.uuid4().bytes)  # a throwaway key: a throwaway graph
@@ -228,8 +230,6 @@ def evaluate_dls(app_engine, pairs_path: str | Path, dl_info: str | Path, *, cal
         for r in rs:
             by_scan.setdefault(r.scan, []).append(r)
 
-    if images is not None and not Path(images).is_dir():
-        raise InputError("images folder not found (a DeepLesion Images_png folder)", str(images))
     run = None
     with scratch_engine(app_engine, EVAL_GRAPH_DLS, keep_graph) as eng:
         write_annotated(eng, items, IngestReport(source=str(dl_info)))
