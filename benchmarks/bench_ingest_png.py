@@ -140,8 +140,8 @@ def profile_read(archive: Path, data: Path, n_lesions: int) -> dict:
     import cProfile
     import pstats
 
-    from lesiondb import pipeline
     from lesiondb.core.pseudonym import Pseudonymizer
+    from lesiondb.embedding import stage as pipeline
     from lesiondb.graph.falkor_engine import FalkorEngine
 
     eng = FalkorEngine.embedded(str(data))

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._report import write_section  # noqa: E402
 from lesiondb.core import mining as M  # noqa: E402
-from lesiondb.mining import blas_single_thread  # noqa: E402
+from lesiondb.mining.run import blas_single_thread  # noqa: E402
 
 
 def _volume(seed: int, n_slices: int = 60, size: int = 512, spacing: float = 0.8, dz: float = 2.5):
@@ -84,7 +84,7 @@ def bench_core(repeats: int, embedder=None) -> list[tuple[float, float, bool, fl
 
 
 def bench_cohort(cohort: Path, embedder=None) -> dict:
-    from lesiondb.mining_eval import evaluate_cohort
+    from lesiondb.mining.evaluate import evaluate_cohort
 
     return evaluate_cohort(cohort, embedder=embedder)
 
@@ -100,7 +100,7 @@ def main() -> None:
 
     embedder = note = None
     if not a.no_embed:
-        from lesiondb.mining import embedder_or_note
+        from lesiondb.mining.run import embedder_or_note
 
         embedder, model_id, note = embedder_or_note()
     load0 = os.getloadavg()[0]

@@ -7,7 +7,7 @@ RSS ≤ 3 GB. What runs, all on the embedded FalkorDB engine in a fresh data dir
 
 1. **Sample with images** (the real pipeline, nothing stood in): a synthetic cohort of
    ``--sample-patients`` patients rendered to DICOM, ingested, then embedded by
-   ``lesiondb.pipeline`` (headers of each series once, pixels of the needed slices only, crop, embed,
+   ``lesiondb.embedding.stage`` (headers of each series once, pixels of the needed slices only, crop, embed,
    write, kNN, edges; reading in ``--workers`` processes). Gives the per-lesion cost of reading
    and cropping DICOM.
 1b. **DeepLesion-format PNG cohort** (``--png-lesions``): the first real DL_info rows (whole
@@ -82,7 +82,7 @@ def pct(values, q) -> float:
 
 
 def load_model(path):
-    from lesiondb import pipeline
+    from lesiondb.embedding import stage as pipeline
 
     if path:
         return pipeline.load_encoder(path), f"`{path}`"
@@ -129,7 +129,7 @@ def stand_in_source(pool_images: np.ndarray, pool_boxes: np.ndarray, spec):
     and intensity-jittered, chosen and perturbed deterministically from the lesion id."""
     import zlib
 
-    from lesiondb.pipeline import PatchResult, PatchSource
+    from lesiondb.embedding.stage import PatchResult, PatchSource
 
     class StandIn(PatchSource):
         def accepts(self, t):
@@ -266,7 +266,7 @@ def drop_cache(paths) -> None:
 
 def read_alone(src, targets, workers: int) -> dict:
     """Read + crop only (patches consumed and dropped): wall, CPU of this process, results."""
-    from lesiondb import pipeline
+    from lesiondb.embedding import stage as pipeline
 
     t, c = time.perf_counter(), time.process_time()
     ok = bad = 0
@@ -314,13 +314,14 @@ def main() -> None:
 
     import torch
 
-    from lesiondb import pipeline, services
-    from lesiondb import similarity as sim
     from lesiondb.core.pseudonym import Pseudonymizer
+    from lesiondb.embedding import services
+    from lesiondb.embedding import stage as pipeline
+    from lesiondb.embedding import store as sim
     from lesiondb.graph.embedded import EmbeddedFalkorDB
     from lesiondb.graph.falkor_engine import FalkorEngine
-    from lesiondb.imaging.synth import generate_cohort
-    from lesiondb.ingest_dicom import ingest_cohort
+    from lesiondb.ingest.dicom import ingest_cohort
+    from lesiondb.synth.generate import generate_cohort
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -354,7 +355,7 @@ def main() -> None:
     pool_boxes = np.stack([r.box for r in pool]).astype(np.float32)
     eng.close()
     if PNG_DIR.is_dir() and args.png_lesions > 0:  # DeepLesion-format PNG cohort, real files' bytes
-        from lesiondb.ingest import ingest_deeplesion
+        from lesiondb.ingest.records import ingest_deeplesion
 
         all_rows = dl_rows(args.dl_info)
         out["slices_per_lesion_all"], out["real_rows"] = slices_per_lesion(all_rows, spec.offset_mm), len(all_rows)

@@ -3,7 +3,7 @@ DeepLesion-scale cohort — 4,427 patients, ~32,700 lesions — without images i
 
     python benchmarks/bench_synth.py [N_PATIENTS_WITH_IMAGES] [DL_info.csv]
 
-Calls :func:`lesiondb.imaging.synth.generate_cohort` (planning, rendering, DICOM and metadata
+Calls :func:`lesiondb.synth.generate.generate_cohort` (planning, rendering, DICOM and metadata
 writing, everything) into temporary folders and writes the figures to docs/benchmarks.md.
 The machine's load average is reported too: the development machines are shared.
 """
@@ -33,7 +33,7 @@ def _cpu() -> float:
 
 
 def run(label: str, **kw) -> dict:
-    from lesiondb.imaging.synth import generate_cohort
+    from lesiondb.synth.generate import generate_cohort
 
     d = Path(tempfile.mkdtemp(prefix="bench_synth_"))
     try:

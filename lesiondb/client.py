@@ -61,7 +61,7 @@ class Client:
                          **props})
         return pd.DataFrame(flat)
 
-    # -- missing-annotation proposals (lesiondb.mining) ----------------------------------------
+    # -- missing-annotation proposals (lesiondb.mining.run) ----------------------------------------
     def tracks(self, patient: str):
         """One row per (track, lesion) of a patient after ``lesiondb match``: trackingUid, status
         (RECIST 1.1), nVisits, baselineMm, nadirMm, lastMm, changeFromBaselinePct,
@@ -77,35 +77,35 @@ class Client:
         """One row per mining proposal (``status`` pending / accepted / rejected, or all)."""
         import pandas as pd
 
-        from .mining import list_proposals
+        from .mining.run import list_proposals
 
         return pd.DataFrame(list_proposals(self.engine, status=status, patient=patient, limit=limit))
 
     def accept(self, proposal_id: str, by: str | None = None) -> dict[str, Any]:
         """Accept a proposal: it becomes an annotated lesion of its track (idempotent)."""
-        from .mining import accept
+        from .mining.run import accept
 
         return accept(self.engine, proposal_id, by=by)
 
     def reject(self, proposal_id: str, by: str | None = None, reason: str | None = None) -> dict[str, Any]:
         """Reject a proposal (idempotent; re-mining will not propose it again)."""
-        from .mining import reject
+        from .mining.run import reject
 
         return reject(self.engine, proposal_id, by=by, reason=reason)
 
-    # -- similarity services (lesiondb.services) ----------------------------------------------
+    # -- similarity services (lesiondb.embedding.services) ----------------------------------------------
     def similar(self, lesion_id: str, k: int = 10, type: str | int | None = None,
                 exclude_same_patient: bool = False):
         """The ``k`` lesions most similar to ``lesion_id`` (nearest first): lesionId, distance, rank,
         typeName, patientId, … (from its SIMILAR_TO edges; an exact scan when filters need more)."""
-        from . import services
+        from .embedding import services
 
         return _similar_frame(services.similar(self.engine, lesion_id, k=k, type_name=type,
                                                exclude_same_patient=exclude_same_patient))
 
     def similar_to_vector(self, vector, k: int = 10, type: str | int | None = None, exact: bool = False):
         """The ``k`` lesions nearest to an embedding of the graph's model (vector index, or ``exact``)."""
-        from . import services
+        from .embedding import services
 
         return _similar_frame(services.similar_to_vector(self.engine, vector, k=k, type_name=type, exact=exact))
 
@@ -115,7 +115,7 @@ class Client:
         the run's summary is in ``df.attrs``."""
         import pandas as pd
 
-        from . import services
+        from .embedding import services
 
         out = services.predict_types(self.engine, k=k, method=method, write=write,
                                      cache_dir=self.data_dir / "embeddings")
@@ -129,7 +129,7 @@ class Client:
         and stores the result."""
         import pandas as pd
 
-        from . import services
+        from .embedding import services
 
         summary = services.cluster(self.engine, resolution=resolution, seed=seed, method=method) if compute else None
         df = pd.DataFrame(services.clusters(self.engine),
@@ -143,7 +143,7 @@ class Client:
         """The lesions of one cluster: lesionId, typeName, predictedTypeName, patientId, longDiameterMm."""
         import pandas as pd
 
-        from . import services
+        from .embedding import services
 
         return pd.DataFrame(services.cluster_members(self.engine, cluster_id, limit=limit or _NO_LIMIT),
                             columns=["lesionId", "typeName", "predictedTypeName", "patientId", "longDiameterMm"])

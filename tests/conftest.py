@@ -131,7 +131,7 @@ def _whole_suite_ran(session) -> bool:
 
 def falkordb_queries_never_run(executed: set[tuple[str, str]]) -> dict[str, str]:
     """``{query name: file}`` of FalkorDB-dialect queries (schema included) missing from ``executed``."""
-    from lesiondb import queries
+    from lesiondb.graph import queries
 
     wanted = {n: str(queries.load(n, "falkordb").path) for n in queries.names("falkordb")}
     wanted.update({q.name: str(q.path) for q in queries.schema("falkordb")})

@@ -38,7 +38,7 @@ def build(engine, n: int = 120, seed: int = 0, k: int = 5, model_id: str = "mode
           cache_dir=None, n_patients: int | None = None):
     """Write ``n`` lesions, embed the first ``embed`` (default all) with ``model_id``, mark the
     rest as without image. Returns (ids, patients, types, vectors, report)."""
-    from lesiondb import similarity as sim
+    from lesiondb.embedding import store as sim
 
     rows, types, vectors = lesion_rows(n, seed, n_patients)
     engine.write("upsert_lesions", rows)
@@ -67,7 +67,7 @@ def make_tiny_model(folder):
 
 def make_cohort(folder):
     """A 4-patient synthetic DICOM cohort (about 10 annotated lesions)."""
-    from lesiondb.imaging.synth import generate_cohort
+    from lesiondb.synth.generate import generate_cohort
 
     out = folder / "c"
     generate_cohort(out, 4, seed=3, images=True, workers=1)

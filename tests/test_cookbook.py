@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lesiondb import services
+from lesiondb.embedding import services
 from tests.similarity_factory import build
 
 REPO = Path(__file__).resolve().parent.parent

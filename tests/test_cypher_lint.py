@@ -38,7 +38,7 @@ def test_repo_queries_pass_neo4j_parser():
     assert out["failures"] == 0
     files = set(out["files"])
     # What the Neo4j engine runs: every core query not overridden, every neo4j variant and schema file.
-    from lesiondb import queries
+    from lesiondb.graph import queries
 
     expected = {str(queries.load(n, "neo4j").path.relative_to(REPO / "cypher")) for n in queries.names("neo4j")}
     expected |= {str(q.path.relative_to(REPO / "cypher")) for q in queries.schema("neo4j")}

@@ -41,7 +41,7 @@ def test_installed_wheel_loads_queries_from_inside_the_package(wheel, tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = (
-        "import lesiondb, lesiondb.queries as q; from pathlib import Path;"
+        "import lesiondb, lesiondb.graph.queries as q; from pathlib import Path;"
         "d = q.query_dir(); assert Path(lesiondb.__file__).parent in d.parents, d;"
         "assert q.load('upsert_lesions', 'falkordb').text;"
         "assert q.schema('neo4j'); print(d)"

@@ -18,7 +18,7 @@ DEFAULT = REPO.parent / "shared" / "data" / "deeplesion" / "DL_info_available_me
 
 def main(argv: list[str]) -> int:
     sys.path.insert(0, str(REPO))
-    from lesiondb.imaging.dl_stats import STATS_PATH, derive_stats
+    from lesiondb.synth.dl_stats import STATS_PATH, derive_stats
 
     src = Path(argv[1]) if len(argv) > 1 else DEFAULT
     stats = derive_stats(src)

@@ -25,7 +25,7 @@ def command(app, k, method, dry_run, as_json) -> None:
     """
     from pathlib import Path
 
-    from .. import services
+    from ..embedding import services
 
     out = services.predict_types(app.engine(), k=k, method=method, write=not dry_run,
                                  cache_dir=Path(app.data_dir) / "embeddings")

@@ -26,7 +26,7 @@ def command(app, resolution, seed, method, show, members, dry_run, as_json) -> N
     Replaces the stored clustering: one (:Cluster {clusterId, size, dominantType, …}) per
     community and (:Lesion)-[:IN_CLUSTER]->(:Cluster) for its members.
     """
-    from .. import services
+    from ..embedding import services
 
     eng = app.engine()
     if members:

@@ -51,7 +51,7 @@ class Step:
 
 
 def _synth(run: DemoRun) -> dict[str, Any]:
-    from ..imaging.synth import generate_cohort
+    from ..synth.generate import generate_cohort
 
     with progress_bar(run.app, None, "demo: synth", "study") as bar:
         def progress(done: int, total: int) -> None:
@@ -68,7 +68,7 @@ def _synth(run: DemoRun) -> dict[str, Any]:
 
 def _ingest(run: DemoRun) -> dict[str, Any]:
     from ..core.pseudonym import Pseudonymizer
-    from ..ingest_dicom import ingest_cohort
+    from ..ingest.dicom import ingest_cohort
 
     ids = Pseudonymizer.from_data_dir(run.app.data_dir)
     with progress_bar(run.app, None, "demo: ingest", "lesion") as bar:
@@ -87,8 +87,8 @@ class StepSkipped(Exception):
 
 
 def _embed(run: DemoRun) -> dict[str, Any]:
+    from ..embedding.stage import embed_cohort, load_encoder
     from ..errors import ModelError
-    from ..pipeline import embed_cohort, load_encoder
 
     try:
         load_encoder(None)
@@ -99,7 +99,7 @@ def _embed(run: DemoRun) -> dict[str, Any]:
 
 
 def _match(run: DemoRun) -> dict[str, Any]:
-    from ..tracking import match_graph
+    from ..tracking.match import match_graph
 
     with progress_bar(run.app, None, "demo: match", "patient") as bar:
         rep = match_graph(run.app.engine(), progress=bar.update, workers=1)
@@ -108,7 +108,7 @@ def _match(run: DemoRun) -> dict[str, Any]:
 
 
 def _mine(run: DemoRun) -> dict[str, Any]:
-    from ..mining import dicom_loader, embedder_or_note, mine
+    from ..mining.run import dicom_loader, embedder_or_note, mine
 
     # like `lesiondb mine`: candidates are also scored by embedding distance to the track's
     # lesions when the default encoder is installed (a note says so when it is not)
@@ -123,14 +123,14 @@ def _mine(run: DemoRun) -> dict[str, Any]:
     return out
 
 
-#: The demo pipeline, in order. Later stages append here (e.g. Step("embed", ("lesiondb.pipeline",), …)).
+#: The demo pipeline, in order. Later stages append here (e.g. Step("embed", ("lesiondb.embedding.stage",), …)).
 STEPS: list[Step] = [
-    Step("synth", ("lesiondb.imaging.synth",), _synth, "generate a synthetic CT cohort (DICOM + annotations)"),
-    Step("ingest", ("lesiondb.ingest_dicom",), _ingest, "ingest its series and annotations into the graph"),
-    Step("embed", ("lesiondb.pipeline", "lesiondb.nn"), _embed,
+    Step("synth", ("lesiondb.synth.generate",), _synth, "generate a synthetic CT cohort (DICOM + annotations)"),
+    Step("ingest", ("lesiondb.ingest.dicom",), _ingest, "ingest its series and annotations into the graph"),
+    Step("embed", ("lesiondb.embedding.stage", "lesiondb.nn"), _embed,
          "embed every lesion with the default encoder and link each to its nearest (SIMILAR_TO)"),
-    Step("match", ("lesiondb.tracking",), _match, "match lesions across each patient's studies into tracks"),
-    Step("mine", ("lesiondb.mining",), _mine, "propose lesions that tracks say were missed (for review)"),
+    Step("match", ("lesiondb.tracking.match",), _match, "match lesions across each patient's studies into tracks"),
+    Step("mine", ("lesiondb.mining.run",), _mine, "propose lesions that tracks say were missed (for review)"),
 ]
 
 

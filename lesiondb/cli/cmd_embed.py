@@ -44,7 +44,7 @@ def command(app, images, dl_info, cohort, model_path, k, force, pseudonym_key, b
     """
     from pathlib import Path
 
-    from .. import pipeline
+    from ..embedding import stage as pipeline
 
     if dl_info and not images:
         raise click.UsageError("--dl-info goes with --images (the DeepLesion PNG folder)")

@@ -33,7 +33,7 @@ def command(app, patient, calibrate, batch_size, as_json) -> None:
       lesiondb match --patient P-… --json
       lesiondb query progressing_lesions --param limit=20
     """
-    from ..tracking import match_graph
+    from ..tracking.match import match_graph
 
     eng = app.engine()
     with progress_bar(app, None, "match", "patient") as bar:

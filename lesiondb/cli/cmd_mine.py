@@ -52,15 +52,15 @@ def command(app, patient, min_score, images, dl_info, pseudonym_key, image_forma
       lesiondb mine --images COHORT_DIR --json
       lesiondb mine --images Images_png --dl-info DL_info.csv   # DeepLesion, pseudonymised ingest
     """
-    from .. import mining
-    from ..mining_images import StudyVolumes, has_deeplesion_studies
+    from ..mining import run as mining
+    from ..mining.volumes import StudyVolumes, has_deeplesion_studies
 
     threshold = mining.DEFAULT_MIN_SCORE if min_score is None else min_score
     eng = app.engine()
     names = None
     if dl_info:
         from ..core.pseudonym import Pseudonymizer
-        from ..pipeline import deeplesion_file_names
+        from ..embedding.stage import deeplesion_file_names
 
         names = deeplesion_file_names(dl_info, Pseudonymizer.from_data_dir(app.data_dir, pseudonym_key))
     loader = StudyVolumes(images, names, image_format)
@@ -89,7 +89,7 @@ def command(app, patient, min_score, images, dl_info, pseudonym_key, image_forma
 
 def _embedder():
     """(embedder, modelId, note): the default encoder when lesiondb.nn provides one."""
-    from ..mining import embedder_or_note
+    from ..mining.run import embedder_or_note
 
     return embedder_or_note()
 

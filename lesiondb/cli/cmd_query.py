@@ -5,7 +5,7 @@ import json
 
 import click
 
-from .. import queries
+from ..graph import queries
 from .common import emit, handle_errors, pass_app
 
 

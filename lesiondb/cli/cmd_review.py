@@ -32,7 +32,7 @@ def command() -> None:
 @handle_errors
 def list_(app, status, patient, limit, as_json) -> None:
     """List proposals, best score first within each study."""
-    from ..mining import list_proposals
+    from ..mining.run import list_proposals
 
     rows = list_proposals(app.engine(), status=status, patient=patient, limit=limit)
     emit(rows, as_json, _table)
@@ -46,7 +46,7 @@ def list_(app, status, patient, limit, as_json) -> None:
 @handle_errors
 def accept(app, proposal_id, by, as_json) -> None:
     """Accept PROPOSAL_ID: it becomes an annotated lesion of its track (accepting again changes nothing)."""
-    from ..mining import accept as do
+    from ..mining.run import accept as do
 
     out = do(app.engine(), proposal_id, by=by)
     emit(out, as_json, lambda o: f"{o['proposalId']} accepted → lesion {o['lesionId']}"
@@ -62,7 +62,7 @@ def accept(app, proposal_id, by, as_json) -> None:
 @handle_errors
 def reject(app, proposal_id, by, reason, as_json) -> None:
     """Reject PROPOSAL_ID (re-mining will not propose it again; rejecting again changes nothing)."""
-    from ..mining import reject as do
+    from ..mining.run import reject as do
 
     out = do(app.engine(), proposal_id, by=by, reason=reason)
     emit(out, as_json, lambda o: f"{o['proposalId']} rejected" + (" (already rejected)" if o["alreadyRejected"] else ""))
@@ -77,7 +77,7 @@ def reject(app, proposal_id, by, reason, as_json) -> None:
 @handle_errors
 def export(app, fmt, output, status, patient) -> None:
     """Export proposals (every field a reviewer or a downstream tool needs) as CSV or JSON."""
-    from ..mining import EXPORT_FIELDS, list_proposals
+    from ..mining.run import EXPORT_FIELDS, list_proposals
 
     rows = list_proposals(app.engine(), status=status, patient=patient)
     if fmt == "json":

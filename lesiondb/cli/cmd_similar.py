@@ -47,7 +47,7 @@ def command(app, lesion_id, k, type_name, exclude_same_patient, image, box, slic
       lesiondb similar --image 000001_01_01/109.png --box 220,260,268,301 --spacing 0.82
       lesiondb similar --image cohort/dicom/P1/1.2…/1.2…/0031.dcm --box 100,90,130,118 --json
     """
-    from .. import services
+    from ..embedding import services
 
     if (lesion_id is None) == (image is None):
         raise click.UsageError("give a LESION_ID, or --image FILE --box x1,y1,x2,y2 (not both)")
@@ -65,7 +65,7 @@ def command(app, lesion_id, k, type_name, exclude_same_patient, image, box, slic
         raise click.UsageError("--image needs --box x1,y1,x2,y2")
     bx = _floats(box, (4,), "x1,y1,x2,y2")
     sp = _floats(spacing, (1, 2), "SX or SX,SY")
-    from .. import pipeline
+    from ..embedding import stage as pipeline
 
     model = pipeline.load_encoder(model_path)
     act = services._model(eng, None)

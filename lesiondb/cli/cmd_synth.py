@@ -49,7 +49,7 @@ def command(app, out, patients, seed, like, no_images, workers, withhold, max_st
       lesiondb synth cohort --patients 20 --seed 1
       lesiondb synth dl_like --like DL_info.csv --no-images --json
     """
-    from ..imaging.synth import generate_cohort
+    from ..synth.generate import generate_cohort
 
     if patients is None and like is None:
         patients = 10

@@ -43,8 +43,8 @@ def command(app, pairs, dl_info, calibrate, cv_folds, seed, keep_graph, images, 
           --dl-info ../shared/data/deeplesion/DL_info_available_merged.csv --json
       lesiondb eval dls valid.json --dl-info DL_info.csv --images Images_png   # + appearance
     """
-    from ..matching_eval import evaluate_dls
-    from ..pipeline import default_workers
+    from ..embedding.stage import default_workers
+    from ..tracking.evaluate import evaluate_dls
 
     workers = (default_workers() if workers is None else workers) if images else 0
     with progress_bar(app, None, "eval dls", "step") as bar:

@@ -31,8 +31,8 @@ def command(app, cohort, calibrate, keep_graph, embed, model_path, workers, as_j
     majority true track) and completeness (share of a true track's lesions in its majority
     predicted track).
     """
-    from ..matching_eval import evaluate_cohort
-    from ..pipeline import default_workers
+    from ..embedding.stage import default_workers
+    from ..tracking.evaluate import evaluate_cohort
 
     workers = (default_workers() if workers is None else workers) if embed else 0
     with progress_bar(app, None, "eval matching", "step") as bar:

@@ -38,12 +38,12 @@ def command(app, cohort, min_score, max_patients, embed, tracks, rank_calibratio
     lesion), time per candidate study (detection + scoring; DICOM reading reported apart), and
     precision/recall over a range of thresholds.
     """
-    from ..mining import DEFAULT_MIN_SCORE
-    from ..mining_eval import evaluate_cohort
+    from ..mining.evaluate import evaluate_cohort
+    from ..mining.run import DEFAULT_MIN_SCORE
 
     embedder = model_id = None
     if embed:
-        from ..mining import default_embedder
+        from ..mining.run import default_embedder
 
         embedder, model_id = default_embedder()
     threshold = DEFAULT_MIN_SCORE if min_score is None else min_score

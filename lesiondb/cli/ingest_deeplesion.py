@@ -23,7 +23,7 @@ from .summary import ingest_summary_text
 def command(app, dl_info, images, keep_source_ids, pseudonym_key, batch_size, workers, as_json) -> None:
     """Ingest a DeepLesion DL_info.csv: every cell validated, bad rows reported by line and skipped."""
     from ..core.pseudonym import Pseudonymizer
-    from ..ingest import ingest_deeplesion
+    from ..ingest.records import ingest_deeplesion
 
     ids = Pseudonymizer.from_data_dir(app.data_dir, pseudonym_key)
     eng = app.engine()
@@ -38,9 +38,9 @@ def command(app, dl_info, images, keep_source_ids, pseudonym_key, batch_size, wo
 
 
 def _embed_if_possible(app, report, images, workers=None, file_names=None) -> None:
-    """Embedding on ingest arrives with the encoder (lesiondb.pipeline); record that it was skipped."""
+    """Embedding on ingest arrives with the encoder (lesiondb.embedding.stage); record that it was skipped."""
     try:
-        from ..pipeline import embed_deeplesion  # type: ignore[attr-defined]
+        from ..embedding.stage import embed_deeplesion  # type: ignore[attr-defined]
     except ImportError:
         report.extra["embedded"] = 0
         report.extra["embedNote"] = "no encoder available in this build; lesions stored without embeddings"

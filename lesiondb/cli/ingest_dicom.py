@@ -37,7 +37,7 @@ def command(app, cohort_dir, annotations, keep_source_ids, pseudonym_key, batch_
 
     from ..core.pseudonym import Pseudonymizer
     from ..datasets.cohort import ANNOTATIONS
-    from ..ingest_dicom import ingest_cohort
+    from ..ingest.dicom import ingest_cohort
 
     if not annotations and not (Path(cohort_dir) / ANNOTATIONS).is_file():  # before starting an engine
         raise click.UsageError(f"{Path(cohort_dir) / ANNOTATIONS} not found; pass --annotations FILE")

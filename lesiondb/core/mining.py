@@ -877,7 +877,7 @@ def rank_value(c: Candidate, weights: dict[str, float] | None = None) -> float:
 def fit_rank_weights(choice_sets: Sequence[tuple[Sequence[dict], Sequence[bool]]], prior: float = 1.0,
                      terms: Sequence[str] = RANK_TERMS, min_sets: int = 20) -> dict[str, float] | None:
     """Ranking weights from studies where the right candidate is known (leave-one-observation-out
-    mining of the cohort's own tracks: :func:`lesiondb.mining.calibrate_ranking`).
+    mining of the cohort's own tracks: :func:`lesiondb.mining.run.calibrate_ranking`).
 
     Conditional logit: P(candidate j is the lesion | its study's candidates) ∝ exp(−½ Σ_k w_k t_jk)
     over each study's candidates' terms t, with w_k = exp(θ_k) and a Gaussian prior θ_k ~ N(0,

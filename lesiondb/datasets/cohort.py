@@ -246,7 +246,7 @@ def read_annotations(path: str | Path, ids: Pseudonymizer,
     """Every row as :class:`Annotated` (values as written in the CSV) or :class:`RowError`.
 
     Study indices order each patient's studies in the file by date. DICOM ingest
-    (:mod:`lesiondb.ingest_dicom`) recomputes spacing, location and position from the images.
+    (:mod:`lesiondb.ingest.dicom`) recomputes spacing, location and position from the images.
     """
     items = list(read_rows(path))
     rows = [r for r in items if isinstance(r, CohortRow)]

@@ -6,8 +6,8 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .. import queries
 from ..errors import QueryError
+from . import queries
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from lesiondb.cli.main import cli
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    pytest.importorskip("lesiondb.imaging.synth")
+    pytest.importorskip("lesiondb.synth.generate")
     data = tmp_path_factory.mktemp("demo") / "data"
     runner = CliRunner()
     res = runner.invoke(cli, ["--data-dir", str(data), "demo", "--patients", "3", "--seed", "5", "--json"],
@@ -54,7 +54,7 @@ def test_steps_with_missing_modules_are_skipped():
     ran = []
     steps = [
         cmd_demo.Step("later", ("lesiondb.no_such_module_yet",), lambda run: ran.append("later") or {}),
-        cmd_demo.Step("present", ("lesiondb.ingest",), lambda run: ran.append("present") or {"x": 1}),
+        cmd_demo.Step("present", ("lesiondb.ingest.records",), lambda run: ran.append("present") or {"x": 1}),
     ]
 
     class App:
@@ -75,7 +75,7 @@ def test_steps_with_missing_modules_are_skipped():
 
 def test_mine_step_scores_with_the_default_encoder(monkeypatch, tmp_path):
     """The demo's mine step hands `lesiondb mine`'s embedder (the default encoder) to mining."""
-    from lesiondb import mining
+    from lesiondb.mining import run as mining
 
     sentinel = object()
     seen = {}

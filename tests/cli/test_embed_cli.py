@@ -45,11 +45,11 @@ def test_help_names_the_workers_option():
 
 def test_same_vectors_with_and_without_workers(image_cohort, tiny_model, tmp_path):
     """The embedding written for each lesion does not depend on how many processes read the images."""
-    from lesiondb import pipeline
-    from lesiondb import similarity as sim
     from lesiondb.core.pseudonym import Pseudonymizer
+    from lesiondb.embedding import stage as pipeline
+    from lesiondb.embedding import store as sim
     from lesiondb.graph.falkor_engine import FalkorEngine
-    from lesiondb.ingest_dicom import ingest_cohort
+    from lesiondb.ingest.dicom import ingest_cohort
 
     model = pipeline.load_encoder(tiny_model)
     tables = {}

@@ -12,7 +12,7 @@ from lesiondb.cli.main import cli
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    from lesiondb.imaging.synth import generate_cohort
+    from lesiondb.synth.generate import generate_cohort
 
     out = tmp_path_factory.mktemp("cohort") / "c"
     generate_cohort(out, 4, seed=3, workers=1)
@@ -68,9 +68,9 @@ def test_eval_mining_on_matched_tracks(cohort, engine, monkeypatch):
 
 
 def test_true_track_of_a_matched_track_is_its_majority():
-    from lesiondb import mining
     from lesiondb.core import mining as M
-    from lesiondb.mining_eval import _true_tracks
+    from lesiondb.mining import run as mining
+    from lesiondb.mining.evaluate import _true_tracks
 
     def o(a):
         return M.Observation(a, "S", 0.0, 10.0)
@@ -84,7 +84,7 @@ def test_true_track_of_a_matched_track_is_its_majority():
 def test_inside_lesion_follows_the_ellipsoid():
     """A point a slice off the centre of a small lesion long along z is on it (though farther than
     its RECIST radius); the same offset across it is not; the in-plane angle is honoured."""
-    from lesiondb.mining_eval import inside_lesion
+    from lesiondb.mining.evaluate import inside_lesion
 
     gt = {"center_mm": [10.0, 20.0, 30.0], "semi_axes_mm": [1.5, 1.0, 3.0], "angle_rad": 0.0,
           "long_diameter_mm": 2.2}

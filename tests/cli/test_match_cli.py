@@ -14,7 +14,7 @@ from lesiondb.cli.common import AppContext
 from lesiondb.cli.main import cli
 from lesiondb.datasets.deeplesion import COLUMNS
 
-_TRACKING_TESTS = Path(__file__).resolve().parent.parent / "test_tracking.py"
+_TRACKING_TESTS = Path(__file__).resolve().parent.parent / "tracking" / "test_match.py"
 
 
 @pytest.fixture
@@ -220,7 +220,7 @@ def test_eval_matching_scores_edges_against_ground_truth(app_engine, tmp_path):
 
 
 def test_eval_matching_on_a_synthetic_cohort(app_engine, tmp_path):
-    from lesiondb.imaging.synth import generate_cohort
+    from lesiondb.synth.generate import generate_cohort
 
     generate_cohort(tmp_path / "syn", 300, seed=32, images=False)
     out = _json("eval", "matching", str(tmp_path / "syn"))
@@ -268,7 +268,7 @@ def test_eval_dls_embeds_the_lesions_whose_images_are_given(app_engine, shared_d
 
 
 def test_eval_matching_embeds_a_cohort_with_images(app_engine, tmp_path):
-    from lesiondb.imaging.synth import generate_cohort
+    from lesiondb.synth.generate import generate_cohort
 
     generate_cohort(tmp_path / "img", 3, seed=5, images=True)
     plain = _json("eval", "matching", str(tmp_path / "img"))

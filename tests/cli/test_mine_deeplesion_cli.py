@@ -12,7 +12,7 @@ series has images, so the tests build the two-study cases mining needs around it
   references (``--keep-source-ids``), the PNG volume and its mm frame, the alignment from matched
   lesions, detection and scoring, slice numbers written back. It does not test a real change
   between scans: the follow-up is the same image, so the prediction is nearly exact (the
-  pinned test in tests/test_mining.py measures the same lesion predicted 7 mm off). It is
+  pinned test in tests/mining/test_run.py measures the same lesion predicted 7 mm off). It is
   asserted only for the bookmarks that pinned test finds (062, 078).
 - **real follow-up**: study 1 minus one bookmark plus the real DL_info rows of study 2 (its
   images are not in the shared data). The withheld lesion is predicted in study 1 from its
@@ -36,11 +36,11 @@ from lesiondb.cli.main import cli
 from lesiondb.datasets.deeplesion import COLUMNS
 
 SERIES = "000062_01_01"
-_MINING_TESTS = Path(__file__).resolve().parent.parent / "test_mining.py"
+_MINING_TESTS = Path(__file__).resolve().parent.parent / "mining" / "test_run.py"
 
 
 def _pinned_found() -> list[int]:
-    """The bookmarks the pinned real-image test (tests/test_mining.py) finds."""
+    """The bookmarks the pinned real-image test (tests/mining/test_run.py) finds."""
     spec = importlib.util.spec_from_file_location("_mining_tests", _MINING_TESTS)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

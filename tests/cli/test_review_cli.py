@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from lesiondb import mining
 from lesiondb.cli.common import AppContext
 from lesiondb.cli.main import cli
+from lesiondb.mining import run as mining
 
-_SCENE = Path(__file__).resolve().parent.parent / "test_mining.py"
+_SCENE = Path(__file__).resolve().parent.parent / "mining" / "test_run.py"
 
 
 def _scene():

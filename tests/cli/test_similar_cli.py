@@ -151,7 +151,7 @@ def test_similar_by_a_deeplesion_png(run, shared_data, dl_info, tiny_model, tmp_
 
 
 def test_ingest_deeplesion_with_images_embeds_on_the_way(run, shared_data, dl_info, tiny_model, tmp_path, monkeypatch):
-    from lesiondb import pipeline
+    from lesiondb.embedding import stage as pipeline
 
     real = pipeline.load_encoder
     monkeypatch.setattr(pipeline, "load_encoder", lambda path=None: real(path or tiny_model))  # the "shipped" model

@@ -1,4 +1,4 @@
-"""``lesiondb synth``: a thin command over lesiondb.imaging.synth.generate_cohort."""
+"""``lesiondb synth``: a thin command over lesiondb.synth.generate.generate_cohort."""
 from __future__ import annotations
 
 import csv

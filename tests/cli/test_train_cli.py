@@ -17,7 +17,7 @@ TINY = {"encoder": "resnet18_ms",
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    from lesiondb.imaging.synth import generate_cohort
+    from lesiondb.synth.generate import generate_cohort
 
     root = tmp_path_factory.mktemp("cohort") / "c"
     generate_cohort(root, 5, seed=5, image_size=128, workers=1)

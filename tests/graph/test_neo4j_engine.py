@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
-from lesiondb import queries
 from lesiondb.errors import ConfigError, EngineError, LesionDBError, QueryError
+from lesiondb.graph import queries
 from lesiondb.graph.neo4j_engine import Neo4jEngine
 
 SECRET = "s3cret-" + uuid.uuid4().hex[:8]

@@ -1,0 +1,269 @@
+"""DICOM cohort ingest: ``annotations.csv`` + DICOM series → the same graph as DeepLesion ingest.
+
+Each annotated series is read once (annotations are grouped per series), so a series with twenty
+lesions costs one read. For every annotation the series gives the pixel spacing, the slice interval,
+the lesion centre in patient LPS mm (centre of the box on the key slice, through the DICOM
+geometry) and the normalised location (:mod:`lesiondb.imaging.location`). Every study found under
+``dicom/`` becomes a Study node, also those without annotated lesions (their lesions are the ones
+missing-annotation mining looks for).
+
+Bad input never stops the ingest: a bad CSV row, a bad or missing image, an annotation pointing at
+a missing series or slice is reported (``IngestReport.rejected``, each entry with ``kind`` =
+``row`` / ``image`` / ``annotation``) and skipped; everything else is written.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..core.pseudonym import Pseudonymizer
+from ..core.records import Annotated
+from ..datasets import cohort as C
+from ..datasets.deeplesion import RowError
+from ..errors import ImageError, InputError
+from ..graph.engine import DEFAULT_BATCH, Engine
+from .records import IngestReport, write_annotated
+
+log = logging.getLogger(__name__)
+
+
+def _find_series_folders(dicom_root: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """``{series_uid: SeriesInfo}`` from one readable header per folder, and unreadable folders."""
+    from ..imaging.dicom import SeriesInfo, is_candidate_name, read_header
+
+    found: dict[str, Any] = {}
+    problems: dict[str, str] = {}
+    if not dicom_root.is_dir():
+        return found, problems
+    for folder, _dirs, files in sorted(os.walk(dicom_root)):
+        if not files:
+            continue
+        folder_p = Path(folder)
+        cands = sorted(folder_p / f for f in files if is_candidate_name(f))
+        last_reason = None
+        for f in cands:
+            try:
+                h = read_header(f, check_pixels=False)
+            except ImageError as exc:
+                last_reason = f"{f.name}: {exc.reason}"
+                continue
+            found.setdefault(h.series_uid, SeriesInfo(
+                h.series_uid, h.study_uid, h.patient_id, h.study_date, h.patient_sex,
+                h.patient_age_years, folder_p, len(cands)))
+            break
+        else:
+            if cands and last_reason:
+                problems[str(folder_p)] = f"no readable CT file (last: {last_reason})"
+    return found, problems
+
+
+def ingest_cohort(
+    engine: Engine,
+    root: str | os.PathLike,
+    ids: Pseudonymizer,
+    annotations: str | os.PathLike | None = None,
+    *,
+    keep_source_ids: bool = False,
+    batch_size: int = DEFAULT_BATCH,
+    progress: Callable[[int], None] | None = None,
+    set_total: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Ingest the cohort folder ``root`` (annotations default to ``root/annotations.csv``).
+
+    A cohort whose ``cohort.json`` says ``"images": false`` is ingested from the CSV alone
+    (spacing and location as written, no patient-mm position).
+    """
+    root = Path(root)
+    ann_path = Path(annotations) if annotations else root / C.ANNOTATIONS
+    if not root.is_dir():
+        raise InputError("cohort folder not found", str(root))
+    if not ann_path.is_file():
+        raise InputError(f"no annotations file; pass --annotations FILE or add {C.ANNOTATIONS}", str(ann_path))
+    report = IngestReport(source=str(ann_path))
+    meta = C.read_cohort_meta(root)
+    with_images = meta.get("images", True) is not False
+    z_ranges = C.body_z_ranges(meta)
+
+    rows: list[C.CohortRow] = []
+    for item in C.read_rows(ann_path):
+        if isinstance(item, RowError):
+            report.read += 1
+            report.reject(item.reason, item.source, item.line, kind="row")
+            log.warning("%s", item)
+        else:
+            rows.append(item)
+    if set_total:
+        set_total(len(rows) + len(report.rejected))
+    if progress and report.rejected:
+        progress(len(report.rejected))
+
+    dicom_root = root / C.DICOM_DIR if (root / C.DICOM_DIR).is_dir() else root
+    series_found: dict[str, Any] = {}
+    if with_images:
+        series_found, folder_problems = _find_series_folders(dicom_root)
+        for folder, reason in folder_problems.items():
+            report.reject(reason, folder, kind="image")
+
+    # -- patients and studies: from the images, completed by the CSV --------------------------------
+    study_info: dict[tuple[str, str], dict[str, Any]] = {}
+    for s in series_found.values():
+        if s.patient_id and s.study_uid:
+            study_info.setdefault((s.patient_id, s.study_uid), {
+                "date": s.study_date, "sex": s.patient_sex, "age": s.patient_age_years, "series": set()})
+            study_info[(s.patient_id, s.study_uid)]["series"].add(s.series_uid)
+    for r in rows:
+        info = study_info.setdefault((r.patient_id, r.study_uid),
+                                     {"date": r.study_date, "sex": None, "age": None, "series": set()})
+        info["date"] = info["date"] or r.study_date
+        info["sex"] = r.patient_sex or info["sex"]
+        info["age"] = r.patient_age if r.patient_age is not None else info["age"]
+    index = C.study_indices((p, i["date"], s) for (p, s), i in study_info.items())
+    sex: dict[str, str | None] = {}
+    for (p, _s), i in study_info.items():
+        sex[p] = sex.get(p) or i["sex"]
+    patients = {p: C.make_patient(ids, p, sex.get(p), keep_source_ids) for p in sex}
+    studies = {(p, s): C.make_study(ids, p, s, index[(p, s)], i["date"], i["age"])
+               for (p, s), i in study_info.items()}
+
+    counts = {"rejectedAnnotations": 0, "seriesRead": 0}
+
+    def reject(r: C.CohortRow, reason: str) -> None:
+        report.read += 1
+        counts["rejectedAnnotations"] += 1
+        report.reject(reason, str(ann_path), r.line, kind="annotation", annotationId=r.annotation_id)
+        log.warning("%s:%s: %s", ann_path, r.line, reason)
+        if progress:
+            progress(1)
+
+    def accepted() -> Iterator[Annotated]:
+        by_series: dict[str, list[C.CohortRow]] = {}
+        for r in rows:
+            by_series.setdefault(r.series_uid, []).append(r)
+        for series_uid, members in by_series.items():
+            if not with_images:
+                for r in members:
+                    if progress:
+                        progress(1)
+                    yield C.to_annotated(r, ids, studies[(r.patient_id, r.study_uid)], patients[r.patient_id])
+                continue
+            yield from _series_items(series_uid, members)
+
+    full_scan: dict[str, Path] = {}
+
+    def locate(series_uid: str, series_ref: str) -> Path | None:
+        """The contract folder, else the folder found by header; a full header scan only when
+        a series shares a folder with another one (non-contract layouts)."""
+        from ..imaging.dicom import list_series
+
+        folder = root / series_ref
+        if folder.is_dir():
+            return folder
+        if series_uid in series_found:
+            return series_found[series_uid].folder
+        if not full_scan and dicom_root.is_dir():
+            full_scan.update({s.series_uid: s.folder for s in list_series(dicom_root)[0]})
+            full_scan.setdefault("", dicom_root)  # scanned once, even when it finds nothing
+        return full_scan.get(series_uid)
+
+    def _series_items(series_uid: str, members: list[C.CohortRow]) -> Iterator[Annotated]:
+        from ..imaging.dicom import read_series
+
+        folder = locate(series_uid, members[0].series_ref)
+        if folder is None:
+            for r in members:
+                reject(r, f"series {series_uid} not found (expected the folder {r.series_ref} under {root})")
+            return
+        try:
+            volume = read_series(folder, series_uid, allow_gaps=True)
+        except ImageError as exc:
+            report.reject(exc.reason, exc.source or str(folder), kind="image")
+            for r in members:
+                reject(r, f"series {series_uid} is unusable: {exc}")
+            return
+        counts["seriesRead"] += 1
+        for path, reason in volume.skipped_files.items():
+            report.reject(reason, path, kind="image")
+        for k, reason in sorted(volume.bad_slices.items()):
+            f = volume.files[k]
+            report.reject(reason.split(": ", 1)[-1], str(f) if f else str(folder), kind="image")
+        rel = _relative(folder, root)
+        for r in members:
+            item = _annotate(r, volume, rel)
+            if isinstance(item, str):
+                reject(r, item)
+                continue
+            if progress:
+                progress(1)
+            yield item
+
+    def _annotate(r: C.CohortRow, volume: Any, rel: str) -> Annotated | str:
+        from ..imaging.location import lesion_location
+
+        if volume.patient_id and volume.patient_id != r.patient_id:
+            return f"series {r.series_uid} belongs to patient {volume.patient_id!r}, the row says {r.patient_id!r}"
+        if volume.study_uid and volume.study_uid != r.study_uid:
+            return f"series {r.series_uid} belongs to study {volume.study_uid}, the row says {r.study_uid}"
+        problem = volume.slice_problem(r.key_slice_index)
+        if problem:
+            return f"key slice missing or unreadable in series {r.series_uid}: {problem}"
+        rows_px, cols_px = volume.hu.shape[1:]
+        x1, y1, x2, y2 = r.bbox_px
+        if x2 > cols_px or y2 > rows_px:
+            return f"box {r.bbox_px} lies outside the {rows_px}×{cols_px} image"
+        col, row = r.center_px
+        pos = volume.voxel_to_patient(col, row, r.key_slice_index)
+        position = tuple(round(float(v), 4) for v in pos)
+        loc = lesion_location(volume, r.key_slice_index, col, row, z_ranges.get(r.series_uid), pos)
+        if loc is None:  # no body on the key slice: keep what the annotation says
+            loc = r.location
+        else:
+            loc = tuple(round(v, 6) for v in loc)
+        interval = volume.slice_interval_mm or r.slice_interval_mm
+        sid = studies[(r.patient_id, r.study_uid)]
+        in_study = sorted(study_info[(r.patient_id, r.study_uid)]["series"] | {r.series_uid})
+        series_index = in_study.index(r.series_uid) + 1
+        return C.to_annotated(
+            r, ids, sid, patients[r.patient_id],
+            spacing_mm=(round(volume.spacing_xy_mm[0], 6), round(volume.spacing_xy_mm[1], 6)),
+            slice_interval_mm=round(float(interval), 6), location=loc, position_mm=position,
+            image_size=(int(rows_px), int(cols_px)), slice_range=(0, volume.n_slices - 1),
+            image_ref=rel, series_index=series_index,
+        )
+
+    write_annotated(engine, accepted(), report, batch_size=batch_size)
+
+    # Studies: every one found in the images, plus those that got a lesion.
+    written_studies = {(s.patient_id, s.study_uid) for s in series_found.values() if s.patient_id and s.study_uid}
+    written_studies |= {(r.patient_id, r.study_uid) for r in rows} if not with_images else set()
+    written_studies |= _studies_with_lesions(report, rows)
+    study_rows = [{"patient": patients[p].to_props(), "study": studies[(p, s)].to_props()}
+                  for p, s in sorted(written_studies)]
+    if study_rows:
+        engine.write("upsert_studies", study_rows, batch_size=batch_size)
+    n_rows = sum(1 for e in report.rejected if e.get("kind") == "row")
+    n_images = sum(1 for e in report.rejected if e.get("kind") == "image")
+    report.extra.update({
+        "images": with_images, "seriesRead": counts["seriesRead"], "studies": len(study_rows),
+        "patients": len({p for p, _ in written_studies}), "rejectedRows": n_rows, "badImages": n_images,
+        "rejectedAnnotations": counts["rejectedAnnotations"],
+        "locationZ": "cohort body extent" if z_ranges else "estimated from each series",
+    })
+    return report
+
+
+def _studies_with_lesions(report: IngestReport, rows: list[C.CohortRow]) -> set[tuple[str, str]]:
+    bad = {e.get("annotationId") for e in report.rejected if e.get("kind") == "annotation"}
+    return {(r.patient_id, r.study_uid) for r in rows if r.annotation_id not in bad}
+
+
+def _relative(folder: Path, root: Path) -> str:
+    try:
+        return folder.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(folder)
+
+
+__all__ = ["ingest_cohort"]

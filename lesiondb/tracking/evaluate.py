@@ -1,0 +1,478 @@
+"""Evaluations of lesion matching: the DLS benchmark on DeepLesion and synthetic cohorts.
+
+Both ingest their lesions into a **scratch graph** (never the user's graph: a separate FalkorDB
+graph on the same embedded server, or a temporary embedded data dir when the app uses Neo4j),
+run :func:`lesiondb.tracking.match.match_graph` on it exactly as ``lesiondb match`` does, and score
+what the graph then holds.
+
+DLS (Deep Lesion Tracker, Cai et al. CVPR 2021): directed pairs of the same lesion in two scans
+of one patient. A pair maps to DeepLesion rows by key-slice file name and RECIST endpoints (DLS
+stores DL_info's coordinates minus 1 px, rounded to 0.1). The candidates of a pair are the
+DeepLesion lesions of the target scan (series). Metrics:
+
+- ``pair_accuracy``: the lesion of the target scan in the source's track is the true target;
+- ``non_trivial``: the same over pairs whose target scan has more than one lesion;
+- ``cpm_radius`` / ``cpm_10mm``: DLT's centre-point matching — the matched lesion's centre lies
+  within the target's radius (half its long diameter) / within 10 mm of the target's centre
+  (3-D, in the target series' pixel spacing and slice interval); ``mean_distance_mm`` over
+  pairs with a match;
+- ``baseline_nearest_location``: the target-scan lesion nearest in normalised location;
+- ``directed_accuracy``: the cheapest target-scan lesion under the scan pair's alignment,
+  without the one-to-one constraint and tracks (the DLT task: locate one lesion);
+- ``failed_pairs`` / ``failed_count``: the keys of the pairs ``pair_accuracy`` counts as wrong
+  (the first ``MAX_LISTED``);
+- ``cross_validated``: a held-out figure — patients split in folds; for each fold, the setting
+  of a small grid (gate, tail weight) that scores best on the other folds is applied to it.
+
+With images (DeepLesion PNGs for DLS, the cohort's DICOM series for a synthetic cohort) the
+scratch graph's lesions are embedded first with the encoder (the packaged default or a given
+model), so the matcher's appearance term joins the metadata terms where both lesions of a pair
+are embedded; ``embedding`` in the output says how many were.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core import matching as M
+from ..core.pseudonym import Pseudonymizer
+from ..errors import InputError
+
+EVAL_GRAPH_DLS = "lesiondb_eval_dls"
+EVAL_GRAPH_MATCHING = "lesiondb_eval_matching"
+#: The grid the cross-validation chooses from when the gate is not calibrated (the default is in it).
+CV_GRID: tuple[dict[str, float], ...] = tuple(
+    {"gate_cost": g, "tail_dof": d} for g in (8.0, 12.0, 16.0) for d in (0.5, 1.0, 2.0))
+#: With a calibrated gate the grid varies its spread (MatchParams.gate_spread) and the tail weight.
+CV_SPREADS = (2.3, 3.0, 3.7)
+CV_DOFS = (0.5, 1.0, 2.0)
+MAX_LISTED = 200  # failing pair keys listed in the output (for tools/dls_bound.py --failures)
+
+
+def cv_grid(calibration: dict[str, Any] | None) -> list[dict[str, float]]:
+    """The settings the cross-validation chooses from: the calibrated gate's spread × tail weight
+    (each spread's gate recomputed from the calibration's cost statistics), else CV_GRID."""
+    g = ((calibration or {}).get("measured") or {}).get("gate_cost")
+    if not g:
+        return [dict(x) for x in CV_GRID]
+    (med, q90), n = g
+    base = M.MatchParams()
+    return [{"gate_spread": k, "gate_cost": M.calibrated_gate(med, q90, n, base, k), "tail_dof": d}
+            for k in CV_SPREADS for d in CV_DOFS]
+
+
+# -- scratch graph --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def scratch_engine(app_engine, name: str, keep: bool = False) -> Iterator[Any]:
+    """A fresh, empty graph for an evaluation, deleted afterwards unless ``keep``.
+
+    On the embedded FalkorDB: graph ``name`` on the same server. Otherwise (Neo4j): a temporary
+    embedded FalkorDB data dir (the matcher does not depend on the engine).
+    """
+    from ..graph.falkor_engine import FalkorEngine
+
+    if isinstance(app_engine, FalkorEngine):
+        eng = FalkorEngine(app_engine.db, graph=name)  # no server: closing it must not stop the app's
+        _drop(eng)
+        eng = FalkorEngine(app_engine.db, graph=name)
+        try:
+            yield eng
+        finally:
+            if not keep:
+                _drop(eng)
+        return
+    with tempfile.TemporaryDirectory(prefix="lesiondb-eval-") as d:
+        eng = FalkorEngine.embedded(d, graph=name)
+        try:
+            yield eng
+        finally:
+            eng.close()
+
+
+def _drop(eng) -> None:
+    with contextlib.suppress(Exception):
+        eng.graph.delete()
+
+
+# -- DLS pairs ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DLSPair:
+    key: str
+    source_file: str  # DeepLesion File_name, e.g. 000004_02_01_013.png
+    source_coords: tuple[float, ...]  # DL_info Measurement_coordinates (DLS + 1 px)
+    target_file: str
+    target_coords: tuple[float, ...]
+
+
+def read_dls_pairs(path: str | Path) -> list[DLSPair]:
+    """The pairs of a DLS json (``valid.json`` / ``test.json``), coordinates in DL_info's frame."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot read DLS pairs: {exc.strerror}", str(path)) from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON ({exc.msg})", str(path), exc.lineno) from exc
+    if not isinstance(data, dict) or not data:
+        raise InputError("not a DLS pairs file: expected a non-empty object of pairs keyed '0001', …", str(path))
+    out = []
+    for key, v in data.items():
+        try:
+            sf = v["source recist slice"].replace("/", "_")
+            tf = v["target recist slice"].replace("/", "_")
+            sc = tuple(float(c) + 1.0 for c in v["source recist coordinate"])
+            tc = tuple(float(c) + 1.0 for c in v["target recist coordinate"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InputError(f"pair {key!r}: missing or bad 'source/target recist slice/coordinate' ({exc})",
+                             str(path)) from None
+        if len(sc) != 8 or len(tc) != 8:
+            raise InputError(f"pair {key!r}: a RECIST coordinate needs 8 numbers", str(path))
+        out.append(DLSPair(key, sf, sc, tf, tc))
+    return out
+
+
+def _scan_of(file_name: str) -> tuple[int, int, int]:
+    p, s, se, _k = (int(x) for x in file_name[:-4].split("_"))
+    return p, s, se
+
+
+@dataclass
+class _Row:
+    """What the evaluation needs of one DL_info lesion."""
+
+    lesion_id: str
+    file_name: str
+    coords: tuple[float, ...]
+    scan: tuple[int, int, int]
+    key_slice: int
+    center_px: tuple[float, float]
+    spacing: tuple[float, float, float]
+    long_mm: float
+    location: tuple[float, float, float]
+
+
+def _recist_center(c: Sequence[float]) -> tuple[float, float]:
+    xs, ys = c[0::2], c[1::2]
+    return (min(xs) + max(xs)) / 2.0, (min(ys) + max(ys)) / 2.0
+
+
+def _embedding_summary(run: dict[str, Any] | None, data) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    return {"modelId": run["modelId"], "embedded": run["embedded"], "notEmbedded": run["notEmbedded"],
+            "problems": run["embedProblems"][:3],
+            # what the matcher read back: lesions whose appearance term can apply
+            "lesionsWithEmbedding": sum(les.embedding is not None for d in data for les in d.lesions)}
+
+
+def evaluate_dls(app_engine, pairs_path: str | Path, dl_info: str | Path, *, calibrate: bool = True,
+                 cv_folds: int = 5, seed: int = 0, keep_graph: bool = False,
+                 images: str | Path | None = None, model_path: str | Path | None = None, workers: int = 0,
+                 progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Run the DLS benchmark (see module doc); returns the metrics as a dict. With ``images`` (a
+    DeepLesion ``Images_png`` folder) the lesions whose slices are there are embedded first."""
+    from ..datasets.deeplesion import RowError, read_dl_info
+    from ..ingest.records import IngestReport, write_annotated
+    from .match import match_graph, read_patients
+
+    t0 = time.perf_counter()
+    if images is not None and not Path(images).is_dir():
+        raise InputError("images folder not found (a DeepLesion Images_png folder)", str(images))
+    pairs = read_dls_pairs(pairs_path)
+    patients = {_scan_of(p.source_file)[0] for p in pairs} | {_scan_of(p.target_file)[0] for p in pairs}
+    ids = Pseudonymizer(uuid.uuid4().bytes + uuid.uuid4().bytes)  # a throwaway key: a throwaway graph
+    items, rows = [], {}
+    bad_rows = 0
+    for item in read_dl_info(dl_info, ids, keep_source_ids=True):
+        if isinstance(item, RowError):
+            bad_rows += 1
+            continue
+        les = item.lesion
+        fname = les.source_id or ""
+        if not fname or _scan_of(fname)[0] not in patients:
+            continue
+        items.append(item)
+        coords = tuple(les.recist_long_px) + tuple(les.recist_short_px)
+        rows.setdefault(fname, []).append(_Row(
+            les.lesion_id, fname, coords, _scan_of(fname), les.key_slice_index, _recist_center(coords),
+            (les.spacing_mm[0], les.spacing_mm[1], les.slice_interval_mm), les.long_diameter_mm,
+            tuple(les.location) if les.location else (math.nan,) * 3))
+
+    def find(fname: str, coords: tuple[float, ...]) -> _Row | None:
+        best, err = None, math.inf
+        for r in rows.get(fname, []):
+            e = max(abs(a - b) for a, b in zip(r.coords, coords, strict=True))
+            if e < err:
+                best, err = r, e
+        return best if err <= 0.15 else None  # DLS rounds to 0.1 px
+
+    mapped, unmapped = [], []
+    for p in pairs:
+        s, t = find(p.source_file, p.source_coords), find(p.target_file, p.target_coords)
+        if s is None or t is None:
+            unmapped.append(p.key)
+        else:
+            mapped.append((p, s, t))
+    if not mapped:
+        raise InputError(f"none of the {len(pairs)} DLS pairs maps to a row of {dl_info} "
+                         "(is it the DL_info of the same split?)", str(pairs_path))
+    by_scan: dict[tuple[int, int, int], list[_Row]] = {}
+    for rs in rows.values():
+        for r in rs:
+            by_scan.setdefault(r.scan, []).append(r)
+
+    run = None
+    with scratch_engine(app_engine, EVAL_GRAPH_DLS, keep_graph) as eng:
+        write_annotated(eng, items, IngestReport(source=str(dl_info)))
+        if images is not None:
+            from ..embedding.stage import DeepLesionImages, embed_graph, load_encoder
+
+            model = load_encoder(model_path)
+            # the scratch graph keeps DeepLesion's File_name as each lesion's sourceId: the reader's key
+            run = embed_graph(eng, DeepLesionImages(images, model.patch_spec), model, workers=workers)
+        report = match_graph(eng, calibrate=calibrate)
+        pids = [r["patientId"] for r in eng.run("match_patients", patientId=None)]
+        data = list(read_patients(eng, pids))
+    if progress:
+        progress(1)
+    by_id = {r.lesion_id: r for rs in rows.values() for r in rs}
+    track_of = {lid: t[0] for d in data for lid, t in d.tracks.items()}
+    members: dict[str, list[str]] = {}
+    for lid, uid in track_of.items():
+        members.setdefault(uid, []).append(lid)
+
+    graph = _score_pairs(mapped, by_scan, lambda s, t: _matched_in_track(s, t, track_of, members, by_id))
+    params = M.MatchParams.from_dict(report.calibration["params"]) if report.calibration else M.MatchParams()
+    directed = _score_pairs(mapped, by_scan, _directed(data, params, by_id))
+    baseline = _score_pairs(mapped, by_scan, lambda s, t: _nearest(s, by_scan[t.scan]))
+    cv = (_cross_validate(mapped, data, params, by_id, cv_folds, seed, progress, cv_grid(report.calibration))
+          if cv_folds > 1 else None)
+    out: dict[str, Any] = {
+        "pairs": len(pairs), "mapped": len(mapped), "unmapped": unmapped[:20], "unmappedCount": len(unmapped),
+        "patients": len(pids), "lesions": sum(len(d.lesions) for d in data),
+        "pair_accuracy": graph["accuracy"], "non_trivial": graph["non_trivial"],
+        "non_trivial_accuracy": graph["non_trivial_accuracy"], "cpm_radius": graph["cpm_radius"],
+        "cpm_10mm": graph["cpm_10mm"], "mean_distance_mm": graph["mean_distance_mm"],
+        "unmatched": graph["unmatched"],
+        "failed_pairs": graph["failed"][:MAX_LISTED], "failed_count": len(graph["failed"]),
+        "baseline_nearest_location": baseline["accuracy"],
+        "baseline_non_trivial_accuracy": baseline["non_trivial_accuracy"],
+        "directed_accuracy": directed["accuracy"],
+        "cross_validated": cv,
+        "calibration": report.calibration, "match": {k: v for k, v in report.to_dict().items() if k != "calibration"},
+        "embedding": _embedding_summary(run, data),
+        "dlInfoRowsRejected": bad_rows, "seconds": round(time.perf_counter() - t0, 2),
+    }
+    return out
+
+
+def _matched_in_track(s: _Row, t: _Row, track_of, members, by_id) -> _Row | None:
+    uid = track_of.get(s.lesion_id)
+    if uid is None:
+        return None
+    for lid in members[uid]:
+        r = by_id.get(lid)
+        if r is not None and r.scan == t.scan and lid != s.lesion_id:
+            return r
+    return None
+
+
+def _nearest(s: _Row, candidates: Sequence[_Row]) -> _Row | None:
+    best, bd = None, math.inf
+    for c in candidates:
+        if c.lesion_id == s.lesion_id:
+            continue
+        d = math.dist(s.location, c.location)
+        if d < bd:
+            best, bd = c, d
+    return best
+
+
+def _directed(data, params: M.MatchParams, by_id: dict[str, _Row]) -> Callable[[_Row, _Row], _Row | None]:
+    """The cheapest candidate of the target scan under the scan pair's alignment."""
+    where: dict[str, tuple[M.PatientMatch, int]] = {}
+    for d in data:
+        pm = M.match_patient(d.lesions, params, keep_pair_results=True)
+        for i, les in enumerate(d.lesions):
+            where[les.lesion_id] = (pm, i)
+
+    def pick(s: _Row, t: _Row) -> _Row | None:
+        if s.lesion_id not in where or t.lesion_id not in where:
+            return None
+        pm, i = where[s.lesion_id]
+        j = pm.cheapest_in(i, pm.lesions[where[t.lesion_id][1]].scan)
+        return None if j is None else by_id.get(pm.lesions[j].lesion_id)
+
+    return pick
+
+
+def _score_pairs(mapped, by_scan, match: Callable[[_Row, _Row], _Row | None]) -> dict[str, Any]:
+    n = ok = nt = ok_nt = unmatched = cpm_r = cpm_10 = 0
+    dists = []
+    failed = []
+    for p, s, t in mapped:
+        m = match(s, t)
+        n += 1
+        hit = m is not None and m.lesion_id == t.lesion_id
+        ok += hit
+        if not hit:
+            failed.append(p.key)
+        if len(by_scan.get(t.scan, [])) > 1:
+            nt += 1
+            ok_nt += hit
+        if m is None:
+            unmatched += 1
+            continue
+        sx, sy, sz = t.spacing
+        d = math.sqrt(((m.center_px[0] - t.center_px[0]) * sx) ** 2 + ((m.center_px[1] - t.center_px[1]) * sy) ** 2
+                      + ((m.key_slice - t.key_slice) * sz) ** 2)
+        dists.append(d)
+        cpm_r += d <= t.long_mm / 2.0
+        cpm_10 += d <= 10.0
+    return {"n": n, "accuracy": _ratio(ok, n), "non_trivial": nt, "non_trivial_accuracy": _ratio(ok_nt, nt),
+            "cpm_radius": _ratio(cpm_r, n), "cpm_10mm": _ratio(cpm_10, n), "unmatched": unmatched,
+            "mean_distance_mm": round(sum(dists) / len(dists), 3) if dists else None, "failed": failed}
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return round(a / b, 4) if b else None
+
+
+def _cross_validate(mapped, data, params: M.MatchParams, by_id: dict[str, _Row], folds: int, seed: int,
+                    progress: Callable[[int], None] | None, grid: Sequence[dict[str, float]] = CV_GRID
+                    ) -> dict[str, Any]:
+    """Leave-patients-out choice of the grid setting; returns the held-out accuracy."""
+    pair_patient = [s.scan[0] for _p, s, _t in mapped]
+    patients = sorted(set(pair_patient))
+    rng = random.Random(seed)
+    rng.shuffle(patients)
+    fold_of = {p: k % folds for k, p in enumerate(patients)}
+    # every setting once over every patient: per-pair correctness
+    correct: list[list[bool]] = []
+    for setting in grid:
+        p = params.replace(**setting)
+        track_of: dict[str, str] = {}
+        members: dict[str, list[str]] = {}
+        for d, pm in zip(data, M.match_patients([d.lesions for d in data], p), strict=True):
+            for k, t in enumerate(pm.tracks):
+                uid = f"{d.patient_id}/{k}"
+                lids = [d.lesions[i].lesion_id for i in t]
+                members[uid] = lids
+                for lid in lids:
+                    track_of[lid] = uid
+        correct.append([(m := _matched_in_track(s, t, track_of, members, by_id)) is not None
+                        and m.lesion_id == t.lesion_id for _p, s, t in mapped])
+        if progress:
+            progress(1)
+    # ties go to the setting in use (when it is on the grid)
+    in_use = [k for k, s in enumerate(grid) if all(getattr(params, n) == v for n, v in s.items())]
+    default = in_use[0] if in_use else 0
+    held_ok = held_n = 0
+    chosen = []
+    for f in range(folds):
+        train = [i for i, pp in enumerate(pair_patient) if fold_of[pp] != f]
+        test = [i for i, pp in enumerate(pair_patient) if fold_of[pp] == f]
+        if not test:
+            continue
+        scores = [sum(c[i] for i in train) for c in correct]
+        best = max(range(len(grid)), key=lambda k: (scores[k], k == default))
+        chosen.append(grid[best])
+        held_ok += sum(correct[best][i] for i in test)
+        held_n += len(test)
+    in_sample = {",".join(f"{k}={v:g}" for k, v in s.items()): _ratio(sum(c), len(c))
+                 for s, c in zip(grid, correct, strict=True)}
+    return {"folds": folds, "pair_accuracy": _ratio(held_ok, held_n), "chosen": chosen,
+            "grid_in_sample": in_sample}
+
+
+# -- synthetic cohorts ----------------------------------------------------------------------------
+def evaluate_cohort(app_engine, cohort: str | Path, *, calibrate: bool = True, keep_graph: bool = False,
+                    embed: bool = False, model_path: str | Path | None = None, workers: int = 0,
+                    progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Ingest a synthetic cohort (``lesiondb synth``), match it, and score SAME_LESION edges and
+    tracks against ``ground_truth.json``. With ``embed`` the lesions are embedded from the
+    cohort's DICOM series first (a cohort made with ``--no-images`` has none to embed)."""
+    from ..datasets.cohort import read_cohort_meta, read_ground_truth
+    from ..ingest.dicom import ingest_cohort
+    from .match import match_graph, read_patients
+
+    t0 = time.perf_counter()
+    cohort = Path(cohort)
+    gt = read_ground_truth(cohort)
+    meta = read_cohort_meta(cohort)
+    ids = Pseudonymizer(uuid.uuid4().bytes + uuid.uuid4().bytes)
+    run = None
+    with scratch_engine(app_engine, EVAL_GRAPH_MATCHING, keep_graph) as eng:
+        ing = ingest_cohort(eng, cohort, ids)
+        if embed:
+            from ..embedding.stage import CohortImages, embed_graph, load_encoder
+
+            model = load_encoder(model_path)
+            run = embed_graph(eng, CohortImages(cohort, model.patch_spec), model, workers=workers)
+        report = match_graph(eng, calibrate=calibrate)
+        ann = {r["lesionId"]: r["lesion"].get("annotationId") for r in eng.run(
+            "lesions", patientId=None, studyId=None, typeName=None, limit=10 ** 9)}
+        pids = [r["patientId"] for r in eng.run("match_patients", patientId=None)]
+        data = list(read_patients(eng, pids))
+        edges = [e for i in range(0, len(pids), 200)
+                 for e in eng.run("match_patient_edges", patientIds=pids[i:i + 200])]
+    if progress:
+        progress(1)
+    inst = gt.by_annotation_id()
+    truth_track = {a: i["track_id"] for a, i in inst.items()}
+    where = {a: (i["patient_id"], i.get("series_uid") or i["study_uid"]) for a, i in inst.items()}
+    scored = {a for a in ann.values() if a in truth_track}
+    # ground truth: every pair of ingested annotated instances of one track in different scans
+    by_track: dict[str, list[str]] = {}
+    for a in scored:
+        by_track.setdefault(truth_track[a], []).append(a)
+    truth = set()
+    for members in by_track.values():
+        for i, a in enumerate(members):
+            for b in members[i + 1:]:
+                if where[a] != where[b]:
+                    truth.add(frozenset((a, b)))
+    pred = set()
+    track_members: dict[str, list[str]] = {}
+    for e in edges:
+        a, b = ann.get(e["src"]), ann.get(e["dst"])
+        if a and b:
+            pred.add(frozenset((a, b)))
+    for d in data:
+        for lid, (uid, _h) in d.tracks.items():
+            if ann.get(lid):
+                track_members.setdefault(uid, []).append(ann[lid])
+    tp = len(pred & truth)
+    purity_num = sum(max(_count(truth_track.get(a) for a in m).values()) for m in track_members.values())
+    n_tracked = sum(len(m) for m in track_members.values())
+    pred_track = {a: uid for uid, m in track_members.items() for a in m}
+    compl_num = sum(max(_count(pred_track.get(a) for a in m).values()) for m in by_track.values())
+    return {
+        "cohort": str(cohort), "seed": gt.seed if gt.seed is not None else meta.get("seed"),
+        "images": meta.get("images"), "patients": len(pids), "lesions": len(scored),
+        "truePairs": len(truth), "predictedPairs": len(pred), "truePositives": tp,
+        "precision": _ratio(tp, len(pred)), "recall": _ratio(tp, len(truth)),
+        "f1": _ratio(2 * tp, len(pred) + len(truth)),
+        "track_purity": _ratio(purity_num, n_tracked), "track_completeness": _ratio(compl_num, len(scored)),
+        "tracks": len(track_members), "trueTracks": len(by_track),
+        "ingest": {"written": ing.written, "rejected": len(ing.rejected)},
+        "calibration": report.calibration, "match": {k: v for k, v in report.to_dict().items() if k != "calibration"},
+        "embedding": _embedding_summary(run, data),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def _count(items) -> dict[Any, int]:
+    out: dict[Any, int] = {}
+    for x in items:
+        out[x] = out.get(x, 0) + 1
+    return out or {None: 0}

@@ -1,0 +1,443 @@
+"""Lesion tracking on the graph: read patients' lesions, match them, write tracks idempotently.
+
+:func:`match_graph` reads a batch of patients in two queries (``match_patient_lesions``: studies
+and lesion features; ``match_patient_tracks``: current track memberships and their matchHash),
+matches the patients 100 at a time (:func:`lesiondb.core.matching.match_patients`, in worker
+processes when it pays: they match the next patients while this process writes the last batch,
+and calibrate while it reads), classifies each track (:mod:`lesiondb.core.recist`) and writes
+only what changed:
+
+- ``(:Lesion)-[:SAME_LESION {cost, confidence, method}]->(:Lesion)`` from the earlier to the later
+  scan, for every pair of lesions of one track; a re-matched lesion's stale edges are deleted;
+- ``(:Track {trackingUid, patientId, status, nVisits, baselineMm, nadirMm, lastMm, …, matchHash})``
+  with ``(:Lesion)-[:IN_TRACK {studyIndex, response, changeFromBaselinePct, …}]->(:Track)``;
+  every lesion is in exactly one track (a lesion seen once is a track of one). A track's
+  ``trackingUid`` is a DICOM UID (``2.25.<uuid5 as integer>``) of its member lesions, so it is
+  the same on every run for the same members; members made from accepted mining proposals
+  (``source: 'proposal'``) do not enter the UID, and stay linked to their track (must-link).
+  Tracks left without lesions are deleted (kept as ``status: 'retired'`` when a proposal points
+  at them).
+
+Re-running changes nothing: ``matchHash`` (track properties, member links, edges) tells which
+tracks differ, and the second run writes no edge and no track.
+
+Noise scales are calibrated on the graph (:func:`lesiondb.core.matching.calibrate`) on a fixed
+sample (the first ``CALIBRATION_PATIENTS`` in patientId order), so matching one patient gives
+the same result as matching everyone.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import multiprocessing as mp
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core import matching as M
+from ..core import recist
+from ..core.records import content_hash
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+TRACK_UID_ROOT = "2.25."
+_UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://lesiondb/track")
+DEFAULT_BATCH = 200
+CALIBRATION_PATIENTS = 400
+MAX_WORKERS = 8
+MIN_PARALLEL_PATIENTS = 100  # below this a process pool costs more than it saves
+_ROUND = 4  # decimals of cost/confidence stored (and compared: a re-run must not rewrite noise)
+
+
+def tracking_uid(member_ids: Sequence[str]) -> str:
+    """The DICOM-style UID of a track with these member lesions (order does not matter)."""
+    key = "|".join(sorted(set(member_ids)))
+    return TRACK_UID_ROOT + str(uuid.uuid5(_UID_NAMESPACE, key).int)
+
+
+@dataclass
+class PatientData:
+    """One patient's lesions as read from the graph, with their current tracks."""
+
+    patient_id: str
+    visits: list[int]  # study indices of every study (with or without lesions)
+    lesions: list[M.LesionObs]
+    props: list[dict[str, Any]]  # per lesion: lesionId, source, studyId, studyIndex
+    tracks: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # lesionId -> (uid, matchHash)
+
+
+_FEATURES = ("lesionId", "source", "seriesIndex", "seriesUid", "locationX", "locationY", "locationZ",
+             "positionXMm", "positionYMm", "positionZMm", "longDiameterMm", "shortDiameterMm", "typeCode")
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _triple(p: dict[str, Any], keys: tuple[str, str, str]) -> tuple[float, float, float] | None:
+    vals = [_num(p.get(k)) for k in keys]
+    return None if any(v is None for v in vals) else tuple(vals)  # type: ignore[return-value]
+
+
+def lesion_obs(p: dict[str, Any], study_id: str, study_index: int, study_date: str | None) -> M.LesionObs:
+    """The matcher's view of one lesion (a map of its graph properties)."""
+    series = p.get("seriesUid") or p.get("seriesIndex") or 1
+    emb = p.get("embedding")
+    if emb is not None and not isinstance(emb, list | tuple):
+        emb = list(emb)
+    type_code = _num(p.get("typeCode"))
+    return M.LesionObs(
+        lesion_id=p["lesionId"], scan=f"{study_id}/{series}", study=study_id,
+        order=(int(study_index or 0), study_date or "", int(_num(p.get("seriesIndex")) or 0), str(series)),
+        location=_triple(p, ("locationX", "locationY", "locationZ")),
+        position_mm=_triple(p, ("positionXMm", "positionYMm", "positionZMm")),
+        long_diameter_mm=_num(p.get("longDiameterMm")), short_diameter_mm=_num(p.get("shortDiameterMm")),
+        type_code=int(type_code) if type_code is not None else -1,
+        embedding=[float(x) for x in emb] if emb else None,
+    )
+
+
+_ROW_FIELDS = ("patientId", "studyId", "studyIndex", "studyDate", *_FEATURES)
+
+
+def patients_from_rows(rows: Sequence[dict[str, Any]], track_rows: Sequence[dict[str, Any]] = ()) -> list[PatientData]:
+    """One :class:`PatientData` per patient from ``match_patient_lesions`` rows (and the
+    ``match_patient_tracks`` rows of the same patients), in the order the patients come."""
+    by: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        f = dict(zip(_ROW_FIELDS, (r.get("row") or "").split("|"), strict=False))
+        pid, sid = f.get("patientId"), f.get("studyId")
+        if not pid or not sid:
+            continue
+        d = by.setdefault(pid, {"visits": set(), "lesions": [], "props": [], "seen": set()})
+        idx = int(_num(f.get("studyIndex")) or 0)
+        d["visits"].add(idx)
+        lid = f.get("lesionId")
+        if not lid or lid in d["seen"]:
+            continue
+        p = {k: (v if v != "" else None) for k, v in f.items()}
+        p["embedding"] = r.get("embedding")
+        d["seen"].add(lid)
+        d["lesions"].append(lesion_obs(p, sid, idx, p.get("studyDate")))
+        d["props"].append({"lesionId": lid, "source": p.get("source"), "studyId": sid, "studyIndex": idx})
+    tracks: dict[str, dict[str, tuple[str, str | None]]] = {}
+    for t in track_rows:
+        tracks.setdefault(t["patientId"], {})[t["lesionId"]] = (t["trackingUid"], t.get("matchHash"))
+    return [PatientData(pid, sorted(d["visits"]), d["lesions"], d["props"], tracks.get(pid, {}))
+            for pid, d in by.items()]
+
+
+def read_patients(engine, patient_ids: Sequence[str], batch_size: int = DEFAULT_BATCH,
+                  current: bool = True) -> Iterator[PatientData]:
+    """Patients' lesions, ``batch_size`` patients per query (with ``current``, a second query per
+    batch reads their current tracks)."""
+    for i in range(0, len(patient_ids), batch_size):
+        batch = list(patient_ids[i:i + batch_size])
+        rows = engine.run("match_patient_lesions", patientIds=batch)
+        tracks = engine.run("match_patient_tracks", patientIds=batch) if current else []
+        yield from patients_from_rows(rows, tracks)
+
+
+def must_links(data: PatientData) -> list[tuple[int, int]]:
+    """Accepted proposals stay with the lesions of the track they were accepted into."""
+    by_track: dict[str, list[int]] = {}
+    for i, les in enumerate(data.lesions):
+        t = data.tracks.get(les.lesion_id)
+        if t:
+            by_track.setdefault(t[0], []).append(i)
+    out = []
+    for members in by_track.values():
+        for i in members:
+            if data.props[i].get("source") == "proposal":
+                out.extend((i, j) for j in members if j != i and data.lesions[j].scan != data.lesions[i].scan)
+    return out
+
+
+# -- desired state -------------------------------------------------------------------------------
+@dataclass
+class PatientPlan:
+    """What the graph should hold for one patient, and which of it must be written."""
+
+    patient_id: str
+    tracks: list[dict[str, Any]]  # write_tracks rows (with their "edges", dropped before writing)
+    n_edges: int = 0
+    write_tracks: list[dict[str, Any]] = field(default_factory=list)
+    delete_links: list[dict[str, Any]] = field(default_factory=list)
+    stale_tracks: list[str] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)
+    fresh: bool = False  # none of the patient's lesions was in a track: they have no SAME_LESION edge yet
+
+
+def plan_patient(data: PatientData, params: M.MatchParams, pm: M.PatientMatch | None = None) -> PatientPlan:
+    """Match one patient and work out which tracks (with their links and edges) must be written
+    (``pm``: the patient's match, when already made)."""
+    if pm is None:
+        pm = M.match_patient(data.lesions, params, must_link=must_links(data))
+    ids = [les.lesion_id for les in data.lesions]
+    edges_of: dict[int, list[dict[str, Any]]] = {}
+    track_index = pm.track_of()
+    for e in pm.edges:
+        edges_of.setdefault(track_index[e.src], []).append(
+            {"src": ids[e.src], "dst": ids[e.dst], "cost": _rounded(e.cost),
+             "confidence": _rounded(e.confidence), "method": e.method})
+    tracks: list[dict[str, Any]] = []
+    statuses: dict[str, int] = {}
+    for k, members in enumerate(pm.tracks):
+        annotated = [ids[i] for i in members if data.props[i].get("source") != "proposal"]
+        uid = tracking_uid(annotated or [ids[i] for i in members])
+        ch = _classify(data, members)
+        statuses[ch.status] = statuses.get(ch.status, 0) + 1
+        by_visit = {v.visit: v for v in ch.visits}
+        track = {"trackingUid": uid, "patientId": data.patient_id, "nLesions": len(members),
+                 "nVisits": len({data.props[i]["studyIndex"] for i in members}),
+                 "firstStudyIndex": ch.first_visit, "lastStudyIndex": ch.last_visit, **ch.to_props()}
+        member_rows = []
+        for i in members:
+            v = by_visit.get(data.props[i]["studyIndex"])
+            link: dict[str, Any] = {"studyIndex": data.props[i]["studyIndex"]}
+            if v is not None:
+                link.update(response=v.response, changeFromBaselinePct=v.change_from_baseline_pct,
+                            changeFromNadirPct=v.change_from_nadir_pct)
+            member_rows.append({"lesionId": ids[i], "link": {x: y for x, y in link.items() if y is not None}})
+        edges = edges_of.get(k, [])
+        track = {x: y for x, y in track.items() if y is not None}
+        track["matchHash"] = content_hash({"track": track, "members": member_rows, "edges": edges})
+        tracks.append({"track": track, "members": member_rows, "edges": edges})
+    plan = PatientPlan(data.patient_id, tracks, n_edges=len(pm.edges), statuses=statuses, fresh=not data.tracks)
+    _diff(data, plan)
+    return plan
+
+
+def _rounded(x: float) -> float | None:
+    """Stored precision; a pair linked only by a must-link may have no finite cost (null)."""
+    return round(x, _ROUND) if math.isfinite(x) else None
+
+
+def _classify(data: PatientData, members: Sequence[int]) -> recist.TrackChange:
+    meas = [(data.props[i]["studyIndex"], data.lesions[i].long_diameter_mm) for i in members
+            if data.lesions[i].long_diameter_mm]
+    if meas:
+        return recist.classify(meas, data.visits)
+    visits = sorted({data.props[i]["studyIndex"] for i in members})  # unmeasured: presence only
+    status = ("disappeared" if visits[-1] != data.visits[-1] else "new" if visits[0] != data.visits[0]
+              else "baseline" if len(visits) == 1 else "stable")
+    return recist.TrackChange(status, first_visit=visits[0], last_visit=visits[-1])
+
+
+def _diff(data: PatientData, plan: PatientPlan) -> None:
+    wanted: dict[str, str] = {}
+    for row in plan.tracks:
+        uid, h = row["track"]["trackingUid"], row["track"]["matchHash"]
+        members = [m["lesionId"] for m in row["members"]]
+        wanted.update({lid: uid for lid in members})
+        if any(data.tracks.get(lid) != (uid, h) for lid in members):
+            plan.write_tracks.append(row)
+    old_uids = set()
+    for lid, (uid, _h) in data.tracks.items():
+        old_uids.add(uid)
+        if wanted.get(lid) != uid:
+            plan.delete_links.append({"lesionId": lid, "trackingUid": uid})
+    plan.stale_tracks = sorted(old_uids - set(wanted.values()))
+
+
+# -- the graph run -------------------------------------------------------------------------------
+@dataclass
+class MatchReport:
+    """What one ``lesiondb match`` did."""
+
+    patients: int = 0
+    lesions: int = 0
+    scan_pairs: int = 0
+    tracks: int = 0
+    edges: int = 0
+    tracks_written: int = 0
+    edges_written: int = 0
+    edges_deleted: int = 0
+    links_deleted: int = 0
+    tracks_deleted: int = 0
+    tracks_retired: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "calibrate": 0.0, "match": 0.0,
+                                                               "write": 0.0})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "patients": self.patients, "lesions": self.lesions, "scanPairs": self.scan_pairs,
+            "tracks": self.tracks, "sameLesionEdges": self.edges,
+            "written": {"tracks": self.tracks_written, "edges": self.edges_written},
+            "unchangedTracks": self.tracks - self.tracks_written,
+            "deleted": {"edges": self.edges_deleted, "trackLinks": self.links_deleted, "tracks": self.tracks_deleted},
+            "retiredTracks": self.tracks_retired,
+            "statuses": dict(sorted(self.statuses.items())),
+            "calibration": self.calibration, "skipped": self.skipped, "seconds": round(self.seconds, 3),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def patient_ids(engine, patient: str | None = None) -> list[str]:
+    return [r["patientId"] for r in engine.run("match_patients", patientId=patient)]
+
+
+def _plan_or_error(data: PatientData, params: M.MatchParams) -> PatientPlan | str:
+    try:
+        return plan_patient(data, params)
+    except Exception as exc:  # one bad patient never stops the run
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _plan_chunk(datas: Sequence[PatientData], params: M.MatchParams) -> list[PatientPlan | str]:
+    """Plans of some patients, their scan pairs solved together; if that fails, patient by
+    patient, so that only the bad patient is reported."""
+    try:
+        pms = M.match_patients([d.lesions for d in datas], params, [must_links(d) for d in datas])
+        return [plan_patient(d, params, pm) for d, pm in zip(datas, pms, strict=True)]
+    except Exception:
+        return [_plan_or_error(d, params) for d in datas]
+
+
+@contextlib.contextmanager
+def _mapper(workers: int | None, n_patients: int) -> Iterator[Callable]:
+    """``map`` over a process pool when it pays (several CPUs, enough patients), else the builtin."""
+    n = min(os.cpu_count() or 1, MAX_WORKERS) if workers is None else int(workers)
+    if n <= 1 or n_patients < MIN_PARALLEL_PATIENTS or "fork" not in mp.get_all_start_methods():
+        yield map
+        return
+    # fork: workers inherit the imported modules and need nothing from the parent's connections
+    with ProcessPoolExecutor(n, mp_context=mp.get_context("fork")) as ex:
+        ex.submit(int).result()  # fork the workers now, from this thread, before any other thread runs
+        yield lambda fn, *its: ex.map(fn, *its)  # callers hand over chunks of patients
+
+
+def match_graph(engine, patient: str | None = None, params: M.MatchParams | None = None,
+                calibrate: bool = True, batch_size: int = DEFAULT_BATCH, workers: int | None = None,
+                progress: Callable[[int], None] | None = None,
+                set_total: Callable[[int], None] | None = None) -> MatchReport:
+    """Match every patient (or one) and write SAME_LESION edges and tracks. Idempotent.
+
+    With ``calibrate``, the noise scales are first fitted on the first ``CALIBRATION_PATIENTS``
+    patients in patientId order (so one patient is matched as in a full run). ``workers``
+    processes match in parallel (default: the CPU count, at most ``MAX_WORKERS``; 1 = in this
+    process). A patient whose matching fails is reported in ``skipped`` and left as it was.
+    ``progress(n)`` is called as patients are written.
+    """
+    t0 = time.perf_counter()
+    report = MatchReport()
+    all_ids = patient_ids(engine)
+    if patient is not None:
+        if patient not in all_ids:
+            raise InputError(f"no patient {patient!r} with lesions in the graph "
+                             f"(list them with `lesiondb query patients`)", patient)
+        ids = [patient]
+    else:
+        ids = all_ids
+    if set_total:
+        set_total(len(ids))
+    p = params or M.MatchParams()
+    sample_ids = all_ids[:CALIBRATION_PATIENTS] if calibrate else []
+    tm = report.timings
+    with _mapper(workers, max(len(ids), len(sample_ids))) as mapper:
+        cached: dict[str, PatientData] = {}
+        if sample_ids:
+            # read once: the sample's patients are matched from the same read
+            t = time.perf_counter()
+            sample = list(read_patients(engine, sample_ids, batch_size))
+            tm["read"] += time.perf_counter() - t
+            wanted = set(ids)
+            cached = {d.patient_id: d for d in sample if d.patient_id in wanted}
+        need = [pid for pid in ids if pid not in cached]
+        with ThreadPoolExecutor(1) as side:
+            # the calibration (in the worker processes) runs while this thread reads the other
+            # patients (mostly waiting for the graph server): the two overlap
+            fut = side.submit(_timed, M.calibrate, [d.lesions for d in sample], p, mapper=mapper) if sample_ids else None
+            t = time.perf_counter()
+            datas = {d.patient_id: d for d in read_patients(engine, need, batch_size)} if need else {}
+            tm["read"] += time.perf_counter() - t
+            if fut is not None:
+                cal, tm["calibrate"] = fut.result()
+                p = cal.params
+                report.calibration = cal.to_dict()
+        datas.update(cached)
+        ordered = [datas[pid] for pid in ids if pid in datas]
+        # a process pool's map submits every patient at once: the workers match the next batches
+        # while this process writes the last one (the graph server works while they compute)
+        chunks = [ordered[i:i + M._CHUNK] for i in range(0, len(ordered), M._CHUNK)]
+        results = (plan for plans in mapper(_plan_chunk, chunks, [p] * len(chunks)) for plan in plans)
+        for start in range(0, len(ordered), batch_size):
+            batch = ordered[start:start + batch_size]
+            plans: list[PatientPlan] = []
+            t = time.perf_counter()
+            for data in batch:
+                plan = next(results)
+                if isinstance(plan, str):
+                    log.warning("patient %s: matching failed: %s", data.patient_id, plan)
+                    report.skipped.append({"patientId": data.patient_id, "reason": plan})
+                    continue
+                plans.append(plan)
+                report.patients += 1
+                report.lesions += len(data.lesions)
+                n_scans = len({les.scan for les in data.lesions})
+                report.scan_pairs += n_scans * (n_scans - 1) // 2
+                report.tracks += len(plan.tracks)
+                report.edges += plan.n_edges
+                for k, v in plan.statuses.items():
+                    report.statuses[k] = report.statuses.get(k, 0) + v
+            tm["match"] += time.perf_counter() - t
+            t = time.perf_counter()
+            _write(engine, plans, report)
+            tm["write"] += time.perf_counter() - t
+            if progress:
+                progress(len(batch))
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _timed(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    t = time.perf_counter()
+    return fn(*args, **kwargs), time.perf_counter() - t
+
+
+def _write(engine, plans: Sequence[PatientPlan], report: MatchReport) -> None:
+    """A batch's writes, ordered so that a lesion is never left in two tracks: old links go, then
+    the changed tracks (links, then SAME_LESION edges, then the stale edges of their members),
+    then the tracks left empty."""
+    del_links = [r for pl in plans for r in pl.delete_links]
+    rows = [r for pl in plans for r in pl.write_tracks]
+    stale = [{"trackingUid": u} for pl in plans for u in pl.stale_tracks]
+    if del_links:
+        engine.write("delete_in_track", del_links)
+        report.links_deleted += len(del_links)
+    if rows:
+        engine.write("write_tracks", [{"track": r["track"], "members": r["members"]} for r in rows], batch_size=500)
+        report.tracks_written += len(rows)
+        edges = [e for r in rows for e in r["edges"]]
+        if edges:
+            engine.write("write_same_lesion", edges)
+            report.edges_written += len(edges)
+        # stale edges can only leave lesions that were matched before (edges are written only for
+        # lesions just linked to their track): a first match of a patient deletes nothing
+        keep: dict[str, list[str]] = {m["lesionId"]: [] for pl in plans if not pl.fresh
+                                      for r in pl.write_tracks for m in r["members"]}
+        for e in edges:
+            if e["src"] in keep:
+                keep[e["src"]].append(e["dst"])
+        if keep:
+            res = engine.write("delete_same_lesion", [{"lesionId": k, "keep": v} for k, v in keep.items()])
+            report.edges_deleted += int(sum(float(r.get("deleted") or 0) for r in res))
+    if stale:
+        res = engine.write("retire_stale_tracks", stale)
+        report.tracks_retired += int(sum(float(r.get("retired") or 0) for r in res))
+        res = engine.write("delete_stale_tracks", stale)
+        report.tracks_deleted += int(sum(float(r.get("deleted") or 0) for r in res))
