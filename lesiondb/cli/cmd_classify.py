@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..embedding import predict_types
 from .common import emit, handle_errors, pass_app
 
 
@@ -23,13 +24,8 @@ def command(app, k, method, dry_run, as_json) -> None:
     predictedTypeConfidence: a label (typeCode, typeName) is never overwritten. Also reports the
     accuracy of the same vote on labelled lesions, each predicted from other patients' lesions.
     """
-    from pathlib import Path
-
-    from ..embedding import services
-
-    out = services.predict_types(app.engine(), k=k, method=method, write=not dry_run,
-                                 cache_dir=Path(app.data_dir) / "embeddings")
-    emit(out, as_json, _text)
+    emit(predict_types(app.engine(), k=k, method=method, write=not dry_run, cache_dir=app.embedding_cache),
+         as_json, _text)
 
 
 def _text(o: dict) -> str:

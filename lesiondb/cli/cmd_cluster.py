@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..embedding import cluster, cluster_members, clusters
 from .common import emit, handle_errors, pass_app
 
 
@@ -26,20 +27,18 @@ def command(app, resolution, seed, method, show, members, dry_run, as_json) -> N
     Replaces the stored clustering: one (:Cluster {clusterId, size, dominantType, …}) per
     community and (:Lesion)-[:IN_CLUSTER]->(:Cluster) for its members.
     """
-    from ..embedding import services
-
     eng = app.engine()
     if members:
-        rows = services.cluster_members(eng, members)
+        rows = cluster_members(eng, members)
         emit(rows, as_json, lambda rs: "\n".join(
             f"{r['lesionId']:<24} {r.get('typeName') or (r.get('predictedTypeName') or '-') + '?':<14} "
             f"{r['patientId']}" for r in rs))
         return
     if show:
-        rows = services.clusters(eng)
+        rows = clusters(eng)
         emit(rows, as_json, _list)
         return
-    out = services.cluster(eng, resolution=resolution, seed=seed, write=not dry_run, method=method)
+    out = cluster(eng, resolution=resolution, seed=seed, write=not dry_run, method=method)
     emit(out, as_json, _text)
 
 

@@ -3,25 +3,26 @@ from __future__ import annotations
 
 import click
 
-from .common import emit, handle_errors, pass_app, reader_workers_option
+from ..datasets.deeplesion import file_names
+from ..embedding import EmbedOptions, embed_cohort, embed_deeplesion, load_encoder, rebuild_edges
+from .common import emit, handle_errors, pass_app, pseudonym_key_option, reader_workers_option
 
 
 @click.command("embed")
 @click.option("--images", type=click.Path(exists=True, file_okay=False),
               help="DeepLesion Images_png folder (PPPPPP_SS_RR/KKK.png) for the graph's DeepLesion lesions.")
 @click.option("--dl-info", type=click.Path(exists=True, dir_okay=False),
-              help="The DL_info.csv those lesions were ingested from (finds each lesion's key slice; not "
-                   "needed when they were ingested with --keep-source-ids).")
+              help="The DL_info.csv those lesions were ingested from: only for graphs ingested before lesions "
+                   "carried a seriesId (it finds each lesion's key slice).")
 @click.option("--cohort", type=click.Path(exists=True, file_okay=False),
-              help="Cohort folder ingested with `lesiondb ingest dicom` (its DICOM series).")
+              help="Folder of DICOM series ingested with `lesiondb ingest dicom` (found by their headers).")
 @click.option("--model", "model_path", type=click.Path(exists=True),
               help="Encoder (model folder or model.pt) [default: the model shipped with lesiondb]. A model "
                    "other than the graph's re-embeds every lesion and replaces every SIMILAR_TO edge.")
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000),
               help="SIMILAR_TO edges per lesion (its k nearest lesions).")
 @click.option("--force", is_flag=True, help="Re-embed lesions already embedded by this model.")
-@click.option("--pseudonym-key", envvar="LESIONDB_PSEUDONYM_KEY",
-              help="Key the lesions were pseudonymised with [default: the data dir's pseudonym.key].")
+@pseudonym_key_option("the key the lesions were pseudonymised with")
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1, 65536),
               help="Patches per encoder call.")
 @reader_workers_option()
@@ -35,33 +36,30 @@ def command(app, images, dl_info, cohort, model_path, k, force, pseudonym_key, b
     k nearest neighbours change get new SIMILAR_TO edges, so re-running writes nothing. Lesions
     whose image is missing or unreadable stay in the graph with `embedded: false` and the reason.
     Without --images or --cohort, rebuilds the edges from the stored embeddings (e.g. with a new -k).
+    Ingest embeds already; this command re-embeds (another --model, --force) or catches up.
 
     \b
     Examples:
-      lesiondb embed --images Images_png --dl-info DL_info.csv
+      lesiondb embed --images Images_png
       lesiondb embed --cohort ./cohort --model ./models/run7
       lesiondb embed -k 20            # same embeddings, 20 edges per lesion
     """
-    from pathlib import Path
-
-    from ..embedding import stage as pipeline
-
     if dl_info and not images:
         raise click.UsageError("--dl-info goes with --images (the DeepLesion PNG folder)")
+    eng = app.engine()
+    opts = EmbedOptions(k=k, force=force, batch_size=batch_size, workers=workers, cache_dir=app.embedding_cache)
     out: dict = {}
-    if images:
-        out["deeplesion"] = pipeline.embed_deeplesion(app, images, dl_info, model_path=model_path, k=k,
-                                                      force=force, pseudonym_key=pseudonym_key,
-                                                      batch_size=batch_size, workers=workers)
-        if "embedNote" in out["deeplesion"]:
-            raise click.ClickException(out["deeplesion"]["embedNote"] + " (pass --model PATH)")
-    if cohort:
-        out["cohort"] = pipeline.embed_cohort(app, cohort, model_path=model_path, k=k, force=force,
-                                              batch_size=batch_size, workers=workers)
-        if "embedNote" in out["cohort"]:
-            raise click.ClickException(out["cohort"]["embedNote"] + " (pass --model PATH)")
     if not images and not cohort:
-        out["edges"] = pipeline.rebuild_edges(app.engine(), k=k, cache_dir=Path(app.data_dir) / "embeddings")
+        out["edges"] = rebuild_edges(eng, k=k, cache_dir=app.embedding_cache)
+        emit(out, as_json, _text)
+        return
+    encoder = load_encoder(model_path)
+    ids = app.ids(pseudonym_key)
+    if images:
+        out["deeplesion"] = embed_deeplesion(eng, images, encoder, ids, options=opts, progress=app.progress,
+                                             file_names=file_names(dl_info, ids) if dl_info else None)
+    if cohort:
+        out["cohort"] = embed_cohort(eng, cohort, encoder, ids, options=opts, progress=app.progress)
     emit(out, as_json, _text)
 
 

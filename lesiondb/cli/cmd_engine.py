@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..graph.embedded import EmbeddedFalkorDB
 from .common import emit, handle_errors, pass_app
 
 
@@ -17,8 +18,6 @@ def command() -> None:
 @handle_errors
 def start(app, as_json) -> None:
     """Start the server and keep it running after this command (shared by later commands)."""
-    from ..graph.embedded import EmbeddedFalkorDB
-
     srv = EmbeddedFalkorDB(app.data_dir)
     srv.start(daemon=True)
     emit(srv.status(), as_json, _text)
@@ -30,8 +29,6 @@ def start(app, as_json) -> None:
 @handle_errors
 def stop(app, as_json) -> None:
     """Stop a server started with `engine start` (cleanly: every write is already on disk)."""
-    from ..graph.embedded import EmbeddedFalkorDB
-
     srv = EmbeddedFalkorDB(app.data_dir)
     was = srv.status()["running"]
     if was:
@@ -46,8 +43,6 @@ def stop(app, as_json) -> None:
 @handle_errors
 def status(app, as_json) -> None:
     """Say whether the server runs and how to connect to it."""
-    from ..graph.embedded import EmbeddedFalkorDB
-
     emit(EmbeddedFalkorDB(app.data_dir).status(), as_json, _text)
 
 

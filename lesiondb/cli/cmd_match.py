@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import click
 
-from .common import emit, handle_errors, pass_app, progress_bar
+from ..tracking import match_graph
+from .common import emit, handle_errors, pass_app
 
 
 @click.command("match")
@@ -33,17 +34,8 @@ def command(app, patient, calibrate, batch_size, as_json) -> None:
       lesiondb match --patient P-… --json
       lesiondb query progressing_lesions --param limit=20
     """
-    from ..tracking.match import match_graph
-
-    eng = app.engine()
-    with progress_bar(app, None, "match", "patient") as bar:
-        def set_total(n: int) -> None:
-            bar.total = n
-            bar.refresh()
-
-        report = match_graph(eng, patient, calibrate=calibrate, batch_size=batch_size,
-                             progress=bar.update, set_total=set_total)
-    out = report.to_dict()
+    report = match_graph(app.engine(), patient, calibrate=calibrate, batch_size=batch_size, progress=app.progress)
+    out = report.to_json()
     if not out["patients"] and not out["skipped"]:
         out["note"] = "no lesions in the graph: ingest annotations first (lesiondb ingest …)"
     emit(out, as_json, _text)

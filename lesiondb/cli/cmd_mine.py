@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import click
 
-from .common import emit, handle_errors, pass_app, progress_bar
+from ..datasets.deeplesion import file_names
+from ..mining import DEFAULT_MIN_SCORE, MiningConfig, StudyVolumes, load_embedder, mine
+from .common import emit, handle_errors, pass_app, pseudonym_key_option
 
 
 @click.command("mine")
@@ -14,15 +16,16 @@ from .common import emit, handle_errors, pass_app, progress_bar
               help="Where the studies' images live: the cohort folder given to `lesiondb ingest dicom`, or "
                    "DeepLesion's Images_png folder (PPPPPP_SS_RR/KKK.png) for `lesiondb ingest deeplesion` graphs.")
 @click.option("--dl-info", "dl_info", type=click.Path(exists=True, dir_okay=False),
-              help="DeepLesion: the DL_info.csv that was ingested, to find each study's series folder when "
-                   "the graph was ingested without --keep-source-ids (same pseudonym key).")
-@click.option("--pseudonym-key", envvar="LESIONDB_PSEUDONYM_KEY",
-              help="With --dl-info: the key the ingest used [default: the data dir's pseudonym.key].")
+              help="DeepLesion: the DL_info.csv that was ingested, only for graphs whose lesions carry no "
+                   "seriesId (ingested before lesiondb 0.2); finds each study's series folder.")
+@pseudonym_key_option("the key the ingest used")
 @click.option("--image-format", type=click.Choice(["auto", "dicom", "deeplesion"]), default="auto",
               show_default=True,
               help="auto: DeepLesion PNG slices for studies ingested from DL_info, DICOM series otherwise.")
 @click.option("--embed/--no-embed", default=True, show_default=True,
               help="Score candidates by embedding distance too, when an encoder is available.")
+@click.option("--model", "model_path", type=click.Path(exists=True),
+              help="With --embed: the encoder [default: the shipped model].")
 @click.option("--rank-calibration/--no-rank-calibration", default=True, show_default=True,
               help="Learn how to rank each study's candidates from the graph's own tracks first (withhold "
                    "each annotated instance of a track seen twice or more, mine it back); off: rank by score.")
@@ -30,8 +33,8 @@ from .common import emit, handle_errors, pass_app, progress_bar
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_app
 @handle_errors
-def command(app, patient, min_score, images, dl_info, pseudonym_key, image_format, embed, rank_calibration,
-            batch_size, as_json) -> None:
+def command(app, patient, min_score, images, dl_info, pseudonym_key, image_format, embed, model_path,
+            rank_calibration, batch_size, as_json) -> None:
     """Mine every track for the studies where its lesion should be visible but is not annotated.
 
     For each track (run `lesiondb match` first), every study of the patient where the lesion
@@ -43,7 +46,7 @@ def command(app, patient, min_score, images, dl_info, pseudonym_key, image_forma
     with `lesiondb review list|accept|reject`.
 
     \b
-    Images: DICOM studies are read from their series (--images COHORT_DIR for relative references);
+    Images: DICOM studies are found by their headers under --images (the folder that was ingested);
     DeepLesion studies from Images_png/PPPPPP_SS_RR/KKK.png (--images PATH/Images_png), only on the
     slices present there. A study whose images cannot be read is reported and skipped.
 
@@ -52,46 +55,14 @@ def command(app, patient, min_score, images, dl_info, pseudonym_key, image_forma
       lesiondb mine --images COHORT_DIR --json
       lesiondb mine --images Images_png --dl-info DL_info.csv   # DeepLesion, pseudonymised ingest
     """
-    from ..mining import run as mining
-    from ..mining.volumes import StudyVolumes, has_deeplesion_studies
-
-    threshold = mining.DEFAULT_MIN_SCORE if min_score is None else min_score
-    eng = app.engine()
-    names = None
-    if dl_info:
-        from ..core.pseudonym import Pseudonymizer
-        from ..embedding.stage import deeplesion_file_names
-
-        names = deeplesion_file_names(dl_info, Pseudonymizer.from_data_dir(app.data_dir, pseudonym_key))
-    loader = StudyVolumes(images, names, image_format)
-    total = mining.count_patients(eng, patient)
-    if total == 0:
-        raise click.ClickException(
-            f"no tracked patient{' ' + patient if patient else ''} in the graph: run `lesiondb match` first"
-            + (" (or check the --patient id)" if patient else ""))
-    first = next(iter(mining.read_cases(eng, patient, batch_size=1)), None)  # one patient: cheap
-    if images is None and first is not None and has_deeplesion_studies([first], image_format):
-        raise click.ClickException(
-            "the graph holds DeepLesion studies: pass --images PATH/Images_png (the folder with the "
-            "PPPPPP_SS_RR/KKK.png slices)" + ("" if dl_info else ", and --dl-info DL_info.csv when the ingest "
-                                               "did not use --keep-source-ids"))
-    embedder, model_id, note = (None, None, None)
-    if embed:
-        embedder, model_id, note = _embedder()
-    with progress_bar(app, total, "mine", "patient") as bar:
-        out = mining.mine(eng, loader, patient=patient, min_score=threshold,
-                          embedder=embedder, model_id=model_id, batch_size=batch_size, progress=bar.update,
-                          rank_calibration=rank_calibration)
-    if note:
-        out["embedNote"] = note
+    ids = app.ids(pseudonym_key)
+    loader = StudyVolumes(images, ids, file_names(dl_info, ids) if dl_info else None, image_format)
+    embedder, model_id, note = load_embedder(model_path) if embed else (None, None, None)
+    config = MiningConfig(min_score=DEFAULT_MIN_SCORE if min_score is None else min_score)
+    out = mine(app.engine(), loader, patient=patient, config=config, embedder=embedder, model_id=model_id,
+               rank_calibration=rank_calibration, batch_size=batch_size, progress=app.progress)
+    out.embed_note = note
     emit(out, as_json, _text)
-
-
-def _embedder():
-    """(embedder, modelId, note): the default encoder when lesiondb.nn provides one."""
-    from ..mining.run import embedder_or_note
-
-    return embedder_or_note()
 
 
 def _text(o) -> str:

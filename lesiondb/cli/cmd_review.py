@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from ..mining import EXPORT_FIELDS, accept, list_proposals, reject
 from .common import emit, handle_errors, pass_app
 
 
@@ -32,8 +33,6 @@ def command() -> None:
 @handle_errors
 def list_(app, status, patient, limit, as_json) -> None:
     """List proposals, best score first within each study."""
-    from ..mining.run import list_proposals
-
     rows = list_proposals(app.engine(), status=status, patient=patient, limit=limit)
     emit(rows, as_json, _table)
 
@@ -44,11 +43,9 @@ def list_(app, status, patient, limit, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_app
 @handle_errors
-def accept(app, proposal_id, by, as_json) -> None:
+def accept_(app, proposal_id, by, as_json) -> None:
     """Accept PROPOSAL_ID: it becomes an annotated lesion of its track (accepting again changes nothing)."""
-    from ..mining.run import accept as do
-
-    out = do(app.engine(), proposal_id, by=by)
+    out = accept(app.engine(), proposal_id, by=by)
     emit(out, as_json, lambda o: f"{o['proposalId']} accepted → lesion {o['lesionId']}"
          + (" (already accepted)" if o["alreadyAccepted"] else ""))
 
@@ -60,11 +57,9 @@ def accept(app, proposal_id, by, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_app
 @handle_errors
-def reject(app, proposal_id, by, reason, as_json) -> None:
+def reject_(app, proposal_id, by, reason, as_json) -> None:
     """Reject PROPOSAL_ID (re-mining will not propose it again; rejecting again changes nothing)."""
-    from ..mining.run import reject as do
-
-    out = do(app.engine(), proposal_id, by=by, reason=reason)
+    out = reject(app.engine(), proposal_id, by=by, reason=reason)
     emit(out, as_json, lambda o: f"{o['proposalId']} rejected" + (" (already rejected)" if o["alreadyRejected"] else ""))
 
 
@@ -77,8 +72,6 @@ def reject(app, proposal_id, by, reason, as_json) -> None:
 @handle_errors
 def export(app, fmt, output, status, patient) -> None:
     """Export proposals (every field a reviewer or a downstream tool needs) as CSV or JSON."""
-    from ..mining.run import EXPORT_FIELDS, list_proposals
-
     rows = list_proposals(app.engine(), status=status, patient=patient)
     if fmt == "json":
         text = json.dumps(rows, indent=2, default=str) + "\n"

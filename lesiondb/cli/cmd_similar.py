@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..embedding import load_encoder, similar, similar_to_region
 from .common import emit, handle_errors, pass_app
 
 
@@ -47,16 +48,13 @@ def command(app, lesion_id, k, type_name, exclude_same_patient, image, box, slic
       lesiondb similar --image 000001_01_01/109.png --box 220,260,268,301 --spacing 0.82
       lesiondb similar --image cohort/dicom/P1/1.2…/1.2…/0031.dcm --box 100,90,130,118 --json
     """
-    from ..embedding import services
-
     if (lesion_id is None) == (image is None):
         raise click.UsageError("give a LESION_ID, or --image FILE --box x1,y1,x2,y2 (not both)")
     if image is None and (box or spacing or slice_index is not None or slice_interval or exact):
         raise click.UsageError("--box, --slice, --spacing, --slice-interval and --exact go with --image")
     eng = app.engine()
     if lesion_id is not None:
-        rows = services.similar(eng, lesion_id, k=k, type_name=type_name,
-                                exclude_same_patient=exclude_same_patient)
+        rows = similar(eng, lesion_id, k=k, type_name=type_name, exclude_same_patient=exclude_same_patient)
         emit(rows, as_json, lambda rs: _table(rs, f"lesions most similar to {lesion_id}"))
         return
     if exclude_same_patient:
@@ -65,23 +63,14 @@ def command(app, lesion_id, k, type_name, exclude_same_patient, image, box, slic
         raise click.UsageError("--image needs --box x1,y1,x2,y2")
     bx = _floats(box, (4,), "x1,y1,x2,y2")
     sp = _floats(spacing, (1, 2), "SX or SX,SY")
-    from ..embedding import stage as pipeline
-
-    model = pipeline.load_encoder(model_path)
-    act = services._model(eng, None)
-    if act["modelId"] != model.model_id:
-        raise click.ClickException(
-            f"the graph was embedded with model {act['modelId']} but the encoder is {model.model_id}: "
-            "pass --model with the graph's model (or re-embed the graph with `lesiondb embed --model …`)")
-    vec, notes = pipeline.embed_region(model, image, bx, slice_index=slice_index,
-                                       spacing_mm=None if sp is None else (sp[0], sp[-1]),
-                                       slice_interval_mm=slice_interval)
-    rows = services.similar_to_vector(eng, vec, k=k, type_name=type_name, exact=exact)
+    res = similar_to_region(eng, load_encoder(model_path), image, bx, k=k, type_name=type_name, exact=exact,
+                            slice_index=slice_index, spacing_mm=None if sp is None else (sp[0], sp[-1]),
+                            slice_interval_mm=slice_interval)
     if as_json:
-        emit({"query": notes, "results": rows}, True)
+        emit(res, True)
     else:
-        click.echo(_table(rows, f"lesions most similar to the region {box} of {image}"
-                                + (f" ({notes['note']})" if notes.get("note") else "")))
+        click.echo(_table(res.results, f"lesions most similar to the region {box} of {image}"
+                          + (f" ({res.query['note']})" if res.query.get("note") else "")))
 
 
 def _table(rows, title: str) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..graph import graph_stats
 from .common import emit, handle_errors, pass_app
 
 
@@ -12,8 +13,7 @@ from .common import emit, handle_errors, pass_app
 @handle_errors
 def command(app, as_json: bool) -> None:
     """Count nodes per label and relationships per type."""
-    out = app.client().stats()
-    emit(out, as_json, _text)
+    emit(graph_stats(app.engine()), as_json, _text)
 
 
 def _text(o) -> str:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import click
 
-from .common import emit, handle_errors, pass_app, progress_bar
+from ..synth import generate_cohort
+from .common import emit, handle_errors, pass_app
 
 
 @click.command("synth")
@@ -49,19 +50,12 @@ def command(app, out, patients, seed, like, no_images, workers, withhold, max_st
       lesiondb synth cohort --patients 20 --seed 1
       lesiondb synth dl_like --like DL_info.csv --no-images --json
     """
-    from ..synth.generate import generate_cohort
-
     if patients is None and like is None:
         patients = 10
-    with progress_bar(app, None, "synth", "study") as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        summary = generate_cohort(out, patients, seed, images=not no_images, like=like, workers=workers,
-                                  withhold=tuple(withhold), max_studies=max_studies, image_size=image_size,
-                                  overwrite=force, progress=progress)
-    emit(summary.to_dict(), as_json, _text)
+    summary = generate_cohort(out, patients, seed, images=not no_images, like=like, workers=workers,
+                              withhold=tuple(withhold), max_studies=max_studies, image_size=image_size,
+                              overwrite=force, progress=app.progress)
+    emit(summary, as_json, _text)
 
 
 def _text(s: dict) -> str:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
 
 import click
 
-from .common import emit, handle_errors, pass_app, progress_bar
+from ..embedding.training import train_encoder
+from .common import emit, handle_errors, pass_app
 
 
 @click.command("train")
@@ -44,63 +44,16 @@ def command(app, cohort, config_file, encoder, epochs, seed, deterministic, labe
       lesiondb train cohort-train --epochs 12 --seed 0 --deterministic --out my-model
       lesiondb eval embedding cohort-test --model my-model --json
     """
-    from ..nn.data import patchset_from_cohort
-    from ..nn.model_io import save_model
-    from ..nn.train import TrainConfig, fit
-
-    base = TrainConfig.from_file(config_file).to_dict() if config_file else TrainConfig().to_dict()
     overrides = {"encoder": encoder, "epochs": epochs, "seed": seed, "deterministic": deterministic,
                  "labels": labels, "device": device, "num_threads": threads}
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    cfg = TrainConfig.from_dict(base)
-    spec = cfg.patch_spec()
-    cache = app.data_dir / "cache" / "patches"
-    with progress_bar(app, None, "patches", "lesion") as bar:
-        data = patchset_from_cohort(cohort, spec, cache_dir=cache, progress=bar.update)
-    for p in data.problems:
-        click.echo(f"skipped: {p}", err=True)
-    res = fit(data, cfg, out_dir, resume=resume, progress=app.progress)
-    metrics = None
-    val_info = None
-    if val_cohort:
-        from ..nn.evaluate import evaluate_model_on
-
-        with progress_bar(app, None, "val patches", "lesion") as bar:
-            val = patchset_from_cohort(val_cohort, spec, cache_dir=cache, progress=bar.update)
-        metrics = evaluate_model_on(res.model, val, cfg.eval_k, seed=cfg.seed)
-        val_info = _cohort_info(val_cohort, len(val))
     command_line = _command_line(cohort, config_file, encoder, epochs, seed, deterministic, labels, out_dir,
                                  val_cohort, device, threads)
-    card = {
-        "command": command_line,
-        "data": {"train": _cohort_info(cohort, len(data)), "validation": val_info,
-                 "skipped_rows": len(data.problems)},
-        "config": cfg.to_dict(),
-        "metrics": metrics,
-        "training": {"epochs_run": len(res.history), "seconds": round(res.seconds, 1), "device": res.device,
-                     "threads": _threads(), "final_loss": res.history[-1]["loss"] if res.history else None,
-                     "resumed_from_epoch": res.resumed_from_epoch, "history": res.history},
-    }
-    mid = save_model(res.model, out_dir, patch=spec, card=card)
-    summary = {"model_id": mid, "out": str(Path(out_dir)), "lesions": len(data), "skipped": len(data.problems),
-               "epochs": len(res.history), "seconds": round(res.seconds, 1), "device": res.device,
-               "final_loss": card["training"]["final_loss"], "resumed_from_epoch": res.resumed_from_epoch,
-               "metrics": metrics, "command": command_line}
-    emit(summary, as_json, _text)
-
-
-def _threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
-def _cohort_info(path, n: int) -> dict:
-    from ..datasets.cohort import read_cohort_meta
-
-    meta = read_cohort_meta(path)
-    return {"path": str(path), "lesions": n, "generator": meta.get("generator"), "seed": meta.get("seed"),
-            "patients": meta.get("patients")}
+    res = train_encoder(cohort, out_dir, {k: v for k, v in overrides.items() if v is not None},
+                        config_file=config_file, val_cohort=val_cohort, resume=resume, cache_dir=app.patch_cache,
+                        command=command_line, progress=app.progress, show_epochs=app.show_progress)
+    for p in res.problems:
+        click.echo(f"skipped: {p}", err=True)
+    emit(res, as_json, _text)
 
 
 def _command_line(cohort, config_file, encoder, epochs, seed, deterministic, labels, out_dir, val_cohort,

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import click
 
-from .common import emit, handle_errors, pass_app, progress_bar, reader_workers_option
+from ..embedding.patches import default_workers
+from ..tracking import evaluate_dls
+from .common import emit, handle_errors, pass_app, reader_workers_option
 
 
 @click.command("dls")
@@ -43,14 +45,10 @@ def command(app, pairs, dl_info, calibrate, cv_folds, seed, keep_graph, images, 
           --dl-info ../shared/data/deeplesion/DL_info_available_merged.csv --json
       lesiondb eval dls valid.json --dl-info DL_info.csv --images Images_png   # + appearance
     """
-    from ..embedding.stage import default_workers
-    from ..tracking.evaluate import evaluate_dls
-
     workers = (default_workers() if workers is None else workers) if images else 0
-    with progress_bar(app, None, "eval dls", "step") as bar:
-        out = evaluate_dls(app.engine(), pairs, dl_info, calibrate=calibrate, cv_folds=cv_folds, seed=seed,
-                           keep_graph=keep_graph, images=images, model_path=model_path, workers=workers,
-                           progress=bar.update)
+    out = evaluate_dls(app.engine(), pairs, dl_info, calibrate=calibrate, cv_folds=cv_folds, seed=seed,
+                       keep_graph=keep_graph, images=images, model_path=model_path, workers=workers,
+                       progress=app.progress)
     emit(out, as_json, _text)
 
 

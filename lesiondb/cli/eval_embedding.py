@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import click
 
-from .common import emit, handle_errors, pass_app, progress_bar
+from ..core.metrics import flatten
+from ..embedding.baseline import metadata_type_accuracy
+from ..embedding.training import evaluate_encoder
+from .common import emit, handle_errors, pass_app
 
 
 @click.command("embedding")
@@ -30,38 +33,16 @@ def command(app, cohort, model_path, k, include_same_patient, metadata_only, see
     classification_accuracy, clustering.purity, clustering.nmi, and the same under baselines.<name>.
     """
     if metadata_only:
-        from ..nn.evaluate import metadata_type_accuracy
-
-        res = metadata_type_accuracy(cohort, k=k)
-        emit(res, as_json, _metadata_text)
+        emit(metadata_type_accuracy(cohort, k=k), as_json, _metadata_text)
         return
-    from pathlib import Path
-
-    from ..errors import InputError
-    from ..nn.data import patchset_from_cohort
-    from ..nn.evaluate import evaluate_model_on
-    from ..nn.infer import load_default_model
-    from ..nn.model_io import load_model
-
-    if Path(cohort).is_file():
-        raise InputError("expected a cohort folder (with annotations.csv and dicom/); "
-                         "for a DL_info.csv add --metadata-only", cohort)
-    model = load_model(model_path) if model_path else load_default_model()
-    with progress_bar(app, None, "patches", "lesion") as bar:
-        data = patchset_from_cohort(cohort, model.patch_spec, cache_dir=app.data_dir / "cache" / "patches",
-                                    progress=bar.update)
-    for p in data.problems:
+    res = evaluate_encoder(cohort, model_path, k=k, exclude_same_patient=not include_same_patient, seed=seed,
+                           cache_dir=app.patch_cache, progress=app.progress)
+    for p in res.metrics.get("problems", []):
         click.echo(f"skipped: {p}", err=True)
-    res = evaluate_model_on(model, data, k, seed=seed, exclude_same_patient=not include_same_patient)
-    out = {"model": {"path": str(model_path) if model_path else "default", "model_id": model.model_id,
-                     "encoder": model.config.get("name")},
-           "cohort": str(cohort), "skipped": len(data.problems), **res}
-    emit(out, as_json, _text)
+    emit(res, as_json, _text)
 
 
 def _text(r: dict) -> str:
-    from ..core.metrics import flatten
-
     names = ["model", *r["baselines"]]
     rows = {"model": flatten({k: r[k] for k in ("retrieval", "classification_accuracy", "clustering")})}
     rows.update({n: flatten(b) for n, b in r["baselines"].items()})

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import click
 
-from .common import emit, handle_errors, pass_app, progress_bar, reader_workers_option
+from ..embedding.patches import default_workers
+from ..tracking import evaluate_cohort
+from .common import emit, handle_errors, pass_app, reader_workers_option
 
 
 @click.command("matching")
@@ -31,13 +33,9 @@ def command(app, cohort, calibrate, keep_graph, embed, model_path, workers, as_j
     majority true track) and completeness (share of a true track's lesions in its majority
     predicted track).
     """
-    from ..embedding.stage import default_workers
-    from ..tracking.evaluate import evaluate_cohort
-
     workers = (default_workers() if workers is None else workers) if embed else 0
-    with progress_bar(app, None, "eval matching", "step") as bar:
-        out = evaluate_cohort(app.engine(), cohort, calibrate=calibrate, keep_graph=keep_graph, embed=embed,
-                              model_path=model_path, workers=workers, progress=bar.update)
+    out = evaluate_cohort(app.engine(), cohort, calibrate=calibrate, keep_graph=keep_graph, embed=embed,
+                          model_path=model_path, workers=workers, progress=app.progress)
     emit(out, as_json, _text)
 
 

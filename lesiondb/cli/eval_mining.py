@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import click
 
-from .common import emit, handle_errors, pass_app, progress_bar
+from ..mining import DEFAULT_MIN_SCORE, evaluate_cohort, load_embedder
+from .common import emit, handle_errors, pass_app
 
 
 @click.command("mining")
@@ -12,7 +13,9 @@ from .common import emit, handle_errors, pass_app, progress_bar
               help="Proposal threshold [default: lesiondb mine's, 0.04].")
 @click.option("--patients", "max_patients", type=click.IntRange(1), help="Evaluate the first N patients only.")
 @click.option("--embed/--no-embed", default=False, show_default=True,
-              help="Also score by embedding distance with the default encoder (when one is available).")
+              help="Also score by embedding distance with the encoder (when one is available).")
+@click.option("--model", "model_path", type=click.Path(exists=True),
+              help="With --embed: the encoder [default: the shipped model].")
 @click.option("--tracks", type=click.Choice(["truth", "matched"]), default="truth", show_default=True,
               help="truth: mine on the ground-truth tracks (measures mining alone); matched: match the "
                    "annotated lesions first as `lesiondb match` does, in a scratch graph, and mine on "
@@ -23,7 +26,7 @@ from .common import emit, handle_errors, pass_app, progress_bar
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @pass_app
 @handle_errors
-def command(app, cohort, min_score, max_patients, embed, tracks, rank_calibration, as_json) -> None:
+def command(app, cohort, min_score, max_patients, embed, model_path, tracks, rank_calibration, as_json) -> None:
     """Mine a synthetic COHORT (from `lesiondb synth`) whose withheld annotations are known.
 
     By default tracks are the ground-truth tracks of the annotated lesions (so the figures
@@ -38,20 +41,11 @@ def command(app, cohort, min_score, max_patients, embed, tracks, rank_calibratio
     lesion), time per candidate study (detection + scoring; DICOM reading reported apart), and
     precision/recall over a range of thresholds.
     """
-    from ..mining.evaluate import evaluate_cohort
-    from ..mining.run import DEFAULT_MIN_SCORE
-
-    embedder = model_id = None
-    if embed:
-        from ..mining.run import default_embedder
-
-        embedder, model_id = default_embedder()
-    threshold = DEFAULT_MIN_SCORE if min_score is None else min_score
-    with progress_bar(app, None, "eval mining", "patient") as bar:
-        out = evaluate_cohort(cohort, min_score=threshold, max_patients=max_patients, embedder=embedder,
-                              progress=bar.update, tracks=tracks, rank_calibration=rank_calibration,
-                              app_engine=app.engine() if tracks == "matched" else None)
-    out["modelId"] = model_id or "none"
+    embedder, model_id, _ = load_embedder(model_path) if embed else (None, None, None)
+    out = evaluate_cohort(cohort, min_score=DEFAULT_MIN_SCORE if min_score is None else min_score,
+                          max_patients=max_patients, embedder=embedder, model_id=model_id, progress=app.progress,
+                          tracks=tracks, rank_calibration=rank_calibration,
+                          app_engine=app.engine() if tracks == "matched" else None)
     emit(out, as_json, _text)
 
 

@@ -18,7 +18,7 @@ KEY_FILE = "pseudonym.key"
 
 
 class Pseudonymizer:
-    """Maps source identifiers to stable pseudonyms: ``P-…``, ``S-…``, ``L-…``."""
+    """Maps source identifiers to stable pseudonyms: ``P-…`` (patient), ``S-…`` (study), ``R-…`` (series), ``L-…`` (lesion)."""
 
     def __init__(self, key: bytes):
         if len(key) < 16:
@@ -49,6 +49,11 @@ class Pseudonymizer:
 
     def study(self, source: str, patient: str, study: str) -> str:
         return "S-" + self._digest("study", f"{source}:{patient}:{study}")
+
+    def series(self, source: str, patient: str, series: str) -> str:
+        """A series (DICOM SeriesInstanceUID, DeepLesion ``PPPPPP_SS_RR``): how a pseudonymised graph
+        finds its images again, by pseudonymising what it finds in the image folder."""
+        return "R-" + self._digest("series", f"{source}:{patient}:{series}")
 
     def lesion(self, source: str, key: str) -> str:
         return "L-" + self._digest("lesion", f"{source}:{key}", 20)

@@ -98,6 +98,7 @@ class Lesion:
     source_id: str | None = None  # e.g. the DeepLesion File_name, only when kept
     image_ref: str | None = None  # relative path of the key slice or series, for image readers
     annotation_id: str | None = None  # the source's annotation id (cohort annotations.csv)
+    series_id: str | None = None  # pseudonym of the series (finds its images under a folder the user passes)
 
     @property
     def long_diameter_mm(self) -> float:
@@ -118,6 +119,7 @@ class Lesion:
             "source": self.source,
             "seriesIndex": self.series_index,
             "seriesUid": self.series_uid,
+            "seriesId": self.series_id,
             "keySliceIndex": self.key_slice_index,
             "recistLongAxisPx": list(self.recist_long_px),
             "recistShortAxisPx": list(self.recist_short_px),

@@ -234,7 +234,7 @@ def to_annotated(row: CohortRow, ids: Pseudonymizer, study: Study, patient: Pati
         long_diameter_px=row.long_diameter_px, short_diameter_px=row.short_diameter_px,
         spacing_mm=row.spacing_xy_mm, slice_interval_mm=row.slice_interval_mm, location=row.location,
         type_code=row.type_code, source=SOURCE, series_uid=row.series_uid, image_ref=row.series_ref,
-        annotation_id=row.annotation_id,
+        annotation_id=row.annotation_id, series_id=ids.series(SOURCE, row.patient_id, row.series_uid),
     )
     fields.update(lesion_fields)
     return Annotated(patient=patient, study=study, lesion=Lesion(**fields),

@@ -6,13 +6,14 @@ carrying its line number and reason, never an exception that stops the batch.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..core.pseudonym import Pseudonymizer
 from ..core.records import LESION_TYPES, SPLITS, Annotated, Lesion, Patient, Study
-from ..errors import InputError
+from ..errors import ImageError, InputError
 from .csvrows import RowError, iter_rows
 
 COLUMNS = [
@@ -23,7 +24,10 @@ COLUMNS = [
     "Train_Val_Test",
 ]
 SOURCE = "deeplesion"
+#: The folder DeepLesion's image zips unpack into (``Images_png/PPPPPP_SS_RR/KKK.png``).
+IMAGES_DIR = "Images_png"
 _FILE_RE = re.compile(r"^(\d{6})_(\d{2})_(\d{2})_(\d{3})\.png$")
+_REF_RE = re.compile(r"(\d{6}_\d{2}_\d{2})(?:[/_](\d+)\.png)?$")
 # Normalised locations in the real file stay within [0, 1] up to rounding; allow a little slack.
 _LOC_SLACK = 0.05
 
@@ -116,13 +120,14 @@ def parse_row(row: dict[str, str], ids: Pseudonymizer, keep_source_ids: bool = F
     pid = ids.patient(SOURCE, str(patient))
     sid = ids.study(SOURCE, str(patient), str(study))
     lid = ids.lesion(SOURCE, lesion_key(fname, coords))
-    series_ref = f"{patient:06d}_{study:02d}_{series:02d}"
+    ref = series_ref(patient, study, series)
     return Annotated(
         patient=Patient(pid, sex=sex, source_id=str(patient) if keep_source_ids else None, source=SOURCE),
         study=Study(sid, pid, study, patient_age_years=age,
                     source_id=f"{patient:06d}_{study:02d}" if keep_source_ids else None),
         lesion=Lesion(
             lesion_id=lid, study_id=sid, patient_id=pid, series_index=series, key_slice_index=key,
+            series_id=series_id(ids, ref),
             recist_long_px=coords[:4], recist_short_px=coords[4:], bbox_px=bbox,  # type: ignore[arg-type]
             long_diameter_px=long_px, short_diameter_px=short_px, spacing_mm=(sx, sy),
             slice_interval_mm=sz, location=loc, type_code=type_code,  # type: ignore[arg-type]
@@ -130,7 +135,7 @@ def parse_row(row: dict[str, str], ids: Pseudonymizer, keep_source_ids: bool = F
             window_hu=win, split=SPLITS[split_code], source=SOURCE,  # type: ignore[arg-type]
             source_id=fname if keep_source_ids else None,
             # The image path reveals the patient index: kept only with the source ids.
-            image_ref=f"{series_ref}/{key:03d}.png" if keep_source_ids else None,
+            image_ref=f"{ref}/{slice_file(key)}" if keep_source_ids else None,
         ),
     )
 
@@ -159,9 +164,85 @@ def read_dl_info(
         yield rec
 
 
+def file_names(path: str | Path, ids: Pseudonymizer) -> dict[str, str]:
+    """lesionId → ``File_name`` of every valid row of a DL_info.csv, pseudonymised with ``ids`` (the
+    ingest's key, so the ids are the graph's): how a pseudonymised graph finds its images."""
+    out: dict[str, str] = {}
+    for _ in read_dl_info(path, ids, file_names=out):
+        pass
+    return out
+
+
+# -- DeepLesion's naming rule: the one place it is written -------------------------------------------
+def series_ref(patient: int, study: int, series: int) -> str:
+    """The series folder name ``PPPPPP_SS_RR`` (patient, study and series indices)."""
+    return f"{patient:06d}_{study:02d}_{series:02d}"
+
+
+def series_id(ids: Pseudonymizer, ref: str) -> str:
+    """The ``seriesId`` pseudonym of a series folder ``PPPPPP_SS_RR`` (what the graph stores)."""
+    return ids.series(SOURCE, str(int(ref[:6])), ref)
+
+
+def series_ids(images_root: str | Path, ids: Pseudonymizer) -> dict[str, str]:
+    """``seriesId`` pseudonym → series folder name, for every ``PPPPPP_SS_RR`` folder in
+    ``images_root`` (or its ``Images_png``): how a pseudonymised graph finds its images."""
+    out: dict[str, str] = {}
+    root = Path(images_root)
+    for base in (root, root / IMAGES_DIR):
+        try:
+            names = os.listdir(base)
+        except OSError:
+            continue
+        for name in names:
+            if series_ref_of(name) == name:
+                out[series_id(ids, name)] = name
+    return out
+
+
+def slice_file(slice_number: int) -> str:
+    """A slice's file name in its series folder: ``KKK.png`` (1-based, three digits)."""
+    return f"{slice_number:03d}.png"
+
+
 def parse_file_name(file_name: str) -> tuple[int, int, int, int]:
-    """``000001_02_01_014.png`` → (patient, study, series, key slice)."""
+    """``000001_02_01_014.png`` (DL_info's File_name) → (patient, study, series, key slice)."""
     m = _FILE_RE.match(file_name)
     if not m:
         raise InputError(f"{file_name!r} is not a DeepLesion file name PPPPPP_SS_RR_KKK.png")
     return tuple(int(g) for g in m.groups())  # type: ignore[return-value]
+
+
+def split_file_name(file_name: str) -> tuple[str, int]:
+    """A File_name → (series folder ``PPPPPP_SS_RR``, key slice number)."""
+    p, s, r, k = parse_file_name(file_name)
+    return series_ref(p, s, r), k
+
+
+def series_ref_of(value: str | None) -> str | None:
+    """``PPPPPP_SS_RR`` from an image reference (``PPPPPP_SS_RR/KKK.png`` or a folder path) or a
+    File_name; None when ``value`` names no DeepLesion series."""
+    if not value:
+        return None
+    m = _REF_RE.search(str(value).replace("\\", "/").rstrip("/"))
+    return m.group(1) if m else None
+
+
+def series_folder(images_root: str | Path, ref: str) -> Path:
+    """The folder of a series: ``images_root/ref`` or ``images_root/Images_png/ref``."""
+    root = Path(images_root)
+    for cand in (root / ref, root / IMAGES_DIR / ref):
+        if cand.is_dir():
+            return cand
+    raise ImageError(f"series folder {ref!r} not found (looked in {root} and {root / IMAGES_DIR})", str(root))
+
+
+def slice_path(images_root: str | Path, ref: str, slice_number: int) -> Path:
+    """``…/PPPPPP_SS_RR/KKK.png`` of one slice."""
+    return series_folder(images_root, ref) / slice_file(slice_number)
+
+
+def key_slice_path(images_root: str | Path, file_name: str) -> Path:
+    """The PNG of a DL_info ``File_name`` such as ``000062_01_01_078.png``."""
+    ref, key = split_file_name(file_name)
+    return slice_path(images_root, ref, key)

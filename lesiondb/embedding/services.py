@@ -19,6 +19,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from ..core import knn
 from ..core.records import LESION_TYPES, TYPE_CODES
+from ..core.results import Result, json_field
 from ..errors import InputError
 from ..graph.engine import Engine
 from . import store as sim
@@ -98,7 +100,7 @@ def similar_to_vector(engine: Engine, vector: Sequence[float] | np.ndarray, k: i
     """
     k = _check_k(k)
     tname = type_name_of(type_name)
-    model = _model(engine, model_id)
+    model = active_model(engine, model_id)
     v = np.asarray(vector, dtype=np.float64).ravel()
     if len(v) != int(model["dim"]):
         raise InputError(f"the vector has {len(v)} dimensions but model {model['modelId']} makes "
@@ -126,7 +128,8 @@ def _ranked(rows: list[dict[str, Any]], source: str) -> list[dict[str, Any]]:
     return out
 
 
-def _model(engine: Engine, model_id: str | None) -> dict[str, Any]:
+def active_model(engine: Engine, model_id: str | None = None) -> dict[str, Any]:
+    """The graph's (:Model) row: ``model_id``'s, else the active one (InputError when none)."""
     rows = engine.run("models")
     if model_id:
         for r in rows:
@@ -154,8 +157,28 @@ def vote(types: Sequence[int], distances: Sequence[float]) -> tuple[int, float, 
     return best, counts[best] / len(types), len(types)
 
 
+@dataclass
+class TypePredictions(Result):
+    """What :func:`predict_types` predicted (and wrote)."""
+
+    model_id: str
+    method: str
+    k: int
+    unlabelled: int
+    predicted: int
+    distribution: dict[str, int]
+    mean_confidence: float | None
+    written: int
+    seconds: float
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    state_from: str | None = json_field(default=None, omit_none=True)
+    labelled: int | None = json_field(default=None, omit_none=True)
+    held_out_accuracy: dict[str, Any] | None = json_field(default=None, omit_none=True)
+    cleared: int | None = json_field(default=None, omit_none=True)
+
+
 def predict_types(engine: Engine, k: int = sim.DEFAULT_K, method: str = "embeddings", write: bool = True,
-                  cache_dir: str | Path | None = None) -> dict[str, Any]:
+                  cache_dir: str | Path | None = None) -> TypePredictions:
     """Predict the coarse type of every embedded, unlabelled lesion by a k-NN vote.
 
     ``method="embeddings"``: the k nearest *labelled* lesions by embedding (exact); ``"edges"``:
@@ -167,7 +190,7 @@ def predict_types(engine: Engine, k: int = sim.DEFAULT_K, method: str = "embeddi
     k = _check_k(k)
     if method not in ("embeddings", "edges"):
         raise InputError(f"unknown method {method!r}: use 'embeddings' or 'edges'")
-    model = _model(engine, None)
+    model = active_model(engine, None)
     mid = model["modelId"]
     t0 = time.perf_counter()
     out: dict[str, Any] = {"modelId": mid, "method": method, "k": k}
@@ -218,7 +241,7 @@ def predict_types(engine: Engine, k: int = sim.DEFAULT_K, method: str = "embeddi
     out["seconds"] = round(time.perf_counter() - t0, 3)
     out["predictions"] = [{"lesionId": lid, "typeCode": code, "typeName": LESION_TYPES[code],
                            "confidence": round(conf, 4), "votes": n} for lid, code, conf, n in preds]
-    return out
+    return TypePredictions(**{_snake(k_): v for k_, v in out.items()})
 
 
 def _held_out_accuracy(x: np.ndarray, types: np.ndarray, patients: np.ndarray, k: int) -> dict[str, Any]:
@@ -241,8 +264,26 @@ def _held_out_accuracy(x: np.ndarray, types: np.ndarray, patients: np.ndarray, k
 CLUSTER_METHODS = ("auto", "networkx", "gds")
 
 
+@dataclass
+class Clustering(Result):
+    """What :func:`cluster` found (and wrote)."""
+
+    model_id: str
+    method: str
+    resolution: float
+    seed: int | None
+    lesions: int
+    edges: int
+    clusters: int
+    modularity: float | None
+    type_purity: float | None
+    largest: list[dict[str, Any]]
+    seconds: dict[str, float]
+    assigned: int | None = json_field(default=None, omit_none=True)
+
+
 def cluster(engine: Engine, resolution: float = 1.0, seed: int = 0, write: bool = True,
-            method: str = "auto") -> dict[str, Any]:
+            method: str = "auto") -> Clustering:
     """Louvain communities of the active model's SIMILAR_TO graph, written as
     ``(:Cluster {clusterId, size, dominantType, …})`` with ``(:Lesion)-[:IN_CLUSTER]->(:Cluster)``.
 
@@ -256,7 +297,7 @@ def cluster(engine: Engine, resolution: float = 1.0, seed: int = 0, write: bool 
         raise InputError(f"resolution must be positive, got {resolution}")
     if method not in CLUSTER_METHODS:
         raise InputError(f"unknown clustering method {method!r}; expected one of {', '.join(CLUSTER_METHODS)}")
-    model = _model(engine, None)
+    model = active_model(engine, None)
     mid = model["modelId"]
     t0 = time.perf_counter()
     types = {r["lesionId"]: r.get("typeName") for r in engine.run("lesion_types", modelId=mid)}
@@ -311,7 +352,12 @@ def cluster(engine: Engine, resolution: float = 1.0, seed: int = 0, write: bool 
         res = engine.write("assign_clusters", assign, batch_size=5000)
         out["assigned"] = int(sum(r.get("assigned") or 0 for r in res))
     out["seconds"] = {"communities": round(t_compute, 3), "total": round(time.perf_counter() - t0, 3)}
-    return out
+    return Clustering(**{_snake(k_): v for k_, v in out.items()})
+
+
+def _snake(key: str) -> str:
+    """``typePurity`` → ``type_purity`` (the result fields of a summary built as a dict)."""
+    return "".join("_" + c.lower() if c.isupper() else c for c in key)
 
 
 def gds_available(engine: Engine) -> bool:

@@ -30,8 +30,10 @@ from typing import Any
 import numpy as np
 
 from ..core import knn
+from ..core.results import Result
 from ..errors import EngineError, InputError, QueryError
 from ..graph.engine import Engine, batched
+from .encoder import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +62,10 @@ class ModelInfo:
     config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_encoder(cls, model: Any) -> ModelInfo:
-        """From a lesiondb encoder (``model_id``, ``config``, ``embed_dim``, ``patch_spec``)."""
-        config = dict(getattr(model, "config", {}) or {})
-        spec = getattr(model, "patch_spec", None)
-        if spec is not None and hasattr(spec, "to_dict"):
-            config["patch"] = spec.to_dict()
-        mid = getattr(model, "model_id", None)
-        if not mid:
-            raise InputError("the encoder has no model_id (load it with lesiondb.nn.model_io.load_model)")
-        return cls(model_id=str(mid), name=str(config.get("name", type(model).__name__)),
-                   dim=int(model.embed_dim), config=config)
+    def from_encoder(cls, encoder: Encoder) -> ModelInfo:
+        """The model of a loaded :class:`~lesiondb.embedding.encoder.Encoder` (id, name, config and
+        patch settings as saved with its weights)."""
+        return cls(model_id=encoder.model_id, name=encoder.name, dim=encoder.dim, config=encoder.model_config())
 
 
 def now_iso() -> str:
@@ -357,7 +352,7 @@ def load_state(engine: Engine, model_id: str, k: int = DEFAULT_K, cache_dir: str
 
 # -- one embedding run -------------------------------------------------------------------------------
 @dataclass
-class RunReport:
+class RunReport(Result):
     model_id: str
     k: int
     embedded: int = 0  # lesions written in this run
@@ -372,7 +367,7 @@ class RunReport:
     other_models: int = 0
     timings: dict[str, float] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"modelId": self.model_id, "k": self.k, "embedded": self.embedded,
                 "notEmbedded": self.not_embedded, "totalEmbedded": self.total_embedded,
                 "edgesWritten": self.edges_written, "lesionsRewired": self.lesions_rewired,

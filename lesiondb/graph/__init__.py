@@ -17,6 +17,7 @@ def open_engine(
 ) -> Engine:
     """Neo4j when ``uri`` (or ``LESIONDB_URI``) is given, else the data dir's embedded FalkorDB."""
     uri = uri or os.environ.get("LESIONDB_URI")
+    # each driver takes ~0.5 s to import: only the one in use is
     if uri:
         from .neo4j_engine import Neo4jEngine
 
@@ -26,4 +27,10 @@ def open_engine(
     return FalkorEngine.embedded(str(Path(data_dir) if data_dir else default_data_dir()), graph=database)
 
 
-__all__ = ["Engine", "EmbeddedFalkorDB", "batched", "default_data_dir", "open_engine"]
+def graph_stats(engine: Engine) -> dict[str, dict[str, int]]:
+    """``{"nodes": {label: count}, "relationships": {type: count}}`` (``lesiondb stats``)."""
+    return {"nodes": {r["label"]: int(r["count"]) for r in engine.run("count_nodes")},
+            "relationships": {r["type"]: int(r["count"]) for r in engine.run("count_relationships")}}
+
+
+__all__ = ["Engine", "EmbeddedFalkorDB", "batched", "default_data_dir", "graph_stats", "open_engine"]

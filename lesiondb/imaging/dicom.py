@@ -18,9 +18,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -365,13 +366,30 @@ def _ts_name(uid: str) -> str:
 
 
 def dicom_files(path: str | Path) -> list[Path]:
-    """Candidate DICOM files: the file itself, or every regular file under a folder (sorted)."""
+    """Candidate DICOM files: the file itself, or every regular file under a folder (sorted;
+    folders reached through symbolic links included)."""
     p = Path(path)
     if p.is_file():
         return [p]
     if not p.is_dir():
         raise ImageError("series folder not found", str(p))
-    return sorted(f for f in p.rglob("*") if f.is_file() and is_candidate_name(f.name))
+    return sorted(f for folder, names in walk_folders(p) for f in (folder / n for n in names)
+                  if is_candidate_name(f.name) and f.is_file())
+
+
+def walk_folders(root: str | Path) -> Iterator[tuple[Path, list[str]]]:
+    """(folder, file names) of ``root`` and every folder below it, in sorted order, following
+    symbolic links to folders (archives are often assembled from links) but never into a loop or
+    twice into the same folder."""
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        yield Path(folder), sorted(files)
 
 
 def is_candidate_name(name: str) -> bool:

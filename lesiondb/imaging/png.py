@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..datasets.deeplesion import slice_file
 from ..errors import ImageError
 
 #: DeepLesion stores HU + 32768 as unsigned 16-bit.
 HU_OFFSET = 32768
-IMAGES_DIR = "Images_png"
 PIP_FIX = "re-download or re-extract the DeepLesion Images_png zip that holds it"
 
 
@@ -290,32 +290,8 @@ def _have_pillow() -> bool:
     return _PILLOW
 
 
-def series_dir(images_root: str | Path, series_ref: str) -> Path:
-    """The folder of a series: ``images_root/series_ref`` or ``images_root/Images_png/series_ref``."""
-    root = Path(images_root)
-    for cand in (root / series_ref, root / IMAGES_DIR / series_ref):
-        if cand.is_dir():
-            return cand
-    raise ImageError(f"series folder {series_ref!r} not found (looked in {root} and {root / IMAGES_DIR})",
-                     str(root))
-
-
-def slice_path(images_root: str | Path, series_ref: str, slice_index: int) -> Path:
-    """``…/PPPPPP_SS_RR/KKK.png`` of one slice (DeepLesion numbers slices with 3 digits)."""
-    return series_dir(images_root, series_ref) / f"{slice_index:03d}.png"
-
-
-def key_slice_path(images_root: str | Path, file_name: str) -> Path:
-    """The PNG of a DL_info ``File_name`` such as ``000062_01_01_078.png``."""
-    from ..datasets.deeplesion import parse_file_name
-
-    p, s, r, k = parse_file_name(file_name)
-    return slice_path(images_root, f"{p:06d}_{s:02d}_{r:02d}", k)
-
-
 def read_stack(
-    images_root: str | Path,
-    series_ref: str,
+    folder: str | Path,
     key_slice_index: int,
     slice_interval_mm: float,
     offset_mm: float = 2.0,
@@ -332,19 +308,19 @@ def read_stack(
     """
     if not slice_interval_mm > 0 or not math.isfinite(slice_interval_mm):
         raise ImageError(f"slice interval must be a positive number of mm, got {slice_interval_mm!r}",
-                         series_ref)
-    folder = series_dir(images_root, series_ref)
+                         str(folder))
+    folder = Path(folder)
     cache: dict[int, np.ndarray | None] = {}
 
     def get(i: int) -> np.ndarray | None:
         if i not in cache:
-            p = folder / f"{i:03d}.png"
+            p = folder / slice_file(i)
             cache[i] = read_slice(p).astype(np.float32) if i >= 0 and p.is_file() else None
         return cache[i]
 
     key = get(key_slice_index)
     if key is None:
-        raise ImageError(f"key slice {key_slice_index} not found", str(folder / f"{key_slice_index:03d}.png"))
+        raise ImageError(f"key slice {key_slice_index} not found", str(folder / slice_file(key_slice_index)))
     t = offset_mm / slice_interval_mm  # offset in slices
     out = [None, key, None]
     for sign, slot in ((-1, 0), (1, 2)):
@@ -372,10 +348,10 @@ def _interpolate(get, key_index: int, t: float, key: np.ndarray, strict: bool, f
         if img is None:
             if strict:
                 raise ImageError(f"neighbour slice {idx} of key slice {key_index} not found "
-                                 f"(needed for the ±{abs(t):.2f}-slice stack)", str(folder / f"{idx:03d}.png"))
+                                 f"(needed for the ±{abs(t):.2f}-slice stack)", str(folder / slice_file(idx)))
             img = _nearest_towards_key(get, idx, key_index, key)
         if img.shape != key.shape:
-            raise ImageError(f"slice {idx} is {img.shape}, key slice is {key.shape}", str(folder / f"{idx:03d}.png"))
+            raise ImageError(f"slice {idx} is {img.shape}, key slice is {key.shape}", str(folder / slice_file(idx)))
         got.append((img, weight))
     total = sum(w for _, w in got)
     return sum(img * (w / total) for img, w in got).astype(np.float32)  # type: ignore[return-value]
@@ -415,7 +391,7 @@ class SeriesSlices:
         self.decodes = 0  # files decoded (a file decoded again for more rows counts twice)
 
     def path(self, i: int) -> Path:
-        return self.folder / f"{i:03d}.png"
+        return self.folder / slice_file(i)
 
     def has(self, i: int) -> bool:
         return i >= 0 and i in self._present
@@ -544,13 +520,13 @@ def read_series_slab(folder: str | Path) -> tuple[np.ndarray, list[int]]:
     numbers = series_slice_numbers(folder)
     if not numbers:
         raise ImageError("no KKK.png slice in the series folder", str(folder))
-    first = read_slice(folder / f"{numbers[0]:03d}.png")
+    first = read_slice(folder / slice_file(numbers[0]))
     hu = np.empty((len(numbers),) + first.shape, dtype=np.int16)
     hu[0] = first
     for i, k in enumerate(numbers[1:], start=1):
-        img = read_slice(folder / f"{k:03d}.png")
+        img = read_slice(folder / slice_file(k))
         if img.shape != first.shape:
             raise ImageError(f"slice is {img.shape[0]}×{img.shape[1]}, slice {numbers[0]:03d} of the series "
-                             f"is {first.shape[0]}×{first.shape[1]}", str(folder / f"{k:03d}.png"))
+                             f"is {first.shape[0]}×{first.shape[1]}", str(folder / slice_file(k)))
         hu[i] = img
     return hu, numbers

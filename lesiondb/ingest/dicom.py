@@ -7,76 +7,69 @@ geometry) and the normalised location (:mod:`lesiondb.imaging.location`). Every 
 ``dicom/`` becomes a Study node, also those without annotated lesions (their lesions are the ones
 missing-annotation mining looks for).
 
+Series are found by their DICOM headers (:class:`lesiondb.datasets.dicom_tree.DicomTree`), so any
+folder layout works (PACS exports, folders reached through symbolic links), not only the cohort
+contract's ``dicom/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/``.
+
 Bad input never stops the ingest: a bad CSV row, a bad or missing image, an annotation pointing at
 a missing series or slice is reported (``IngestReport.rejected``, each entry with ``kind`` =
-``row`` / ``image`` / ``annotation``) and skipped; everything else is written.
+``row`` / ``image`` / ``annotation``) and skipped; everything else is written. Then, as for every
+ingest, the lesions are embedded and linked to their nearest lesions (``embed=False`` skips it).
 """
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..core.progress import Bar, Progress, stage
 from ..core.pseudonym import Pseudonymizer
 from ..core.records import Annotated
 from ..datasets import cohort as C
 from ..datasets.deeplesion import RowError
+from ..datasets.dicom_tree import DicomTree
+from ..embedding.stage import EmbedOptions, embed_cohort
 from ..errors import ImageError, InputError
 from ..graph.engine import DEFAULT_BATCH, Engine
-from .records import IngestReport, write_annotated
+from ..imaging.dicom import read_series
+from ..imaging.location import lesion_location
+from .records import IngestReport, embed_after_ingest, write_annotated
 
 log = logging.getLogger(__name__)
 
 
-def _find_series_folders(dicom_root: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """``{series_uid: SeriesInfo}`` from one readable header per folder, and unreadable folders."""
-    from ..imaging.dicom import SeriesInfo, is_candidate_name, read_header
-
-    found: dict[str, Any] = {}
-    problems: dict[str, str] = {}
-    if not dicom_root.is_dir():
-        return found, problems
-    for folder, _dirs, files in sorted(os.walk(dicom_root)):
-        if not files:
-            continue
-        folder_p = Path(folder)
-        cands = sorted(folder_p / f for f in files if is_candidate_name(f))
-        last_reason = None
-        for f in cands:
-            try:
-                h = read_header(f, check_pixels=False)
-            except ImageError as exc:
-                last_reason = f"{f.name}: {exc.reason}"
-                continue
-            found.setdefault(h.series_uid, SeriesInfo(
-                h.series_uid, h.study_uid, h.patient_id, h.study_date, h.patient_sex,
-                h.patient_age_years, folder_p, len(cands)))
-            break
-        else:
-            if cands and last_reason:
-                problems[str(folder_p)] = f"no readable CT file (last: {last_reason})"
-    return found, problems
-
-
-def ingest_cohort(
+def ingest_dicom(
     engine: Engine,
     root: str | os.PathLike,
     ids: Pseudonymizer,
-    annotations: str | os.PathLike | None = None,
     *,
+    annotations: str | os.PathLike | None = None,
+    embed: bool = True,
+    model: str | Path | None = None,
+    embed_options: EmbedOptions = EmbedOptions(),
     keep_source_ids: bool = False,
     batch_size: int = DEFAULT_BATCH,
-    progress: Callable[[int], None] | None = None,
-    set_total: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> IngestReport:
-    """Ingest the cohort folder ``root`` (annotations default to ``root/annotations.csv``).
+    """Ingest the cohort folder ``root`` (annotations default to ``root/annotations.csv``), then
+    embed its lesions with ``model`` (default: the shipped encoder) unless ``embed`` is False.
 
     A cohort whose ``cohort.json`` says ``"images": false`` is ingested from the CSV alone
-    (spacing and location as written, no patient-mm position).
+    (spacing and location as written, no patient-mm position) and not embedded.
     """
-    root = Path(root)
+    with stage(progress, "ingest dicom") as b:
+        report = _ingest(engine, Path(root), ids, annotations, keep_source_ids, batch_size, b)
+    if embed and report.extra.get("images"):
+        embed_after_ingest(report, model, lambda enc: embed_cohort(engine, root, enc, ids, options=embed_options,
+                                                                   progress=progress))
+    return report
+
+
+def _ingest(engine: Engine, root: Path, ids: Pseudonymizer, annotations: str | os.PathLike | None,
+            keep_source_ids: bool, batch_size: int, b: Bar) -> IngestReport:
+    """The records: patients, studies and lesions from the annotations and the images' headers."""
     ann_path = Path(annotations) if annotations else root / C.ANNOTATIONS
     if not root.is_dir():
         raise InputError("cohort folder not found", str(root))
@@ -95,16 +88,14 @@ def ingest_cohort(
             log.warning("%s", item)
         else:
             rows.append(item)
-    if set_total:
-        set_total(len(rows) + len(report.rejected))
-    if progress and report.rejected:
-        progress(len(report.rejected))
+    b.set_total(len(rows) + len(report.rejected))
+    b.update(len(report.rejected))
 
-    dicom_root = root / C.DICOM_DIR if (root / C.DICOM_DIR).is_dir() else root
+    tree = DicomTree(root)
     series_found: dict[str, Any] = {}
     if with_images:
-        series_found, folder_problems = _find_series_folders(dicom_root)
-        for folder, reason in folder_problems.items():
+        series_found = dict(tree.series)
+        for folder, reason in tree.problems.items():
             report.reject(reason, folder, kind="image")
 
     # -- patients and studies: from the images, completed by the CSV --------------------------------
@@ -135,8 +126,7 @@ def ingest_cohort(
         counts["rejectedAnnotations"] += 1
         report.reject(reason, str(ann_path), r.line, kind="annotation", annotationId=r.annotation_id)
         log.warning("%s:%s: %s", ann_path, r.line, reason)
-        if progress:
-            progress(1)
+        b.update(1)
 
     def accepted() -> Iterator[Annotated]:
         by_series: dict[str, list[C.CohortRow]] = {}
@@ -145,32 +135,17 @@ def ingest_cohort(
         for series_uid, members in by_series.items():
             if not with_images:
                 for r in members:
-                    if progress:
-                        progress(1)
+                    b.update(1)
                     yield C.to_annotated(r, ids, studies[(r.patient_id, r.study_uid)], patients[r.patient_id])
                 continue
             yield from _series_items(series_uid, members)
 
-    full_scan: dict[str, Path] = {}
-
     def locate(series_uid: str, series_ref: str) -> Path | None:
-        """The contract folder, else the folder found by header; a full header scan only when
-        a series shares a folder with another one (non-contract layouts)."""
-        from ..imaging.dicom import list_series
-
+        """The contract folder, else the folder the headers say holds the series."""
         folder = root / series_ref
-        if folder.is_dir():
-            return folder
-        if series_uid in series_found:
-            return series_found[series_uid].folder
-        if not full_scan and dicom_root.is_dir():
-            full_scan.update({s.series_uid: s.folder for s in list_series(dicom_root)[0]})
-            full_scan.setdefault("", dicom_root)  # scanned once, even when it finds nothing
-        return full_scan.get(series_uid)
+        return folder if folder.is_dir() else tree.folder(series_uid)
 
     def _series_items(series_uid: str, members: list[C.CohortRow]) -> Iterator[Annotated]:
-        from ..imaging.dicom import read_series
-
         folder = locate(series_uid, members[0].series_ref)
         if folder is None:
             for r in members:
@@ -195,13 +170,10 @@ def ingest_cohort(
             if isinstance(item, str):
                 reject(r, item)
                 continue
-            if progress:
-                progress(1)
+            b.update(1)
             yield item
 
     def _annotate(r: C.CohortRow, volume: Any, rel: str) -> Annotated | str:
-        from ..imaging.location import lesion_location
-
         if volume.patient_id and volume.patient_id != r.patient_id:
             return f"series {r.series_uid} belongs to patient {volume.patient_id!r}, the row says {r.patient_id!r}"
         if volume.study_uid and volume.study_uid != r.study_uid:
@@ -266,4 +238,4 @@ def _relative(folder: Path, root: Path) -> str:
         return str(folder)
 
 
-__all__ = ["ingest_cohort"]
+__all__ = ["ingest_dicom"]

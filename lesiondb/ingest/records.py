@@ -1,4 +1,4 @@
-"""Ingest: stream records from a reader into the graph in idempotent ``UNWIND`` batches.
+"""Writing records into the graph: idempotent ``UNWIND`` batches, and the report of an ingest.
 
 A bad item never stops the batch: it is reported (source, line, reason) and skipped; every
 committed batch stays committed.
@@ -8,17 +8,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..core.records import Annotated
+from ..core.results import Result
+from ..embedding.encoder import Encoder, load_encoder
+from ..embedding.stage import EmbedResult
+from ..errors import ModelError
 from ..graph.engine import DEFAULT_BATCH, Engine, batched
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class IngestReport:
-    """What one ingest did. ``written`` counts lesions created or changed."""
+class IngestReport(Result):
+    """What one ingest did. ``written`` counts lesions created or changed; ``embedding`` is the
+    embedding stage's result when lesions with images were embedded (its keys are merged into
+    the JSON), ``embed_note`` says why they were not."""
 
     source: str
     read: int = 0
@@ -27,16 +34,23 @@ class IngestReport:
     duplicates: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    embedding: EmbedResult | None = None
+    embed_note: str | None = None
 
     def reject(self, reason: str, source: str | None = None, line: int | None = None, **more: Any) -> None:
         self.rejected.append({"source": source or self.source, "line": line, "reason": reason, **more})
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_json(self) -> dict[str, Any]:
+        out = {
             "source": self.source, "read": self.read, "written": self.written,
             "unchanged": self.unchanged, "duplicates": self.duplicates,
             "rejected": len(self.rejected), "errors": self.rejected, **self.extra,
         }
+        if self.embedding is not None:
+            out.update(self.embedding.to_json())
+        elif self.embed_note is not None:
+            out.update({"embedded": 0, "embedNote": self.embed_note})
+        return out
 
 
 def write_annotated(
@@ -72,30 +86,19 @@ def write_annotated(
     return report
 
 
-def ingest_deeplesion(
-    engine: Engine,
-    path: str,
-    ids: Any,
-    keep_source_ids: bool = False,
-    batch_size: int = DEFAULT_BATCH,
-    progress: Callable[[int], None] | None = None,
-    file_names: dict[str, str] | None = None,
-) -> IngestReport:
-    """Ingest a DL_info.csv: valid rows land, bad rows are reported with their line numbers.
-    ``file_names`` (optional) gets lesionId → ``File_name`` of the valid rows, for the image reader."""
-    from ..datasets.deeplesion import RowError, read_dl_info
-
-    report = IngestReport(source=str(path))
-
-    def valid() -> Iterable[Annotated]:
-        for item in read_dl_info(path, ids, keep_source_ids=keep_source_ids, file_names=file_names):
-            if isinstance(item, RowError):
-                report.read += 1
-                report.reject(item.reason, item.source, item.line)
-                log.warning("%s", item)
-                if progress:
-                    progress(1)
-                continue
-            yield item
-
-    return write_annotated(engine, valid(), report, batch_size=batch_size, progress=progress)
+def embed_after_ingest(report: IngestReport, model: str | Path | None,
+                       embed: Callable[[Encoder], EmbedResult]) -> IngestReport:
+    """The embedding step of an ingest: load the encoder (``model``, else the shipped one) and run
+    ``embed(encoder)``, recording its result on ``report``. Without a ``model`` and without a
+    shipped model the lesions stay unembedded and ``report.embed_note`` says so (the ingest has
+    not failed); a ``model`` that cannot be loaded is an error."""
+    try:
+        encoder = load_encoder(model)
+    except ModelError as exc:
+        if model:
+            raise
+        report.embed_note = (f"lesions stored without embeddings: {exc}. Embed them later with "
+                             "`lesiondb embed --model PATH` (see --help)")
+        return report
+    report.embedding = embed(encoder)
+    return report

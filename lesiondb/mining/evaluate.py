@@ -25,25 +25,33 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..core import mining as M
+from ..core.progress import Progress, stage
+from ..core.pseudonym import Pseudonymizer
+from ..core.results import Result, json_field
+from ..datasets import cohort as C
+from ..datasets.deeplesion import RowError
 from ..errors import ImageError, InputError
-from . import run as mining
+from ..graph.engine import Engine
+from ..imaging.dicom import read_series
+from ..ingest.dicom import ingest_dicom
+from ..tracking.evaluate import scratch_engine
+from ..tracking.match import match_graph
+from . import case as mining
+from .ranker import RankCalibrator
+from .run import blas_single_thread
 
 THRESHOLDS = (0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6)
 
 
 def _patient_volumes(root: Path, p: dict):
     """(studies, volumes {study_uid: (Volume, hu, grid)}, load errors, seconds) of one ground-truth patient."""
-    from ..datasets import cohort as C
-    from ..imaging.dicom import read_series
-
     pid = p["patient_id"]
     errors: list[dict] = []
     volumes: dict[str, Any] = {}
@@ -73,9 +81,6 @@ def _instances_by_patient(gt) -> dict[str, list[dict]]:
 def _cases(root: Path, max_patients: int | None):
     """Yield (case, volumes {study_uid: (hu, grid)}, load errors, seconds loading, instances) per
     patient of the cohort, on the ground-truth tracks of the annotated instances."""
-    from ..datasets import cohort as C
-    from ..datasets.deeplesion import RowError
-
     gt = C.read_ground_truth(root)
     rows_by_ann = {}
     for r in C.read_rows(root / C.ANNOTATIONS):
@@ -119,14 +124,9 @@ def _match_scratch(root: Path, app_engine: Any, calibrate: bool, info: dict):
     """Ingest the cohort's annotated lesions into a scratch graph and match them as ``lesiondb
     match`` does; returns (cases by pseudonymised patient id, the pseudonymiser). ``info``
     receives the match summary."""
-    from ..core.pseudonym import Pseudonymizer
-    from ..ingest.dicom import ingest_cohort
-    from ..tracking.evaluate import scratch_engine
-    from ..tracking.match import match_graph
-
     ids = Pseudonymizer(uuid.uuid4().bytes + uuid.uuid4().bytes)  # a throwaway key: scratch graph only
     with scratch_engine(app_engine, EVAL_GRAPH_MINING) as eng:
-        ing = ingest_cohort(eng, root, ids)
+        ing = ingest_dicom(eng, root, ids, embed=False)
         report = match_graph(eng, calibrate=calibrate)
         by_pid = {c.patient_id: c for c in mining.read_cases(eng)}
     info.update({"ingested": ing.written, "ingestRejected": len(ing.rejected),
@@ -141,8 +141,6 @@ def _matched_cases(root: Path, max_patients: int | None, by_pid: dict, ids: Any)
     (:func:`_match_scratch`; module doc). The cases' study ids are the ground truth's study UIDs
     and their lesion ids the annotation ids (as in the truth mode), so both modes score the same
     way."""
-    from ..datasets import cohort as C
-
     gt = C.read_ground_truth(root)
     patients = gt.patients[:max_patients] if max_patients else gt.patients
     inst_by_patient = _instances_by_patient(gt)
@@ -173,19 +171,49 @@ def _matched_cases(root: Path, max_patients: int | None, by_pid: dict, ids: Any)
 TRACK_SOURCES = ("truth", "matched")
 
 
+@dataclass
+class MiningEvaluation(Result):
+    """Recall, precision, errors and timing of mining on a cohort with known withheld lesions."""
+
+    cohort: str
+    seed: int | None
+    patients: int
+    studies: int
+    withheld: int
+    withheld_minable: int
+    candidate_studies: int
+    min_score: float
+    proposals: int
+    correct: int
+    recall: float | None
+    precision: float | None
+    recall_radius_only: float | None = json_field(key="recall_radius_only")
+    precision_radius_only: float | None = json_field(key="precision_radius_only")
+    median_error_mm: float | None = json_field(key="median_error_mm")
+    median_error_mm_correct: float | None = json_field(key="median_error_mm_correct")
+    seconds_per_candidate_study: float | None = json_field(key="seconds_per_candidate_study")
+    seconds_loading_per_study: float | None = json_field(key="seconds_loading_per_study")
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    tracks: str = ""
+    matching: dict[str, Any] | None = json_field(default=None, omit_none=True)
+    ranking: dict[str, Any] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    model_id: str = "none"
+
+
+
 def evaluate_cohort(root: str | Path, min_score: float = mining.DEFAULT_MIN_SCORE, max_patients: int | None = None,
-                    embedder: mining.Embedder | None = None, params: M.ScoreParams = M.ScoreParams(),
-                    progress: Callable[[int], None] | None = None, tracks: str = "truth",
-                    app_engine: Any = None, calibrate: bool = True, rank_calibration: bool = True) -> dict[str, Any]:
+                    embedder: mining.Embedder | None = None, model_id: str | None = None,
+                    params: M.ScoreParams = M.ScoreParams(), progress: Progress | None = None,
+                    tracks: str = "truth", app_engine: Engine | None = None, calibrate: bool = True,
+                    rank_calibration: bool = True) -> MiningEvaluation:
     """Recall, precision, median error and timing of mining on one cohort (see module doc).
 
     ``tracks="matched"`` matches the annotated lesions first, in a scratch graph beside
     ``app_engine``'s (a temporary embedded one when None), with ``calibrate`` as ``lesiondb match``.
     With ``rank_calibration`` the candidates are ranked as ``lesiondb mine`` ranks them, by weights
-    learned from the cohort's own annotated tracks (:func:`lesiondb.mining.run.calibrate_ranking`: the
-    withheld lesions play no part)."""
-    from ..datasets import cohort as C
-
+    learned from the cohort's own annotated tracks (:class:`lesiondb.mining.ranker.RankCalibrator`:
+    the withheld lesions play no part)."""
     if tracks not in TRACK_SOURCES:
         raise InputError(f"unknown track source {tracks!r}; use one of {', '.join(TRACK_SOURCES)}", "--tracks")
     root = Path(root)
@@ -213,7 +241,8 @@ def evaluate_cohort(root: str | Path, min_score: float = mining.DEFAULT_MIN_SCOR
 
         def make_cases():
             return _matched_cases(root, max_patients, by_pid, ids)
-    ranking = {"rankWeights": None, "studies": 0, "choiceSets": 0, "seconds": 0.0}
+    config = mining.MiningConfig(min_score=min_score, params=params)
+    ranker = RankCalibrator(config=mining.MiningConfig(params=params))
     if rank_calibration:
         current: dict[str, Any] = {}
 
@@ -223,39 +252,39 @@ def evaluate_cohort(root: str | Path, min_score: float = mining.DEFAULT_MIN_SCOR
                 current.update(vols)
                 yield case
 
-        with mining.blas_single_thread():
-            ranking = mining.calibrate_ranking(annotated_cases(), lambda s: current.get(s.study_id),
-                                               embedder=embedder, params=params)
-    for case, vols, errs, t_load, insts in make_cases():
-        errors += errs
-        load_s += t_load
-        n_studies += len(vols)
-        annotated_tracks = {i["track_id"] for i in insts if i.get("annotated")}
-        truth: dict[tuple[str, str], dict] = {}
-        for i in insts:
-            if i.get("annotated"):
-                continue
-            withheld += 1
-            truth[(i["track_id"], i["study_uid"])] = i
-            if i["track_id"] in annotated_tracks:
-                minable.append((i["track_id"], i["study_uid"]))
-        with mining.blas_single_thread():
-            recs = mining.mine_case(case, lambda s, v=vols: v.get(s.study_id), min_score=min_score,
-                                    embedder=embedder, params=params, stats=stats, keep_below=True,
-                                    rank_weights=ranking["rankWeights"])
-        true_track = _true_tracks(case, insts) if tracks == "matched" else {}
-        for rec in recs:
-            key = (true_track.get(rec.tracking_uid, rec.tracking_uid), rec.study_id)
-            gt = truth.get(key)
-            if gt is None:
-                found.append((rec.candidate.score / rec.evidence, False, None, None, False))
-                continue
-            err = M._dist(rec.position_mm, gt["center_mm"])
-            within = err <= float(gt["long_diameter_mm"]) / 2.0
-            found.append((rec.candidate.score / rec.evidence, within or inside_lesion(rec.position_mm, gt), err, key,
-                          within))
-        if progress:
-            progress(1)
+        with blas_single_thread():
+            ranker.fit(annotated_cases(), lambda s: current.get(s.study_id), embedder=embedder)
+    ranking = ranker.summary()
+    with stage(progress, "eval mining") as b:
+        for case, vols, errs, t_load, insts in make_cases():
+            errors += errs
+            load_s += t_load
+            n_studies += len(vols)
+            annotated_tracks = {i["track_id"] for i in insts if i.get("annotated")}
+            truth: dict[tuple[str, str], dict] = {}
+            for i in insts:
+                if i.get("annotated"):
+                    continue
+                withheld += 1
+                truth[(i["track_id"], i["study_uid"])] = i
+                if i["track_id"] in annotated_tracks:
+                    minable.append((i["track_id"], i["study_uid"]))
+            with blas_single_thread():
+                recs = mining.mine_case(case, lambda s, v=vols: v.get(s.study_id), embedder=embedder, config=config,
+                                        stats=stats, probe=mining.Probe(keep_below=True),
+                                        rank_weights=ranking["rankWeights"])
+            true_track = _true_tracks(case, insts) if tracks == "matched" else {}
+            for rec in recs:
+                key = (true_track.get(rec.tracking_uid, rec.tracking_uid), rec.study_id)
+                gt = truth.get(key)
+                if gt is None:
+                    found.append((rec.candidate.score / rec.evidence, False, None, None, False))
+                    continue
+                err = M._dist(rec.position_mm, gt["center_mm"])
+                within = err <= float(gt["long_diameter_mm"]) / 2.0
+                found.append((rec.candidate.score / rec.evidence, within or inside_lesion(rec.position_mm, gt), err, key,
+                              within))
+            b.update(1)
 
     def at(th: float, strict: bool = False) -> dict[str, Any]:
         props = [f for f in found if f[0] >= th]
@@ -270,25 +299,23 @@ def evaluate_cohort(root: str | Path, min_score: float = mining.DEFAULT_MIN_SCOR
     strict = at(min_score, strict=True)
     errs = [f[2] for f in found if f[0] >= min_score and f[2] is not None]
     errs_right = [f[2] for f in found if f[0] >= min_score and f[1]]
-    return {
-        "cohort": str(root), "seed": meta.get("seed"), "patients": stats.patients, "studies": n_studies,
-        "withheld": withheld, "withheldMinable": len(minable), "candidateStudies": stats.candidate_studies,
-        "minScore": min_score, "proposals": main["proposals"], "correct": main["correct"],
-        "recall": main["recall"], "precision": main["precision"],
+    return MiningEvaluation(
+        cohort=str(root), seed=meta.get("seed"), patients=stats.patients, studies=n_studies,
+        withheld=withheld, withheld_minable=len(minable), candidate_studies=stats.candidate_studies,
+        min_score=min_score, proposals=main["proposals"], correct=main["correct"],
+        recall=main["recall"], precision=main["precision"],
         # the same under the radius alone (a centre inside a small lesion but a slice off its
         # RECIST centre counts as wrong here)
-        "recall_radius_only": strict["recall"], "precision_radius_only": strict["precision"],
-        "median_error_mm": float(np.median(errs)) if errs else None,
-        "median_error_mm_correct": float(np.median(errs_right)) if errs_right else None,
-        "seconds_per_candidate_study": stats.seconds_mining / stats.candidate_studies if stats.candidate_studies else None,
-        "seconds_loading_per_study": load_s / n_studies if n_studies else None,
-        "curve": [at(t) for t in THRESHOLDS],
-        "tracks": ("ground truth (annotated instances)" if tracks == "truth"
-                   else "matched (lesiondb match on the annotated instances)"),
-        **({"matching": match_info} if tracks == "matched" else {}),
-        "ranking": ranking,
-        "errors": (errors + stats.skipped)[:50],
-    }
+        recall_radius_only=strict["recall"], precision_radius_only=strict["precision"],
+        median_error_mm=float(np.median(errs)) if errs else None,
+        median_error_mm_correct=float(np.median(errs_right)) if errs_right else None,
+        seconds_per_candidate_study=stats.seconds_mining / stats.candidate_studies if stats.candidate_studies else None,
+        seconds_loading_per_study=load_s / n_studies if n_studies else None,
+        curve=[at(t) for t in THRESHOLDS],
+        tracks=("ground truth (annotated instances)" if tracks == "truth"
+                else "matched (lesiondb match on the annotated instances)"),
+        matching=match_info if tracks == "matched" else None,
+        ranking=ranking, errors=(errors + stats.skipped)[:50], model_id=model_id or "none")
 
 
 def inside_lesion(p: M.Vec3, gt: dict) -> bool:

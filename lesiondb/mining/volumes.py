@@ -9,18 +9,22 @@ slices only — nothing is invented for the missing ones — and each slice keep
 search never reaches across a gap as if it were not there, and a track whose predicted position
 falls in a gap (no slice within reach of the lesion) is not proposed there.
 
-The study's series is found from what ingest stored: ``imageRef`` / ``sourceId`` (with
-``--keep-source-ids``) or, for pseudonymised graphs, the DL_info.csv that was ingested (lesionId →
-``File_name`` under the same pseudonym key). A study whose lesions sit in several series is mined
-in the series holding most of its bookmarks.
+The study's series is found from what ingest stored: the lesions' ``seriesId`` pseudonyms,
+matched against the series folders under ``--images`` (pseudonymised with the graph's key), or
+``imageRef`` / ``sourceId`` (with ``--keep-source-ids``), or the DL_info.csv that was ingested
+(lesionId → ``File_name``, for graphs from before lesions carried a ``seriesId``). A study whose
+lesions sit in several series is mined in the series holding most of its bookmarks.
 
-:class:`StudyVolumes` is the :data:`lesiondb.mining.run.VolumeLoader` ``lesiondb mine`` uses: it
+DICOM studies are found by their headers (:class:`DicomVolumes`): the study's ``studyId`` is the
+pseudonym of its (PatientID, StudyInstanceUID), so every study of the graph — annotated or not —
+is found under the image folder however its folders are named.
+
+:class:`StudyVolumes` is the :data:`lesiondb.mining.case.VolumeLoader` ``lesiondb mine`` uses: it
 decides per study (``prepare_case``) and loads DeepLesion studies with
-:func:`lesiondb.imaging.png.read_series_slab`, the others with :func:`lesiondb.mining.run.dicom_loader`.
+:func:`lesiondb.imaging.png.read_series_slab`, the others with :class:`DicomVolumes`.
 """
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,22 +33,19 @@ from typing import Any
 import numpy as np
 
 from ..core import mining as M
+from ..core.pseudonym import Pseudonymizer
+from ..datasets import deeplesion as DL
+from ..datasets.dicom_tree import SOURCE as DICOM
+from ..datasets.dicom_tree import DicomTree
 from ..errors import ImageError, InputError
-from . import run as mining
+from ..imaging.dicom import read_series
+from ..imaging.png import read_series_slab, series_slice_numbers
+from .case import DEFAULT_MIN_SCORE, MiningStats, PatientCase, ProposalRecord, StudyData, grid_from_volume
 
 FORMATS = ("auto", "dicom", "deeplesion")
-_REF_RE = re.compile(r"(\d{6}_\d{2}_\d{2})(?:[/_](\d+)\.png)?$")
 #: Beyond the lesion's expected radius, how far the nearest present slice may lie from a
 #: prediction for the study to count as imaged there (mm), as the z-coverage margin of mining.
 GAP_MARGIN_MM = 2.0
-
-
-def series_ref(value: str | None) -> str | None:
-    """``PPPPPP_SS_RR`` from an imageRef (``PPPPPP_SS_RR/KKK.png`` or the folder) or a File_name."""
-    if not value:
-        return None
-    m = _REF_RE.search(str(value).replace("\\", "/").rstrip("/"))
-    return m.group(1) if m else None
 
 
 @dataclass(frozen=True)
@@ -79,37 +80,95 @@ def _num(v: Any) -> float | None:
     return f if np.isfinite(f) and f > 0 else None
 
 
-class StudyVolumes:
-    """The :data:`lesiondb.mining.run.VolumeLoader` of ``lesiondb mine`` (see the module doc).
+class DicomVolumes:
+    """Loads a study's DICOM series from the folder tree under ``images_root``, found by headers:
 
-    ``images``: the Images_png folder (or the folder above it) for DeepLesion studies, the cohort
-    folder for DICOM ones. ``file_names``: lesionId → File_name (:func:`lesiondb.embedding.stage.deeplesion_file_names`)
-    for graphs ingested without ``--keep-source-ids``. ``image_format``: ``auto`` decides per study
-    from the graph (DeepLesion lesions or PNG references → PNG), ``deeplesion`` / ``dicom`` force one.
+    1. the study's ``studyId`` pseudonym under ``ids`` (the graph's key) — of the study's series,
+       the one its lesions were annotated on (their ``seriesId``), else the largest;
+    2. with ``--keep-source-ids`` graphs, the stored ``imageRef`` (relative to the root, or absolute)
+       or StudyInstanceUID."""
+
+    def __init__(self, images_root: str | Path | None = None, ids: Pseudonymizer | None = None):
+        self.root = Path(images_root) if images_root is not None else None
+        self.ids = ids
+        self.tree = DicomTree(self.root) if self.root is not None else None
+        self._by_study: dict[str, list] | None = None
+
+    def folder(self, study: StudyData) -> tuple[Path, str | None]:
+        """(series folder, SeriesInstanceUID or None) of a study; ImageError saying why not."""
+        if study.image_ref:
+            p = Path(study.image_ref)
+            if p.is_absolute() and p.is_dir():
+                return p, study.series_uid
+            if self.root is not None and (self.root / p).is_dir():
+                return self.root / p, study.series_uid
+        if self.tree is None:
+            raise ImageError("pass --images: the folder holding the studies' DICOM series (the one "
+                             "given to `lesiondb ingest dicom`)", study.study_id)
+        cands = []
+        if self.ids is not None:
+            if self._by_study is None:
+                self._by_study = self.tree.by_study_id(self.ids)
+            cands = self._by_study.get(study.study_id, [])
+        if not cands and study.study_uid:
+            cands = next((v for (_, uid), v in self.tree.studies().items() if uid == study.study_uid), [])
+        if not cands:
+            raise ImageError(f"no DICOM series of this study under {self.root} (is that the folder that was "
+                             "ingested, and the pseudonym key the ingest's?)", study.study_id)
+        if study.series_id and self.ids is not None:
+            mine = [c for c in cands if self.ids.series(DICOM, c.patient_id or "", c.series_uid) == study.series_id]
+            cands = mine or cands
+        elif study.series_uid:
+            cands = [c for c in cands if c.series_uid == study.series_uid] or cands
+        return cands[0].folder, cands[0].series_uid
+
+    def __call__(self, study: StudyData):
+        folder, series_uid = self.folder(study)
+        v = read_series(folder, series_uid, allow_gaps=True)
+        return v.hu, grid_from_volume(v)
+
+
+class StudyVolumes:
+    """The :data:`lesiondb.mining.case.VolumeLoader` of ``lesiondb mine`` (see the module doc).
+
+    ``images``: the Images_png folder (or the folder above it) for DeepLesion studies, the folder
+    holding the DICOM series for DICOM ones. ``ids``: the graph's pseudonym key (finds series by
+    their ``seriesId`` / ``studyId``). ``file_names``: lesionId → File_name
+    (:func:`lesiondb.datasets.deeplesion.file_names`) for DeepLesion graphs whose lesions carry no
+    ``seriesId``. ``image_format``: ``auto`` decides per study from the graph (DeepLesion lesions or
+    PNG references → PNG), ``deeplesion`` / ``dicom`` force one.
     """
 
-    def __init__(self, images: str | Path | None = None, file_names: dict[str, str] | None = None,
-                 image_format: str = "auto"):
+    def __init__(self, images: str | Path | None = None, ids: Pseudonymizer | None = None,
+                 file_names: dict[str, str] | None = None, image_format: str = "auto"):
         if image_format not in FORMATS:
             raise InputError(f"unknown image format {image_format!r}; use one of {', '.join(FORMATS)}",
                              "--image-format")
         self.images = Path(images) if images is not None else None
+        self.ids = ids
         self.file_names = file_names or {}
         self.image_format = image_format
-        self._dicom = mining.dicom_loader(images)
+        self._dicom = DicomVolumes(images, ids)
+        self._series_ids: dict[str, str] | None = None
         self._frames: dict[str, SeriesFrame | str] = {}  # studyId -> frame, or why there is none
         self._numbers: dict[str, list[int] | None] = {}  # studyId -> present slice numbers
 
     # -- deciding ------------------------------------------------------------------------------
     def _lesion_ref(self, lesion_id: str, props: dict) -> str | None:
-        return (series_ref(props.get("imageRef")) or series_ref(props.get("sourceId"))
-                or series_ref(self.file_names.get(lesion_id)))
+        sid = props.get("seriesId")
+        if sid and props.get("source") == DL.SOURCE and self.images is not None and self.ids is not None:
+            if self._series_ids is None:
+                self._series_ids = DL.series_ids(self.images, self.ids)
+            if sid in self._series_ids:
+                return self._series_ids[sid]
+        return (DL.series_ref_of(props.get("imageRef")) or DL.series_ref_of(props.get("sourceId"))
+                or DL.series_ref_of(self.file_names.get(lesion_id)))
 
-    def _frame_of(self, case: mining.PatientCase, study: mining.StudyData) -> SeriesFrame | str | None:
+    def _frame_of(self, case: PatientCase, study: StudyData) -> SeriesFrame | str | None:
         """The study's series frame, a reason it has none (a DeepLesion study), or None (not DeepLesion)."""
         lesions = [(o, case.lesion_props.get(o.lesion_id, {})) for o in case.lesions.get(study.study_id, [])]
         refs = Counter(r for r in (self._lesion_ref(o.lesion_id, p) for o, p in lesions) if r)
-        study_ref = series_ref(study.image_ref)
+        study_ref = DL.series_ref_of(study.image_ref)
         deeplesion = (self.image_format == "deeplesion" or bool(refs) or study_ref is not None
                       or any(p.get("source") == "deeplesion" for _, p in lesions))
         if self.image_format == "dicom" or not deeplesion:
@@ -117,8 +176,11 @@ class StudyVolumes:
         if not refs and study_ref:
             refs[study_ref] += 1
         if not refs:
-            return ("its DeepLesion series is unknown (the graph stores no image reference when ingested "
-                    "without --keep-source-ids): pass --dl-info DL_info.csv, the file that was ingested")
+            if self.images is not None and any(p.get("seriesId") for _, p in lesions):
+                return (f"its DeepLesion series is not among the series folders under {self.images} (is that "
+                        "the Images_png folder, and the pseudonym key the ingest's?)")
+            return ("its DeepLesion series is unknown: pass --images Images_png (and the ingest's pseudonym key), "
+                    "or --dl-info DL_info.csv for graphs whose lesions carry no seriesId")
         ref = sorted(refs.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
         props = [p for o, p in lesions if self._lesion_ref(o.lesion_id, p) in (ref, None)]
         def first(key):
@@ -135,9 +197,7 @@ class StudyVolumes:
         if self.images is None:
             raise ImageError(f"DeepLesion series {frame.ref}: pass --images pointing at the Images_png folder "
                              "(the one given to `lesiondb ingest deeplesion --images`)", frame.ref)
-        from ..imaging.png import series_dir
-
-        return series_dir(self.images, frame.ref)
+        return DL.series_folder(self.images, frame.ref)
 
     def numbers(self, study_id: str) -> list[int] | None:
         """Slice numbers present for a prepared DeepLesion study (None: unknown or not DeepLesion)."""
@@ -145,8 +205,6 @@ class StudyVolumes:
             frame = self._frames.get(study_id)
             nums = None
             if isinstance(frame, SeriesFrame):
-                from ..imaging.png import series_slice_numbers
-
                 try:
                     nums = series_slice_numbers(self._folder(frame))
                 except ImageError:
@@ -154,8 +212,15 @@ class StudyVolumes:
             self._numbers[study_id] = nums
         return self._numbers[study_id]
 
-    # -- hooks of lesiondb.mining.run.mine ---------------------------------------------------------
-    def prepare_case(self, case: mining.PatientCase, stats: mining.MiningStats | None = None) -> mining.PatientCase:
+    # -- hooks of lesiondb.mining.mine ------------------------------------------------------------
+    def check_case(self, case: PatientCase) -> None:
+        """InputError when the graph holds DeepLesion studies and no images folder was given."""
+        if self.images is None and any(self._frame_of(case, s) is not None for s in case.studies):
+            raise InputError(
+                "the graph holds DeepLesion studies: pass --images PATH/Images_png (the folder with the "
+                "PPPPPP_SS_RR/KKK.png slices)", "--images")
+
+    def prepare_case(self, case: PatientCase, stats: MiningStats | None = None) -> PatientCase:
         """Decide each study's images; for DeepLesion studies give the lesions positions in their
         series frame and slice indices into the volume of present slices (None where absent)."""
         new: dict[str, M.Observation] = {}
@@ -188,7 +253,7 @@ class StudyVolumes:
         return replace(case, tracks={u: swap(v) for u, v in case.tracks.items()},
                        lesions={sid: swap(v) for sid, v in case.lesions.items()})
 
-    def __call__(self, study: mining.StudyData):
+    def __call__(self, study: StudyData):
         frame = self._frames.get(study.study_id)
         if frame is None and self.image_format == "deeplesion":
             frame = "it was not prepared (no DeepLesion lesion of the study was read)"
@@ -196,15 +261,13 @@ class StudyVolumes:
             return self._dicom(study)
         if isinstance(frame, str):
             raise ImageError(frame, study.study_id)
-        from ..imaging.png import read_series_slab
-
         hu, nums = read_series_slab(self._folder(frame))
         self._numbers[study.study_id] = nums
         return hu, frame.grid(nums, hu.shape[1], hu.shape[2])
 
-    def finish_records(self, case: mining.PatientCase, records: list[mining.ProposalRecord],
-                       stats: mining.MiningStats | None = None, min_score: float = mining.DEFAULT_MIN_SCORE
-                       ) -> list[mining.ProposalRecord]:
+    def finish_records(self, case: PatientCase, records: list[ProposalRecord],
+                       stats: MiningStats | None = None, min_score: float = DEFAULT_MIN_SCORE
+                       ) -> list[ProposalRecord]:
         """DeepLesion proposals: slice index back to the series' slice number; a proposal whose
         prediction lies in a gap of the present slices (none within the lesion's reach) dropped."""
         out = []
@@ -239,5 +302,5 @@ class StudyVolumes:
 
 def has_deeplesion_studies(cases, image_format: str = "auto") -> bool:
     """Does any of these cases hold a study ``StudyVolumes`` would load from DeepLesion PNGs?"""
-    probe = StudyVolumes(None, None, image_format)
+    probe = StudyVolumes(None, image_format=image_format)
     return any(probe._frame_of(c, s) is not None for c in cases for s in c.studies)

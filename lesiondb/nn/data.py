@@ -16,8 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.pseudonym import Pseudonymizer
+from ..datasets import deeplesion as DL
+from ..datasets.cohort import ANNOTATIONS, DICOM_DIR, CohortRow, read_ground_truth, read_rows
+from ..datasets.deeplesion import RowError, read_dl_info
 from ..errors import InputError
+from ..imaging.dicom import read_series
 from ..imaging.patches import PatchSpec, extract_patch, extract_patch_from_volume
+from ..imaging.png import read_stack
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +89,6 @@ def patchset_from_cohort(root: str | Path, spec: PatchSpec | None = None, *,
     patch set there (keyed by the cohort path, its annotations file and the patch spec).
     ``progress(n)`` is called with the number of lesions done per series.
     """
-    from ..datasets.cohort import ANNOTATIONS, DICOM_DIR, CohortRow, read_ground_truth, read_rows
-    from ..imaging.dicom import read_series
 
     root = Path(root)
     spec = spec or PatchSpec()
@@ -160,10 +164,6 @@ def patchset_from_cohort(root: str | Path, spec: PatchSpec | None = None, *,
 def patchset_from_deeplesion(dl_info: str | Path, images_root: str | Path, spec: PatchSpec | None = None, *,
                              only_with_images: bool = True) -> PatchSet:
     """Patches of the DL_info rows whose key slice is under ``images_root`` (``PPPPPP_SS_RR/KKK.png``)."""
-    from ..core.pseudonym import Pseudonymizer
-    from ..datasets.deeplesion import RowError, parse_file_name, read_dl_info
-    from ..imaging.png import read_stack, series_dir
-
     spec = spec or PatchSpec()
     ids = Pseudonymizer(b"lesiondb-patchset-deeplesion")
     problems: list[str] = []
@@ -173,18 +173,17 @@ def patchset_from_deeplesion(dl_info: str | Path, images_root: str | Path, spec:
             problems.append(str(item))
             continue
         les = item.lesion
-        p, s, r, k = parse_file_name(les.source_id)
-        ref = f"{p:06d}_{s:02d}_{r:02d}"
+        ref, k = DL.split_file_name(les.source_id)
         try:
-            series_dir(images_root, ref)
+            folder = DL.series_folder(images_root, ref)
         except InputError as exc:
             if not only_with_images:
                 problems.append(str(exc))
             continue
-        if not (Path(series_dir(images_root, ref)) / f"{k:03d}.png").is_file():
+        if not (folder / DL.slice_file(k)).is_file():
             continue
         try:
-            stack = read_stack(images_root, ref, k, les.slice_interval_mm, spec.offset_mm)
+            stack = read_stack(folder, k, les.slice_interval_mm, spec.offset_mm)
             patch = extract_patch(stack, les.bbox_px, les.spacing_mm, spec)
         except InputError as exc:
             problems.append(f"{les.source_id}: {exc}; skipped")
@@ -194,7 +193,7 @@ def patchset_from_deeplesion(dl_info: str | Path, images_root: str | Path, spec:
         out["types"].append(les.type_code)
         out["locations"].append(les.location)
         out["sizes"].append((les.long_diameter_mm, les.short_diameter_mm))
-        out["groups"].append(str(p))
+        out["groups"].append(str(int(ref[:6])))
         out["ids"].append(les.source_id)
     if not out["ids"]:
         raise InputError("no DL_info row has its key slice under the images folder: "

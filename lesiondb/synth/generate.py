@@ -14,22 +14,30 @@ the number of worker processes.
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import csv
 import datetime as dt
 import hashlib
 import json
 import math
+import multiprocessing as mp
 import os
 import shutil
 import struct
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+from scipy.optimize import linear_sum_assignment
 
+from ..core.progress import Progress, bar
+from ..core.results import Result
 from ..datasets.cohort import COLUMNS
 from ..errors import InputError
 from . import dl_stats
@@ -57,7 +65,6 @@ BBOX_PAD_PX = 5.0
 COURSES = ("grow", "shrink", "stable", "resolve", "new")
 _BASELINE_COURSE_P = {"stable": 0.40, "grow": 0.25, "shrink": 0.20, "resolve": 0.15}
 
-ProgressFn = Callable[[int, int], None]
 
 
 # ------------------------------------------------------------------------------- appearance
@@ -191,7 +198,7 @@ class CohortPlan:
 
 
 @dataclass
-class CohortSummary:
+class CohortSummary(Result):
     """What :func:`generate_cohort` wrote."""
 
     out_dir: str
@@ -214,7 +221,7 @@ class CohortSummary:
     def lesions_per_second(self) -> float:
         return self.instances / self.seconds if self.seconds > 0 else float("inf")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "out": self.out_dir, "seed": self.seed, "patients": self.patients, "studies": self.studies,
             "tracks": self.tracks, "lesion_instances": self.instances, "annotated": self.annotated,
@@ -342,11 +349,10 @@ def plan_cohort(n_patients: int | None = None, seed: int = 0, like: str | Path |
     if n_workers <= 1:
         patients = _plan_range((0, n_patients, common, sources))
     else:
-        import concurrent.futures as cf
 
         step = -(-n_patients // (4 * n_workers))
         jobs = [(a, min(a + step, n_patients), common, sources) for a in range(0, n_patients, step)]
-        with cf.ProcessPoolExecutor(n_workers, mp_context=_mp_context()) as ex:
+        with cf.cf.ProcessPoolExecutor(n_workers, mp_context=_mp_context()) as ex:
             patients = [pp for part in ex.map(_plan_range, jobs) for pp in part]
     _number(patients)
     return CohortPlan(seed, patients, like=str(like) if like is not None else None,
@@ -383,8 +389,6 @@ def _number(patients: list[PatientPlan]) -> None:
 
 
 def _mp_context():
-    import multiprocessing as mp
-
     # fork: workers inherit the imported modules (fast start; works from notebooks and stdin);
     # the parent holds no locks the workers use.
     return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
@@ -422,8 +426,6 @@ def _track_struct_default(rng, stats, n_studies) -> list[tuple[int, int, str]]:
 def _like_tracks(rng, source: dl_stats.LikePatient, codes, probs):
     """Link a real patient's rows across consecutive studies into tracks (same type, nearest
     normalised location, gated) — each row becomes one instance of one track."""
-    from scipy.optimize import linear_sum_assignment
-
     tracks: list[dict[str, Any]] = []  # {"type", "rows": {study_idx: LikeRow}, "first", "last"}
     active: list[int] = []
     for si, st in enumerate(source.studies, start=1):
@@ -839,9 +841,6 @@ class SeriesWriter:
     PixelData) and the file meta are encoded here, byte-compatible with ``pydicom.dcmwrite``."""
 
     def __init__(self, const):
-        from pydicom.filebase import DicomBytesIO
-        from pydicom.filewriter import write_data_element
-
         chunks: list[list[bytes]] = [[] for _ in range(len(_PER_SLICE_TAGS) + 1)]
         for elem in const:
             tag = int(elem.tag)
@@ -855,7 +854,6 @@ class SeriesWriter:
             chunks[pos].append(fp.getvalue())
         self._chunks = [b"".join(c) for c in chunks]
         self._sop_class = str(const.SOPClassUID)
-        from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
         self._impl = str(PYDICOM_IMPLEMENTATION_UID)
 
@@ -885,8 +883,6 @@ class SeriesWriter:
 
 def series_dataset(p: PatientPlan, s: StudyPlan):
     """The constant part of one study's CT series (everything but the per-slice elements)."""
-    from pydicom.dataset import Dataset
-
     g = s.geometry
     ds = Dataset()
     d = s.study_date.strftime("%Y%m%d")
@@ -1032,13 +1028,12 @@ def generate_cohort(out_dir: str | Path, n_patients: int | None = None, seed: in
                     workers: int | None = None, withhold: tuple[float, float] = (0.3, 0.5),
                     max_studies: int = 6, image_size: int = 256,
                     type_probs: dict[int, float] | None = None, overwrite: bool = False,
-                    progress: ProgressFn | None = None) -> CohortSummary:
+                    progress: Progress | None = None) -> CohortSummary:
     """Write a synthetic cohort to ``out_dir`` (cohort folder contract, docs/architecture.md).
 
     ``images=False`` writes annotations and ground truth only. ``workers``: processes rendering
     studies (default: up to the CPU count, 1 for small cohorts); output does not depend on it.
-    ``progress(done, total)`` is called with the number of studies written so far (0 after
-    planning, ``total`` at the end).
+    ``progress`` gets a bar counting the studies written (its total set after planning).
     """
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -1050,30 +1045,29 @@ def generate_cohort(out_dir: str | Path, n_patients: int | None = None, seed: in
     errors: list[str] = []
     slices = 0
     done = 0
-    if progress:
-        progress(0, total)
+    b = bar(progress, "synth")
+    b.set_total(total)
     if images:
         n_workers = _n_workers(workers, total)
         jobs = [(str(out), p) for p in plan.patients]
         if n_workers <= 1:
             results = map(_render_patient, jobs)
         else:
-            from concurrent.futures import ProcessPoolExecutor
 
-            ex = ProcessPoolExecutor(n_workers, mp_context=_mp_context())
+            ex = cf.ProcessPoolExecutor(n_workers, mp_context=_mp_context())
             results = ex.map(_render_patient, jobs, chunksize=max(1, len(jobs) // (8 * n_workers)))
         try:
             for n, sl, err in results:
                 slices += sl
                 errors += err
                 done += n
-                if progress:
-                    progress(done, total)
+                b.update(n)
         finally:
             if n_workers > 1:
                 ex.shutdown()
-    elif progress:
-        progress(total, total)
+    else:
+        b.update(total)
+    b.close()
     n_ann = write_annotations(plan, out / "annotations.csv")
     _write_text_atomic(out / "ground_truth.json", json.dumps(ground_truth(plan), separators=(",", ":")) + "\n")
     meta = cohort_meta(plan, images)

@@ -32,7 +32,6 @@ are embedded; ``embedding`` in the output says how many were.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import tempfile
@@ -44,8 +43,21 @@ from pathlib import Path
 from typing import Any
 
 from ..core import matching as M
+from ..core.progress import Progress, bar, stage
 from ..core.pseudonym import Pseudonymizer
+from ..core.results import Result, json_field
+from ..datasets.cohort import read_cohort_meta, read_ground_truth
+from ..datasets.deeplesion import RowError, parse_file_name, read_dl_info
+from ..datasets.dls import read_dls_pairs
+from ..embedding.encoder import load_encoder
+from ..embedding.patches import CohortImages, DeepLesionImages
+from ..embedding.stage import EmbedOptions, EmbedResult, embed_lesions
 from ..errors import InputError
+from ..graph.engine import Engine
+from ..graph.falkor_engine import FalkorEngine
+from ..ingest.dicom import ingest_dicom
+from ..ingest.records import IngestReport, write_annotated
+from .match import match_graph, read_patients
 
 EVAL_GRAPH_DLS = "lesiondb_eval_dls"
 EVAL_GRAPH_MATCHING = "lesiondb_eval_matching"
@@ -78,8 +90,6 @@ def scratch_engine(app_engine, name: str, keep: bool = False) -> Iterator[Any]:
     On the embedded FalkorDB: graph ``name`` on the same server. Otherwise (Neo4j): a temporary
     embedded FalkorDB data dir (the matcher does not depend on the engine).
     """
-    from ..graph.falkor_engine import FalkorEngine
-
     if isinstance(app_engine, FalkorEngine):
         eng = FalkorEngine(app_engine.db, graph=name)  # no server: closing it must not stop the app's
         _drop(eng)
@@ -103,45 +113,8 @@ def _drop(eng) -> None:
         eng.graph.delete()
 
 
-# -- DLS pairs ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DLSPair:
-    key: str
-    source_file: str  # DeepLesion File_name, e.g. 000004_02_01_013.png
-    source_coords: tuple[float, ...]  # DL_info Measurement_coordinates (DLS + 1 px)
-    target_file: str
-    target_coords: tuple[float, ...]
-
-
-def read_dls_pairs(path: str | Path) -> list[DLSPair]:
-    """The pairs of a DLS json (``valid.json`` / ``test.json``), coordinates in DL_info's frame."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"cannot read DLS pairs: {exc.strerror}", str(path)) from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON ({exc.msg})", str(path), exc.lineno) from exc
-    if not isinstance(data, dict) or not data:
-        raise InputError("not a DLS pairs file: expected a non-empty object of pairs keyed '0001', …", str(path))
-    out = []
-    for key, v in data.items():
-        try:
-            sf = v["source recist slice"].replace("/", "_")
-            tf = v["target recist slice"].replace("/", "_")
-            sc = tuple(float(c) + 1.0 for c in v["source recist coordinate"])
-            tc = tuple(float(c) + 1.0 for c in v["target recist coordinate"])
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise InputError(f"pair {key!r}: missing or bad 'source/target recist slice/coordinate' ({exc})",
-                             str(path)) from None
-        if len(sc) != 8 or len(tc) != 8:
-            raise InputError(f"pair {key!r}: a RECIST coordinate needs 8 numbers", str(path))
-        out.append(DLSPair(key, sf, sc, tf, tc))
-    return out
-
-
 def _scan_of(file_name: str) -> tuple[int, int, int]:
-    p, s, se, _k = (int(x) for x in file_name[:-4].split("_"))
+    p, s, se, _k = parse_file_name(file_name)
     return p, s, se
 
 
@@ -165,25 +138,30 @@ def _recist_center(c: Sequence[float]) -> tuple[float, float]:
     return (min(xs) + max(xs)) / 2.0, (min(ys) + max(ys)) / 2.0
 
 
-def _embedding_summary(run: dict[str, Any] | None, data) -> dict[str, Any] | None:
+@dataclass
+class MatchingEvaluation(Result):
+    """The metrics of :func:`evaluate_dls` or :func:`evaluate_cohort` (see the module doc)."""
+
+    metrics: dict[str, Any] = json_field(flatten=True)
+
+
+
+
+def _embedding_summary(run: EmbedResult | None, data) -> dict[str, Any] | None:
     if run is None:
         return None
-    return {"modelId": run["modelId"], "embedded": run["embedded"], "notEmbedded": run["notEmbedded"],
-            "problems": run["embedProblems"][:3],
+    return {"modelId": run.model_id, "embedded": run.embedded, "notEmbedded": run.not_embedded,
+            "problems": run.embed_problems[:3],
             # what the matcher read back: lesions whose appearance term can apply
             "lesionsWithEmbedding": sum(les.embedding is not None for d in data for les in d.lesions)}
 
 
-def evaluate_dls(app_engine, pairs_path: str | Path, dl_info: str | Path, *, calibrate: bool = True,
+def evaluate_dls(app_engine: Engine | None, pairs_path: str | Path, dl_info: str | Path, *, calibrate: bool = True,
                  cv_folds: int = 5, seed: int = 0, keep_graph: bool = False,
                  images: str | Path | None = None, model_path: str | Path | None = None, workers: int = 0,
-                 progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Run the DLS benchmark (see module doc); returns the metrics as a dict. With ``images`` (a
-    DeepLesion ``Images_png`` folder) the lesions whose slices are there are embedded first."""
-    from ..datasets.deeplesion import RowError, read_dl_info
-    from ..ingest.records import IngestReport, write_annotated
-    from .match import match_graph, read_patients
-
+                 progress: Progress | None = None) -> MatchingEvaluation:
+    """Run the DLS benchmark (see module doc). With ``images`` (a DeepLesion ``Images_png``
+    folder) the lesions whose slices are there are embedded first."""
     t0 = time.perf_counter()
     if images is not None and not Path(images).is_dir():
         raise InputError("images folder not found (a DeepLesion Images_png folder)", str(images))
@@ -234,16 +212,13 @@ def evaluate_dls(app_engine, pairs_path: str | Path, dl_info: str | Path, *, cal
     with scratch_engine(app_engine, EVAL_GRAPH_DLS, keep_graph) as eng:
         write_annotated(eng, items, IngestReport(source=str(dl_info)))
         if images is not None:
-            from ..embedding.stage import DeepLesionImages, embed_graph, load_encoder
-
-            model = load_encoder(model_path)
-            # the scratch graph keeps DeepLesion's File_name as each lesion's sourceId: the reader's key
-            run = embed_graph(eng, DeepLesionImages(images, model.patch_spec), model, workers=workers)
+            enc = load_encoder(model_path)
+            run = embed_lesions(eng, DeepLesionImages(images, enc.patch_spec, ids), enc, EmbedOptions(workers=workers))
         report = match_graph(eng, calibrate=calibrate)
         pids = [r["patientId"] for r in eng.run("match_patients", patientId=None)]
         data = list(read_patients(eng, pids))
-    if progress:
-        progress(1)
+    steps = bar(progress, "eval dls")  # the match, then each cross-validation setting
+    steps.update(1)
     by_id = {r.lesion_id: r for rs in rows.values() for r in rs}
     track_of = {lid: t[0] for d in data for lid, t in d.tracks.items()}
     members: dict[str, list[str]] = {}
@@ -254,8 +229,9 @@ def evaluate_dls(app_engine, pairs_path: str | Path, dl_info: str | Path, *, cal
     params = M.MatchParams.from_dict(report.calibration["params"]) if report.calibration else M.MatchParams()
     directed = _score_pairs(mapped, by_scan, _directed(data, params, by_id))
     baseline = _score_pairs(mapped, by_scan, lambda s, t: _nearest(s, by_scan[t.scan]))
-    cv = (_cross_validate(mapped, data, params, by_id, cv_folds, seed, progress, cv_grid(report.calibration))
+    cv = (_cross_validate(mapped, data, params, by_id, cv_folds, seed, steps.update, cv_grid(report.calibration))
           if cv_folds > 1 else None)
+    steps.close()
     out: dict[str, Any] = {
         "pairs": len(pairs), "mapped": len(mapped), "unmapped": unmapped[:20], "unmappedCount": len(unmapped),
         "patients": len(pids), "lesions": sum(len(d.lesions) for d in data),
@@ -272,7 +248,7 @@ def evaluate_dls(app_engine, pairs_path: str | Path, dl_info: str | Path, *, cal
         "embedding": _embedding_summary(run, data),
         "dlInfoRowsRejected": bad_rows, "seconds": round(time.perf_counter() - t0, 2),
     }
-    return out
+    return MatchingEvaluation(out)
 
 
 def _matched_in_track(s: _Row, t: _Row, track_of, members, by_id) -> _Row | None:
@@ -395,16 +371,12 @@ def _cross_validate(mapped, data, params: M.MatchParams, by_id: dict[str, _Row],
 
 
 # -- synthetic cohorts ----------------------------------------------------------------------------
-def evaluate_cohort(app_engine, cohort: str | Path, *, calibrate: bool = True, keep_graph: bool = False,
-                    embed: bool = False, model_path: str | Path | None = None, workers: int = 0,
-                    progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+def evaluate_cohort(app_engine: Engine | None, cohort: str | Path, *, calibrate: bool = True,
+                    keep_graph: bool = False, embed: bool = False, model_path: str | Path | None = None,
+                    workers: int = 0, progress: Progress | None = None) -> MatchingEvaluation:
     """Ingest a synthetic cohort (``lesiondb synth``), match it, and score SAME_LESION edges and
     tracks against ``ground_truth.json``. With ``embed`` the lesions are embedded from the
     cohort's DICOM series first (a cohort made with ``--no-images`` has none to embed)."""
-    from ..datasets.cohort import read_cohort_meta, read_ground_truth
-    from ..ingest.dicom import ingest_cohort
-    from .match import match_graph, read_patients
-
     t0 = time.perf_counter()
     cohort = Path(cohort)
     gt = read_ground_truth(cohort)
@@ -412,12 +384,10 @@ def evaluate_cohort(app_engine, cohort: str | Path, *, calibrate: bool = True, k
     ids = Pseudonymizer(uuid.uuid4().bytes + uuid.uuid4().bytes)
     run = None
     with scratch_engine(app_engine, EVAL_GRAPH_MATCHING, keep_graph) as eng:
-        ing = ingest_cohort(eng, cohort, ids)
+        ing = ingest_dicom(eng, cohort, ids, embed=False)
         if embed:
-            from ..embedding.stage import CohortImages, embed_graph, load_encoder
-
-            model = load_encoder(model_path)
-            run = embed_graph(eng, CohortImages(cohort, model.patch_spec), model, workers=workers)
+            enc = load_encoder(model_path)
+            run = embed_lesions(eng, CohortImages(cohort, enc.patch_spec, ids), enc, EmbedOptions(workers=workers))
         report = match_graph(eng, calibrate=calibrate)
         ann = {r["lesionId"]: r["lesion"].get("annotationId") for r in eng.run(
             "lesions", patientId=None, studyId=None, typeName=None, limit=10 ** 9)}
@@ -425,8 +395,8 @@ def evaluate_cohort(app_engine, cohort: str | Path, *, calibrate: bool = True, k
         data = list(read_patients(eng, pids))
         edges = [e for i in range(0, len(pids), 200)
                  for e in eng.run("match_patient_edges", patientIds=pids[i:i + 200])]
-    if progress:
-        progress(1)
+    with stage(progress, "eval matching") as b:
+        b.update(1)
     inst = gt.by_annotation_id()
     truth_track = {a: i["track_id"] for a, i in inst.items()}
     where = {a: (i["patient_id"], i.get("series_uid") or i["study_uid"]) for a, i in inst.items()}
@@ -456,7 +426,7 @@ def evaluate_cohort(app_engine, cohort: str | Path, *, calibrate: bool = True, k
     n_tracked = sum(len(m) for m in track_members.values())
     pred_track = {a: uid for uid, m in track_members.items() for a in m}
     compl_num = sum(max(_count(pred_track.get(a) for a in m).values()) for m in by_track.values())
-    return {
+    return MatchingEvaluation({
         "cohort": str(cohort), "seed": gt.seed if gt.seed is not None else meta.get("seed"),
         "images": meta.get("images"), "patients": len(pids), "lesions": len(scored),
         "truePairs": len(truth), "predictedPairs": len(pred), "truePositives": tp,
@@ -468,7 +438,7 @@ def evaluate_cohort(app_engine, cohort: str | Path, *, calibrate: bool = True, k
         "calibration": report.calibration, "match": {k: v for k, v in report.to_dict().items() if k != "calibration"},
         "embedding": _embedding_summary(run, data),
         "seconds": round(time.perf_counter() - t0, 2),
-    }
+    })
 
 
 def _count(items) -> dict[Any, int]:

@@ -41,8 +41,11 @@ from typing import Any
 
 from ..core import matching as M
 from ..core import recist
+from ..core.progress import Progress, bar
 from ..core.records import content_hash
+from ..core.results import Result
 from ..errors import InputError
+from ..graph.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +255,7 @@ def _diff(data: PatientData, plan: PatientPlan) -> None:
 
 # -- the graph run -------------------------------------------------------------------------------
 @dataclass
-class MatchReport:
+class MatchReport(Result):
     """What one ``lesiondb match`` did."""
 
     patients: int = 0
@@ -273,7 +276,7 @@ class MatchReport:
     timings: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "calibrate": 0.0, "match": 0.0,
                                                                "write": 0.0})
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "patients": self.patients, "lesions": self.lesions, "scanPairs": self.scan_pairs,
             "tracks": self.tracks, "sameLesionEdges": self.edges,
@@ -321,17 +324,16 @@ def _mapper(workers: int | None, n_patients: int) -> Iterator[Callable]:
         yield lambda fn, *its: ex.map(fn, *its)  # callers hand over chunks of patients
 
 
-def match_graph(engine, patient: str | None = None, params: M.MatchParams | None = None,
+def match_graph(engine: Engine, patient: str | None = None, params: M.MatchParams | None = None,
                 calibrate: bool = True, batch_size: int = DEFAULT_BATCH, workers: int | None = None,
-                progress: Callable[[int], None] | None = None,
-                set_total: Callable[[int], None] | None = None) -> MatchReport:
+                progress: Progress | None = None) -> MatchReport:
     """Match every patient (or one) and write SAME_LESION edges and tracks. Idempotent.
 
     With ``calibrate``, the noise scales are first fitted on the first ``CALIBRATION_PATIENTS``
     patients in patientId order (so one patient is matched as in a full run). ``workers``
     processes match in parallel (default: the CPU count, at most ``MAX_WORKERS``; 1 = in this
     process). A patient whose matching fails is reported in ``skipped`` and left as it was.
-    ``progress(n)`` is called as patients are written.
+    ``progress`` gets a bar counting patients as they are written.
     """
     t0 = time.perf_counter()
     report = MatchReport()
@@ -343,8 +345,7 @@ def match_graph(engine, patient: str | None = None, params: M.MatchParams | None
         ids = [patient]
     else:
         ids = all_ids
-    if set_total:
-        set_total(len(ids))
+    b = bar(progress, "match", len(ids))
     p = params or M.MatchParams()
     sample_ids = all_ids[:CALIBRATION_PATIENTS] if calibrate else []
     tm = report.timings
@@ -398,8 +399,8 @@ def match_graph(engine, patient: str | None = None, params: M.MatchParams | None
             t = time.perf_counter()
             _write(engine, plans, report)
             tm["write"] += time.perf_counter() - t
-            if progress:
-                progress(len(batch))
+            b.update(len(batch))
+    b.close()
     report.seconds = time.perf_counter() - t0
     return report
 

@@ -46,22 +46,22 @@ def test_help_names_the_workers_option():
 def test_same_vectors_with_and_without_workers(image_cohort, tiny_model, tmp_path):
     """The embedding written for each lesion does not depend on how many processes read the images."""
     from lesiondb.core.pseudonym import Pseudonymizer
-    from lesiondb.embedding import stage as pipeline
+    from lesiondb.embedding import EmbedOptions, embed_lesions, load_encoder
     from lesiondb.embedding import store as sim
+    from lesiondb.embedding.patches import CohortImages
     from lesiondb.graph.falkor_engine import FalkorEngine
-    from lesiondb.ingest.dicom import ingest_cohort
+    from lesiondb.ingest import ingest_dicom
 
-    model = pipeline.load_encoder(tiny_model)
+    model = load_encoder(tiny_model)
+    ids = Pseudonymizer(b"embed-cli-test-key-0123456789")
     tables = {}
     for workers in (0, 2):
         eng = FalkorEngine.embedded(str(tmp_path / f"d{workers}"))
         try:
-            ingest_cohort(eng, image_cohort, Pseudonymizer(b"embed-cli-test-key-0123456789"))
-            src = pipeline.CohortImages(image_cohort, model.patch_spec)
+            ingest_dicom(eng, image_cohort, ids, embed=False)
+            src = CohortImages(image_cohort, model.patch_spec, ids)
             src.task_lesions = 2  # several tasks, so that workers=2 runs a pool
-            out = pipeline.embed_targets(eng, pipeline.read_targets(eng), src, sim.ModelInfo.from_encoder(model),
-                                         pipeline.embed_patches_fn(model, threads=pipeline.embed_threads(workers)),
-                                         k=3, workers=workers)
+            out = embed_lesions(eng, src, model, EmbedOptions(k=3, workers=workers))
             assert out["notEmbedded"] == 0 and ("readWait" in out["seconds"]) == (workers == 2)
             t = sim.read_embeddings(eng, out["modelId"])
             tables[workers] = dict(zip(t.ids, t.vectors, strict=True))

@@ -168,11 +168,16 @@ def test_mine_says_which_option_is_missing(app_engine, real, tmp_path):
     _json(tmp_path, "ingest", "deeplesion", str(dl))
     _json(tmp_path, "match")
     r = _cli(tmp_path, "mine", "--no-embed", "--json")
-    assert r.exit_code != 0 and "--images" in r.output and "Images_png" in r.output and "--dl-info" in r.output
-    # pseudonymised graph, no DL_info: each study says how to find its series, nothing is proposed
+    assert r.exit_code != 0 and "--images" in r.output and "Images_png" in r.output
+    # a pseudonymised graph needs no DL_info: its lesions' seriesId pseudonyms find their folders
     out = _json(tmp_path, "mine", "--images", str(images), "--no-embed")
+    assert out["candidateStudies"] == 1 and out["proposals"] == 1
+    # under another pseudonym key the folders are not found: each study says how to find its series
+    r = _cli(tmp_path, "mine", "--images", str(images), "--no-embed", "--json",
+             "--pseudonym-key", "0123456789abcdef0123456789abcdef")
+    out = json.loads(r.stdout)
     assert out["proposals"] == 0 and out["skipped"] >= 1
-    assert all("--dl-info" in e["reason"] for e in out["errors"])
+    assert all("pseudonym key" in e["reason"] for e in out["errors"])
 
 
 def test_mine_help_documents_deeplesion():

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from lesiondb.cli.common import AppContext
 from lesiondb.cli.main import cli
-from lesiondb.mining import run as mining
+from lesiondb.mining import DicomVolumes
 
 _SCENE = Path(__file__).resolve().parent.parent / "mining" / "test_run.py"
 
@@ -34,7 +34,7 @@ def app_engine(engine, monkeypatch, tmp_path):
                       "MERGE (l)-[:IN_TRACK]->(t)", {"l": lid, "t": t})
     monkeypatch.setattr(AppContext, "engine", lambda self: engine)
     monkeypatch.setattr(AppContext, "close", lambda self: None)
-    monkeypatch.setattr(mining, "dicom_loader", lambda images=None: scene._loader)
+    monkeypatch.setattr(DicomVolumes, "__call__", lambda self, study: scene._loader(study))
     return engine
 
 

@@ -29,7 +29,7 @@ def run(tmp_path):
 
 @pytest.fixture
 def embedded(run, image_cohort, tiny_model):
-    run("ingest", "dicom", str(image_cohort), "--json")
+    run("ingest", "dicom", str(image_cohort), "--no-embed", "--json")
     out = json.loads(run("embed", "--cohort", str(image_cohort), "--model", str(tiny_model), "-k", "3", "--json").output)
     lesions = json.loads(run("query", "lesions", "--json").output)
     return out["cohort"], lesions
@@ -151,10 +151,10 @@ def test_similar_by_a_deeplesion_png(run, shared_data, dl_info, tiny_model, tmp_
 
 
 def test_ingest_deeplesion_with_images_embeds_on_the_way(run, shared_data, dl_info, tiny_model, tmp_path, monkeypatch):
-    from lesiondb.embedding import stage as pipeline
+    from lesiondb.ingest import records
 
-    real = pipeline.load_encoder
-    monkeypatch.setattr(pipeline, "load_encoder", lambda path=None: real(path or tiny_model))  # the "shipped" model
+    real = records.load_encoder
+    monkeypatch.setattr(records, "load_encoder", lambda path=None: real(path or tiny_model))  # the "shipped" model
     images = shared_data / "deeplesion_images" / "key_slices"
     have = {f"{p.parent.name}_{p.name}" for p in images.glob("*/*.png")}
     with open(dl_info, newline="") as fh:

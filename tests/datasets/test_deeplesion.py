@@ -7,8 +7,22 @@ import io
 import pytest
 
 from lesiondb.core.pseudonym import Pseudonymizer
-from lesiondb.datasets.deeplesion import COLUMNS, RowError, lesion_key, parse_file_name, read_dl_info
-from lesiondb.errors import InputError
+from lesiondb.datasets.deeplesion import (
+    COLUMNS,
+    RowError,
+    key_slice_path,
+    lesion_key,
+    parse_file_name,
+    read_dl_info,
+    series_folder,
+    series_id,
+    series_ids,
+    series_ref,
+    series_ref_of,
+    slice_file,
+    split_file_name,
+)
+from lesiondb.errors import ImageError, InputError
 
 GOOD = ["000001_01_01_109.png", "1", "1", "1", "109",
         "233.537, 95.0204, 234.057, 106.977, 231.169, 101.605, 236.252, 101.143",
@@ -143,3 +157,32 @@ def test_file_names_collected_for_valid_rows_without_keeping_source_ids(tmp_path
     assert names == {a.lesion.lesion_id: n for a, n in zip(good, ["000001_01_01_109.png", "000001_01_01_110.png"], strict=True)}
     kept = [a for a in read_dl_info(p, ids, keep_source_ids=True) if not isinstance(a, RowError)]
     assert names == {a.lesion.lesion_id: a.lesion.source_id for a in kept}
+
+
+def test_the_naming_rule_is_written_once(tmp_path):
+    ser = tmp_path / "Images_png" / "000062_01_01"
+    ser.mkdir(parents=True)
+    assert key_slice_path(tmp_path, "000062_01_01_078.png") == ser / "078.png"
+    assert split_file_name("000062_01_01_078.png") == ("000062_01_01", 78)
+    assert series_ref(62, 1, 1) == "000062_01_01" and slice_file(7) == "007.png"
+    with pytest.raises(ImageError, match="not found"):
+        series_folder(tmp_path, "000001_01_01")
+
+
+def test_series_ref_of_reads_every_stored_form():
+    assert series_ref_of("000062_01_01/078.png") == "000062_01_01"
+    assert series_ref_of("000062_01_01") == "000062_01_01"
+    assert series_ref_of("000062_01_01_078.png") == "000062_01_01"
+    assert series_ref_of("/data/Images_png/000062_01_01/") == "000062_01_01"
+    assert series_ref_of("dicom/SYN0001/1.2.3/1.2.4") is None and series_ref_of(None) is None
+
+
+def test_series_ids_map_pseudonyms_to_the_folders_of_an_images_root(tmp_path):
+    ids = Pseudonymizer(b"series-id-test-key-0123456789")
+    for ref in ("000062_01_01", "000063_02_01"):
+        (tmp_path / "Images_png" / ref).mkdir(parents=True)
+    (tmp_path / "Images_png" / "notes").mkdir()
+    found = series_ids(tmp_path, ids)
+    assert found == {series_id(ids, "000062_01_01"): "000062_01_01", series_id(ids, "000063_02_01"): "000063_02_01"}
+    # a lesion read from DL_info carries the same pseudonym
+    assert series_id(ids, "000062_01_01") != series_id(Pseudonymizer(b"another-key-0123456789abcd"), "000062_01_01")

@@ -127,7 +127,7 @@ def test_real_deeplesion_key_slices(shared_data):
         row = rows[f"{png.parent.name}_{png.name}"]
         sx, sy, sz = (float(v) for v in row["Spacing_mm_px_"].split(","))
         box = [float(v) for v in row["Bounding_boxes"].split(",")]
-        stack = read_stack(root, png.parent.name, int(png.stem), sz, spec.offset_mm)
+        stack = read_stack(png.parent, int(png.stem), sz, spec.offset_mm)
         p = extract_patch(stack, box, (sx, sy), spec)
         assert p.image.shape == (3, 64, 64) and np.isfinite(p.image).all()
         x1, y1, x2, y2 = p.box_px

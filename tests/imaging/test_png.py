@@ -93,7 +93,7 @@ def test_stack_on_real_series_interpolates_neighbours(images, dl_info):
     interval, key = _dl_interval(dl_info, "000062_01_01")
     assert interval == 5.0
     folder = "series_000062_01_01"
-    stack = P.read_stack(images, folder, key, interval, offset_mm=2.0)
+    stack = P.read_stack(images / folder, key, interval, offset_mm=2.0)
     assert stack.shape == (3, 512, 512) and stack.dtype == np.float32
     k = P.read_slice(images / folder / f"{key:03d}.png").astype(np.float64)
     up = P.read_slice(images / folder / f"{key - 1:03d}.png").astype(np.float64)
@@ -104,20 +104,20 @@ def test_stack_on_real_series_interpolates_neighbours(images, dl_info):
     # Neighbouring slices of a real series are similar but not equal.
     assert 0 < np.abs(stack[0] - stack[1]).mean() < 100
     # An offset of exactly two intervals reads the slices two away, unblended.
-    s2 = P.read_stack(images, folder, key, interval, offset_mm=10.0)
+    s2 = P.read_stack(images / folder, key, interval, offset_mm=10.0)
     np.testing.assert_allclose(s2[0], P.read_slice(images / folder / f"{key - 2:03d}.png"))
 
 
 def test_stack_at_series_edges_and_strict(images, tmp_path):
     folder = "series_000062_01_01"
     # Slice 056 is the first in the folder: the upper neighbour falls back to the key slice.
-    s = P.read_stack(images, folder, 56, 5.0)
+    s = P.read_stack(images / folder, 56, 5.0)
     np.testing.assert_allclose(s[0], s[1])
     assert not np.allclose(s[2], s[1])
     with pytest.raises(ImageError, match="neighbour slice 55"):
-        P.read_stack(images, folder, 56, 5.0, strict=True)
+        P.read_stack(images / folder, 56, 5.0, strict=True)
     with pytest.raises(ImageError, match="key slice 50 not found"):
-        P.read_stack(images, folder, 50, 5.0)
+        P.read_stack(images / folder, 50, 5.0)
     # Images_png layout with a truncated neighbour.
     ser = tmp_path / "Images_png" / "000062_01_01"
     ser.mkdir(parents=True)
@@ -125,15 +125,7 @@ def test_stack_at_series_edges_and_strict(images, tmp_path):
         shutil.copy(images / folder / f"{i:03d}.png", ser / f"{i:03d}.png")
     (ser / "063.png").write_bytes((images / folder / "063.png").read_bytes()[:5000])
     with pytest.raises(ImageError, match="063.png"):
-        P.read_stack(tmp_path, "000062_01_01", 62, 5.0, offset_mm=2.0)
-
-
-def test_key_slice_path_from_dl_file_name(tmp_path):
-    ser = tmp_path / "Images_png" / "000062_01_01"
-    ser.mkdir(parents=True)
-    assert P.key_slice_path(tmp_path, "000062_01_01_078.png") == ser / "078.png"
-    with pytest.raises(ImageError, match="not found"):
-        P.series_dir(tmp_path, "000001_01_01")
+        P.read_stack(ser, 62, 5.0, offset_mm=2.0)
 
 
 def test_decoding_only_the_top_rows_gives_those_rows(images, tmp_path):
@@ -159,7 +151,7 @@ def test_decoding_only_the_top_rows_gives_those_rows(images, tmp_path):
 def _old_patch(root, folder, key, interval, box, spacing, spec):
     from lesiondb.imaging.patches import extract_patch
 
-    return extract_patch(P.read_stack(root, folder, key, interval, spec.offset_mm), box, spacing, spec)
+    return extract_patch(P.read_stack(root / folder, key, interval, spec.offset_mm), box, spacing, spec)
 
 
 @pytest.mark.parametrize("interval", [5.0, 2.5, 1.0, 0.7])

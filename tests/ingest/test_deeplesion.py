@@ -5,7 +5,7 @@ import csv
 
 from lesiondb.client import Client
 from lesiondb.core.pseudonym import Pseudonymizer
-from lesiondb.ingest.records import ingest_deeplesion
+from lesiondb.ingest import ingest_deeplesion
 
 IDS = Pseudonymizer(b"t" * 32)
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from lesiondb.client import Client
 from lesiondb.core.pseudonym import Pseudonymizer
-from lesiondb.ingest.dicom import ingest_cohort
+from lesiondb.ingest import ingest_dicom
 from tests.ct_factory import mini_cohort
 
 IDS = Pseudonymizer(b"t" * 32)
@@ -44,7 +44,7 @@ def _slice_file(root, series, index):
 
 def test_counts_positions_and_locations(engine, cohort):
     root, info = cohort
-    rep = ingest_cohort(engine, root, IDS)
+    rep = ingest_dicom(engine, root, IDS, embed=False)
     assert rep.rejected == [] and rep.written == len(info["rows"]) == 8
     stats = Client(engine, owns_engine=False).stats()
     assert stats["nodes"] == {"Patient": 2, "Study": 4, "Lesion": 8}
@@ -70,16 +70,16 @@ def test_counts_positions_and_locations(engine, cohort):
 
 def test_reingest_is_idempotent(engine, cohort):
     root, _ = cohort
-    ingest_cohort(engine, root, IDS)
+    ingest_dicom(engine, root, IDS, embed=False)
     before = Client(engine, owns_engine=False).stats()
-    rep = ingest_cohort(engine, root, IDS)
+    rep = ingest_dicom(engine, root, IDS, embed=False)
     assert rep.written == 0 and rep.unchanged == 8
     assert Client(engine, owns_engine=False).stats() == before
 
 
 def test_lesion_ids_follow_the_contract(engine, cohort):
     root, info = cohort
-    ingest_cohort(engine, root, IDS)
+    ingest_dicom(engine, root, IDS, embed=False)
     got = _lesions(engine)
     r = info["rows"][0]
     coords = ",".join(f"{float(r[k]):.2f}" for k in
@@ -97,7 +97,7 @@ def test_studies_without_annotations_are_written(engine, tmp_path):
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    rep = ingest_cohort(engine, tmp_path, IDS)
+    rep = ingest_dicom(engine, tmp_path, IDS, embed=False)
     stats = Client(engine, owns_engine=False).stats()
     assert stats["nodes"] == {"Patient": 1, "Study": 3, "Lesion": 4} and rep.extra["studies"] == 3
 
@@ -126,7 +126,7 @@ def test_corrupted_copy_ingests_the_intact_rest(engine, cohort, tmp_path):
     shutil.rmtree(root / info["series"][3]["series_dir"])
     gone = [r["annotation_id"] for r in rows if r["series_uid"] == info["series"][3]["series_uid"]]
 
-    rep = ingest_cohort(engine, root, IDS)
+    rep = ingest_dicom(engine, root, IDS, embed=False)
     errs = rep.rejected
     by_kind = {k: [e for e in errs if e["kind"] == k] for k in ("row", "image", "annotation")}
     assert [e["line"] for e in by_kind["row"]] == [garbled_line]
@@ -160,7 +160,7 @@ def test_wrong_patient_and_box_outside_image_are_rejected(engine, cohort, tmp_pa
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    rep = ingest_cohort(engine, root, IDS)
+    rep = ingest_dicom(engine, root, IDS, embed=False)
     reasons = {e["annotationId"]: e["reason"] for e in rep.rejected}
     assert "outside the 64×64 image" in reasons[rows[0]["annotation_id"]]
     assert "outside the series (0..9)" in reasons[rows[1]["annotation_id"]]
@@ -173,7 +173,7 @@ def test_annotation_only_cohort(engine, cohort, tmp_path):
     root.mkdir()
     shutil.copy(src / "annotations.csv", root)
     (root / "cohort.json").write_text(json.dumps({"images": False}))
-    rep = ingest_cohort(engine, root, IDS)
+    rep = ingest_dicom(engine, root, IDS, embed=False)
     assert rep.written == 8 and rep.rejected == []
     got = _lesions(engine)
     assert all(les["locationZ"] == 0.5 and "positionXMm" not in les or les.get("positionXMm") is None
@@ -209,7 +209,7 @@ def synth_cohort(tmp_path_factory):
 
 def test_synth_cohort_counts_and_positions_match_ground_truth(engine, synth_cohort):
     root, gt = synth_cohort
-    rep = ingest_cohort(engine, root, IDS)
+    rep = ingest_dicom(engine, root, IDS, embed=False)
     assert rep.rejected == []
     annotated = gt.annotated()
     assert len(annotated) > 0 and len(gt.withheld()) + len(annotated) == len(gt.instances)
@@ -266,7 +266,7 @@ def test_corrupted_synth_cohort_reports_each_bad_item(engine, synth_cohort, tmp_
     lines[k] = lines[k].replace(",", ",,", 3)
     (root / "annotations.csv").write_text("\n".join(lines) + "\n")
 
-    rep = ingest_cohort(engine, root, IDS)
+    rep = ingest_dicom(engine, root, IDS, embed=False)
     rejected = {e.get("annotationId"): e for e in rep.rejected if e["kind"] == "annotation"}
     assert fa.name in rejected[a["annotation_id"]]["reason"] and "truncated" in rejected[a["annotation_id"]]["reason"]
     assert "missing" in rejected[b["annotation_id"]]["reason"]
@@ -289,7 +289,56 @@ def test_non_contract_layout_with_two_series_in_one_folder(engine, tmp_path):
                      study_uid=study, series_uid=series, names=[f"{pid}_{i}" for i in range(6)])
         rows.append(ann_row(f"H{k}", pid, study, series, "2020-01-02", 2, 12, 14, 3))
     write_annotations(root / "annotations.csv", rows)
-    rep = ingest_cohort(engine, root, IDS)
+    rep = ingest_dicom(engine, root, IDS, embed=False)
     assert rep.rejected == [] and rep.written == 2
     got = _lesions(engine)
     assert got["H1"]["imageRef"] == "export" and got["H1"]["locationZ"] is not None
+
+
+# -- any folder layout: PACS-style names, folders reached through symbolic links ------------------------
+def _pacs_layout(src, dst):
+    """The cohort's series re-filed as a PACS export names them (no UID anywhere in a path), the
+    export kept elsewhere and reached through a symbolic link, as archives are often assembled."""
+    export = dst.parent / (dst.name + "-export")
+    for k, series in enumerate(sorted(p for p in (src / "dicom").glob("*/*/*") if p.is_dir())):
+        target = export / f"PAT{k // 3:03d}" / f"ST{k:04d}" / "SE000001"
+        shutil.copytree(series, target)
+    dst.mkdir()
+    (dst / "images").symlink_to(export, target_is_directory=True)
+    shutil.copy(src / "annotations.csv", dst / "annotations.csv")
+    return dst
+
+
+def test_a_pacs_layout_behind_symlinks_ingests_and_every_study_loads(engine, synth_cohort, tmp_path):
+    from lesiondb.mining import StudyData, StudyVolumes
+
+    root, gt = synth_cohort
+    pacs = _pacs_layout(root, tmp_path / "pacs")
+    assert not any(s["series_uid"] in str(p) for p in pacs.rglob("*") for s in gt.studies)
+    rep = ingest_dicom(engine, pacs, IDS, embed=False)
+    assert rep.rejected == [] and rep.written == len(gt.annotated())
+    studies = engine._read("MATCH (s:Study) RETURN s.studyId AS id", {})
+    assert len(studies) == len(gt.studies)  # the studies without any annotation too
+    # mining's loader finds every study of the graph by its headers, annotated or not
+    loader = StudyVolumes(pacs, IDS)
+    shapes = {r["id"]: loader(StudyData(r["id"], 0.0))[0].shape for r in studies}
+    want = {IDS.study("dicom", p["patient_id"], s["study_uid"]): s["n_slices"] for p in gt.patients for s in p["studies"]}
+    assert {k: v[0] for k, v in shapes.items()} == want
+
+
+def test_ingest_embeds_every_lesion_and_a_rerun_adds_nothing(engine, image_cohort, tiny_model, tmp_path):
+    from lesiondb.embedding import EmbedOptions
+
+    opts = EmbedOptions(k=3, workers=0, cache_dir=tmp_path / "emb")
+    rep = ingest_dicom(engine, image_cohort, IDS, model=tiny_model, embed_options=opts)
+    n = rep.written
+    assert rep.rejected == [] and rep.embedding.embedded == n and rep.embedding.not_embedded == 0
+    counts = engine._read("MATCH (l:Lesion) OPTIONAL MATCH (l)-[r:SIMILAR_TO]->() "
+                          "RETURN l.lesionId AS id, l.embedded AS e, count(r) AS k", {})
+    assert len(counts) == n and all(c["e"] is True and c["k"] == 3 for c in counts)
+    again = ingest_dicom(engine, image_cohort, IDS, model=tiny_model, embed_options=opts).to_json()
+    assert again["written"] == 0 and again["embedded"] == 0 and again["similarEdgesWritten"] == 0
+    assert again["upToDate"] == n
+    # --no-embed leaves the embedding step out (and says nothing about it)
+    plain = ingest_dicom(engine, image_cohort, IDS, embed=False).to_json()
+    assert "embedded" not in plain and "embedNote" not in plain

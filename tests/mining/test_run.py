@@ -10,8 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lesiondb import mining
 from lesiondb.core import mining as M
-from lesiondb.mining import run as mining
+from lesiondb.embedding import Encoder
+from lesiondb.errors import ImageError, InputError
+from lesiondb.imaging.patches import PatchSpec
+from lesiondb.mining import run
+
+BELOW = mining.Probe(keep_below=True)  # every candidate study's best, under the threshold too
 
 SPACING = 0.8
 DZ = 2.5
@@ -104,7 +110,7 @@ def test_mining_finds_the_unannotated_lesion_and_nothing_else(graph):
     assert p["trackingUid"] == "T1" and p["studyId"] == "S2" and p["status"] == "pending"
     assert np.linalg.norm(_pos(p) - (T1 + SHIFTS["S2"])) < 3.0
     assert 12.0 <= p["longDiameterMm"] <= 20.0
-    assert p["proposalId"] == mining.proposal_id("T1", "S2")
+    assert p["proposalId"] == mining.case.proposal_id("T1", "S2")
     assert p["modelId"] == "test-model" and p["createdAt"]
 
 
@@ -168,7 +174,8 @@ def test_reject_is_idempotent_and_not_resurrected(graph):
 
 
 def test_patient_filter_and_unknown_proposal(graph):
-    assert mining.mine(graph, _loader, patient="nobody")["candidateStudies"] == 0
+    with pytest.raises(InputError, match="no tracked patient nobody"):
+        mining.mine(graph, _loader, patient="nobody")
     with pytest.raises(Exception, match="no proposal"):
         mining.accept(graph, "PR-missing")
 
@@ -176,7 +183,7 @@ def test_patient_filter_and_unknown_proposal(graph):
 def test_a_study_without_images_is_reported_not_fatal(graph):
     def loader(study):
         if study.study_id == "S3":
-            raise mining.ImageError("truncated file", "S3/0001.dcm")
+            raise ImageError("truncated file", "S3/0001.dcm")
         return VOLUMES[study.study_id]
 
     out = mining.mine(graph, loader)
@@ -200,16 +207,17 @@ def test_threshold_scales_with_the_evidence_the_study_needs():
     not exist yet), where it needs twice the threshold."""
     others = {"L-t2a", "L-t2b", "L-t2c", "L-t3a"}
     between, new = _case(others | {"L-t1a", "L-t1c"}), _case(others | {"L-t1c"})
-    (rb,) = _t1_s2(mining.mine_case(between, _loader, keep_below=True))
-    (rn,) = _t1_s2(mining.mine_case(new, _loader, keep_below=True))
+    (rb,) = _t1_s2(mining.mine_case(between, _loader, probe=BELOW))
+    (rn,) = _t1_s2(mining.mine_case(new, _loader, probe=BELOW))
     assert rb.evidence == M.BETWEEN_EVIDENCE and rn.evidence == M.NEW_LESION_EVIDENCE
     s_b, s_n = rb.candidate.score, rn.candidate.score
     assert s_b > 0.0 and s_n > 0.0
     # between: proposed although the score is under the plain threshold
-    assert _t1_s2(mining.mine_case(between, _loader, min_score=s_b / 0.8))
+    assert _t1_s2(mining.mine_case(between, _loader, config=mining.MiningConfig(min_score=s_b / 0.8)))
     # before the only observation: not proposed although the score is over the plain threshold
-    assert not _t1_s2(mining.mine_case(new, _loader, min_score=s_n * 0.75))
-    assert _t1_s2(mining.mine_case(new, _loader, min_score=s_n / M.NEW_LESION_EVIDENCE * 0.99))
+    assert not _t1_s2(mining.mine_case(new, _loader, config=mining.MiningConfig(min_score=s_n * 0.75)))
+    assert _t1_s2(mining.mine_case(new, _loader,
+                                   config=mining.MiningConfig(min_score=s_n / M.NEW_LESION_EVIDENCE * 0.99)))
     assert rn.passes(s_n / M.NEW_LESION_EVIDENCE) and not rn.passes(s_n * 0.75)
 
 
@@ -221,7 +229,7 @@ def test_embedder_path_scores_with_embeddings():
 
     torch.manual_seed(0)
     model = create_encoder("resnet18_ms").eval()
-    emb = mining.make_embedder(model)
+    emb = mining.make_embedder(Encoder("random", "resnet18_ms", model.embed_dim, model.config, PatchSpec(), model))
     hu, grid = VOLUMES["S1"]
     vecs = emb(hu, grid, [(12, (50.0, 40.0, 70.0, 60.0)), (10, (10.0, 10.0, 30.0, 30.0))])
     assert vecs.shape[0] == 2 and np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
@@ -311,11 +319,11 @@ def test_pattern_term_compares_with_the_tracks_own_lesion_patches():
     surroundings); without ``pattern`` the term is absent."""
     others = {"L-t2a", "L-t2b", "L-t2c", "L-t3a"}
     case = _case(others | {"L-t1a", "L-t1c"})
-    (rec,) = _t1_s2(mining.mine_case(case, _loader, keep_below=True))
+    (rec,) = _t1_s2(mining.mine_case(case, _loader, probe=BELOW))
     assert rec.candidate.pattern_ncc is not None and rec.candidate.pattern_ncc > 0.7
     assert 0.0 <= rec.candidate.terms["pattern"] < 0.36
     assert np.linalg.norm(np.array(rec.position_mm) - (T1 + SHIFTS["S2"])) < 3.0
-    (plain,) = _t1_s2(mining.mine_case(case, _loader, keep_below=True, pattern=False))
+    (plain,) = _t1_s2(mining.mine_case(case, _loader, probe=BELOW, config=mining.MiningConfig(pattern=False)))
     assert "pattern" not in plain.candidate.terms and plain.candidate.pattern_ncc is None
 
 
@@ -332,12 +340,12 @@ def test_calibrate_ranking_withholds_each_instance_of_tracks_seen_twice():
         loaded.append(study.study_id)
         return VOLUMES[study.study_id]
 
-    out = mining.calibrate_ranking([case], loader)
-    assert out["studies"] == 5 and out["rankWeights"] is None
-    assert out["choiceSets"] >= 4  # the withheld lesion lies among the candidates
+    ranker = mining.RankCalibrator().fit([case], loader)
+    assert ranker is not None and ranker.studies_ == 5 and ranker.weights_ is None
+    assert ranker.choice_sets_ >= 4  # the withheld lesion lies among the candidates
     assert sorted(loaded) == ["S1", "S2", "S3"]  # each volume read once for all five
     assert {u: [o.lesion_id for o in obs] for u, obs in case.tracks.items()} == before
-    assert mining.calibrate_ranking([case], loader, max_studies=2)["studies"] == 2
+    assert mining.RankCalibrator(max_studies=2).fit([case], loader).studies_ == 2
 
 
 def test_mine_reports_its_ranking_and_uses_learned_weights(graph, monkeypatch):
@@ -345,16 +353,18 @@ def test_mine_reports_its_ranking_and_uses_learned_weights(graph, monkeypatch):
     out = mining.mine(graph, _loader)
     assert out["ranking"]["studies"] == 5 and out["ranking"]["rankWeights"] is None
     seen = []
-    real = mining.mine_case
+    real = run.mine_case
 
     def spy(*a, **k):
         seen.append(k.get("rank_weights"))
         return real(*a, **k)
 
-    monkeypatch.setattr(mining, "calibrate_ranking",
-                        lambda *a, **k: {"rankWeights": {"position": 1.0, "hu": 0.2}, "studies": 30,
-                                         "choiceSets": 30, "seconds": 0.0})
-    monkeypatch.setattr(mining, "mine_case", spy)
+    def fitted(self, *a, **k):
+        self.weights_, self.studies_, self.choice_sets_, self.seconds_ = {"position": 1.0, "hu": 0.2}, 30, 30, 0.0
+        return self
+
+    monkeypatch.setattr(mining.RankCalibrator, "fit", fitted)
+    monkeypatch.setattr(run, "mine_case", spy)
     out = mining.mine(graph, _loader)
     assert seen == [{"position": 1.0, "hu": 0.2}] and out["ranking"]["studies"] == 30
     assert [p["trackingUid"] for p in mining.list_proposals(graph)] == ["T1"]

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lesiondb import mining
 from lesiondb.core import mining as M
-from lesiondb.errors import ImageError
-from lesiondb.mining import run as mining
-from lesiondb.mining.volumes import StudyVolumes, has_deeplesion_studies, series_ref
+from lesiondb.errors import ImageError, InputError
+from lesiondb.mining.volumes import StudyVolumes, has_deeplesion_studies
 
 _SLAB_TESTS = Path(__file__).resolve().parent.parent / "imaging" / "test_png_series_slab.py"
 N_PX, SX, DZ = 96, 1.0, 2.0
@@ -90,14 +90,6 @@ def graph(engine):
     return engine
 
 
-def test_series_ref_reads_every_stored_form():
-    assert series_ref("000062_01_01/078.png") == "000062_01_01"
-    assert series_ref("000062_01_01") == "000062_01_01"
-    assert series_ref("000062_01_01_078.png") == "000062_01_01"
-    assert series_ref("/data/Images_png/000062_01_01/") == "000062_01_01"
-    assert series_ref("dicom/SYN0001/1.2.3/1.2.4") is None and series_ref(None) is None
-
-
 def test_mining_deeplesion_pngs_with_gaps_and_a_broken_slice(graph, images):
     out = mining.mine(graph, StudyVolumes(images), model_id="test")
     props = mining.list_proposals(graph)
@@ -120,8 +112,8 @@ def test_missing_images_are_reported_per_study(graph, tmp_path):
     out = mining.mine(graph, StudyVolumes(empty))
     assert out["proposals"] == 0 and out["skipped"] >= 1
     assert all("not found" in e["reason"] and "000001_" in e["reason"] for e in out["errors"])
-    out = mining.mine(graph, StudyVolumes(None))
-    assert all("--images" in e["reason"] and "Images_png" in e["reason"] for e in out["errors"])
+    with pytest.raises(InputError, match="--images.*Images_png"):  # said before any work
+        mining.mine(graph, StudyVolumes(None))
 
 
 def test_without_references_the_error_asks_for_dl_info(engine):
@@ -134,7 +126,7 @@ def test_without_references_the_error_asks_for_dl_info(engine):
     with pytest.raises(ImageError, match="--dl-info"):
         loader(case.studies[0])
     # with the lesionId → File_name map of the ingested DL_info, the series is found
-    loader = StudyVolumes("/nonexistent", {"L-a1": "000001_01_01_014.png", "L-a2": "000001_02_01_014.png"})
+    loader = StudyVolumes("/nonexistent", file_names={"L-a1": "000001_01_01_014.png", "L-a2": "000001_02_01_014.png"})
     prepared = loader.prepare_case(case)
     assert [s.image_ref for s in prepared.studies] == ["000001_01_01", "000001_02_01"]
     o = prepared.lesions["S1"][0]

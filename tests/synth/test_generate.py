@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lesiondb.core.progress import NullBar
 from lesiondb.errors import InputError
 from lesiondb.synth import dl_stats
 from lesiondb.synth import generate as synth
@@ -408,7 +409,11 @@ def test_sizes_follow_the_per_type_distribution():
 
 
 def test_progress_reports_studies_done_so_far(tmp_path):
-    calls = []
-    s = synth.generate_cohort(tmp_path / "p", 2, seed=3, workers=1, progress=lambda d, t: calls.append((d, t)))
-    assert calls[0] == (0, s.studies) and calls[-1] == (s.studies, s.studies)
-    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    bars = []
+
+    def progress(stage, total):
+        bars.append(NullBar(total))
+        return bars[-1]
+
+    s = synth.generate_cohort(tmp_path / "p", 2, seed=3, workers=1, progress=progress)
+    assert len(bars) == 1 and bars[0].total == s.studies and bars[0].n == s.studies
