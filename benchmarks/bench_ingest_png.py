@@ -141,23 +141,26 @@ def profile_read(archive: Path, data: Path, n_lesions: int) -> dict:
     import pstats
 
     from lesiondb.core.pseudonym import Pseudonymizer
-    from lesiondb.embedding import stage as pipeline
+    from lesiondb.datasets.deeplesion import file_names
+    from lesiondb.embedding import load_encoder
+    from lesiondb.embedding.patches import DeepLesionImages, iter_patches, read_targets
     from lesiondb.graph.falkor_engine import FalkorEngine
 
     eng = FalkorEngine.embedded(str(data))
     try:
-        targets = pipeline.read_targets(eng)[:n_lesions]
+        targets = read_targets(eng)[:n_lesions]
     finally:
         eng.close()
-    names = pipeline.deeplesion_file_names(archive / "DL_info.csv", Pseudonymizer.from_data_dir(data, None))
-    spec = pipeline.load_encoder().patch_spec
-    src = pipeline.DeepLesionImages(archive / "Images_png", spec, names)
-    list(pipeline.iter_patches(src, targets[:50], 0))  # imports and compiled-code cache loads, not timed
-    src = pipeline.DeepLesionImages(archive / "Images_png", spec, names)
+    ids = Pseudonymizer.from_data_dir(data, None)
+    names = file_names(archive / "DL_info.csv", ids)
+    spec = load_encoder().patch_spec
+    src = DeepLesionImages(archive / "Images_png", spec, ids, names)
+    list(iter_patches(src, targets[:50], 0))  # imports and compiled-code cache loads, not timed
+    src = DeepLesionImages(archive / "Images_png", spec, ids, names)
     prof = cProfile.Profile()
     c0 = time.process_time()
     prof.enable()
-    n = sum(r.image is not None for r in pipeline.iter_patches(src, targets, 0))
+    n = sum(r.image is not None for r in iter_patches(src, targets, 0))
     prof.disable()
     cpu = time.process_time() - c0
     st = pstats.Stats(prof).stats  # {(file, line, name): (cc, nc, tottime, cumtime, callers)}

@@ -100,9 +100,9 @@ def main() -> None:
 
     embedder = note = None
     if not a.no_embed:
-        from lesiondb.mining.run import embedder_or_note
+        from lesiondb.mining import load_embedder
 
-        embedder, model_id, note = embedder_or_note()
+        embedder, model_id, note = load_embedder()
     load0 = os.getloadavg()[0]
     with blas_single_thread():  # as `lesiondb mine` runs it
         rows = bench_core(a.repeats, embedder)

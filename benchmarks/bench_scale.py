@@ -82,16 +82,15 @@ def pct(values, q) -> float:
 
 
 def load_model(path):
-    from lesiondb.embedding import stage as pipeline
+    from lesiondb.embedding import load_encoder
 
     if path:
-        return pipeline.load_encoder(path), f"`{path}`"
+        return load_encoder(path), f"`{path}`"
     try:
-        return pipeline.load_encoder(None), "the shipped default model"
+        return load_encoder(None), "the shipped default model"
     except Exception:  # no weights in this build
         import torch
 
-        from lesiondb.nn.infer import prepare_for_inference
         from lesiondb.nn.model_io import save_model
         from lesiondb.nn.train import TrainConfig
 
@@ -99,8 +98,8 @@ def load_model(path):
         cfg = TrainConfig()
         d = Path(tempfile.mkdtemp(prefix="bench-model-"))
         save_model(cfg.build_encoder(), d, patch=cfg.patch_spec())
-        m = pipeline.load_encoder(d)
-        return prepare_for_inference(m), f"untrained `{cfg.encoder}` (default training config, {m.embed_dim}-d)"
+        m = load_encoder(d)
+        return m, f"untrained `{cfg.encoder}` (default training config, {m.dim}-d)"
 
 
 class Timer:
@@ -129,7 +128,7 @@ def stand_in_source(pool_images: np.ndarray, pool_boxes: np.ndarray, spec):
     and intensity-jittered, chosen and perturbed deterministically from the lesion id."""
     import zlib
 
-    from lesiondb.embedding.stage import PatchResult, PatchSource
+    from lesiondb.embedding.patches import PatchResult, PatchSource
 
     class StandIn(PatchSource):
         def accepts(self, t):
@@ -266,11 +265,11 @@ def drop_cache(paths) -> None:
 
 def read_alone(src, targets, workers: int) -> dict:
     """Read + crop only (patches consumed and dropped): wall, CPU of this process, results."""
-    from lesiondb.embedding import stage as pipeline
+    from lesiondb.embedding.patches import iter_patches
 
     t, c = time.perf_counter(), time.process_time()
     ok = bad = 0
-    for r in pipeline.iter_patches(src, targets, workers):
+    for r in iter_patches(src, targets, workers):
         if r.image is None:
             bad += 1
         else:
@@ -279,18 +278,20 @@ def read_alone(src, targets, workers: int) -> dict:
             **{k: v for k, v in src.timings.items()}}
 
 
-def whole_series_read(root: Path, targets, spec) -> float:
+def whole_series_read(root: Path, targets, spec, ids) -> float:
     """Seconds for the previous DICOM path, in this process: every slice of each series
     (``read_series``), then the patches from the whole volume."""
+    from lesiondb.embedding.patches import CohortImages
     from lesiondb.imaging.dicom import read_series
     from lesiondb.imaging.patches import extract_patch_from_volume
 
+    src = CohortImages(root, spec, ids)
     t = time.perf_counter()
     by_ref: dict = {}
     for x in targets:
-        by_ref.setdefault(x.image_ref, []).append(x)
+        by_ref.setdefault(src.folder(x), []).append(x)
     for ref, members in by_ref.items():
-        vol = read_series(root / ref, allow_gaps=True)
+        vol = read_series(ref, allow_gaps=True)
         for x in members:
             extract_patch_from_volume(vol.hu, x.key_slice_index, x.bbox_px, vol.spacing_xy_mm,
                                       vol.slice_interval_mm or 1.0, spec)
@@ -315,12 +316,14 @@ def main() -> None:
     import torch
 
     from lesiondb.core.pseudonym import Pseudonymizer
-    from lesiondb.embedding import services
-    from lesiondb.embedding import stage as pipeline
+    from lesiondb.datasets.deeplesion import file_names
+    from lesiondb.embedding import services, stage
     from lesiondb.embedding import store as sim
+    from lesiondb.embedding.encoder import EMBED_BATCH
+    from lesiondb.embedding.patches import CohortImages, DeepLesionImages, read_targets
     from lesiondb.graph.embedded import EmbeddedFalkorDB
     from lesiondb.graph.falkor_engine import FalkorEngine
-    from lesiondb.ingest.dicom import ingest_cohort
+    from lesiondb.ingest import ingest_deeplesion, ingest_dicom
     from lesiondb.synth.generate import generate_cohort
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-scale-"))
@@ -329,11 +332,13 @@ def main() -> None:
     model, model_desc = load_model(args.model)
     spec = model.patch_spec
     info = sim.ModelInfo.from_encoder(model)
-    threads = pipeline.embed_threads(args.workers) or torch.get_num_threads()
-    embed = pipeline.embed_patches_fn(model, pipeline.EMBED_BATCH, threads)  # as a real ingest with readers
+    threads = stage.embed_threads(args.workers) or torch.get_num_threads()
+
+    def embed(images, boxes):  # as a real ingest with readers
+        return model.embed(images, boxes, batch_size=EMBED_BATCH, threads=threads)
     ids = Pseudonymizer(b"bench-scale-key-0123456789abcdef")
     out: dict = {"model": model_desc, "dim": info.dim, "threads": threads, "load": load0,
-                 "workers": args.workers, "batch": pipeline.EMBED_BATCH, "loads": {"start": load0}}
+                 "workers": args.workers, "batch": EMBED_BATCH, "loads": {"start": load0}}
 
     # -- 1. sample with images: the real pipeline --------------------------------------------------
     sample = work / "sample"
@@ -341,22 +346,20 @@ def main() -> None:
     generate_cohort(sample, args.sample_patients, seed=11, images=True, overwrite=True)
     out["sample_synth_s"] = time.perf_counter() - t
     eng = FalkorEngine.embedded(str(work / "data-sample"))
-    rep = ingest_cohort(eng, sample, ids)
-    targets = pipeline.read_targets(eng)
-    src = pipeline.CohortImages(sample, spec)
+    rep = ingest_dicom(eng, sample, ids, embed=False)
+    targets = read_targets(eng)
+    src = CohortImages(sample, spec, ids)
     t = time.perf_counter()
-    s_out = pipeline.embed_targets(eng, targets, src, info, embed, k=args.k, workers=args.workers)
-    out["sample"] = {"lesions": s_out["embedded"], "series": len({x.image_ref for x in targets}),
+    s_out = stage.embed_targets(eng, targets, src, info, embed, k=args.k, workers=args.workers)
+    out["sample"] = {"lesions": s_out["embedded"], "series": len({x.series_id for x in targets}),
                      "wall": time.perf_counter() - t, **s_out["seconds"]}
-    out["sample_read"] = {w: read_alone(pipeline.CohortImages(sample, spec), targets, w) for w in (args.workers, 0)}
-    out["sample_old"] = whole_series_read(sample, targets, spec)
-    pool = [r for r in pipeline.CohortImages(sample, spec).patches(targets) if r.image is not None]
+    out["sample_read"] = {w: read_alone(CohortImages(sample, spec, ids), targets, w) for w in (args.workers, 0)}
+    out["sample_old"] = whole_series_read(sample, targets, spec, ids)
+    pool = [r for r in CohortImages(sample, spec, ids).patches(targets) if r.image is not None]
     pool_images = np.stack([r.image for r in pool]).astype(np.float16)
     pool_boxes = np.stack([r.box for r in pool]).astype(np.float32)
     eng.close()
     if PNG_DIR.is_dir() and args.png_lesions > 0:  # DeepLesion-format PNG cohort, real files' bytes
-        from lesiondb.ingest.records import ingest_deeplesion
-
         all_rows = dl_rows(args.dl_info)
         out["slices_per_lesion_all"], out["real_rows"] = slices_per_lesion(all_rows, spec.offset_mm), len(all_rows)
         t = time.perf_counter()
@@ -367,34 +370,34 @@ def main() -> None:
         t = time.perf_counter()
         prep = ingest_deeplesion(eng, str(proot / "DL_info.csv"), ids)
         pinfo["records_s"], pinfo["records"] = time.perf_counter() - t, prep.written
-        names = pipeline.deeplesion_file_names(proot / "DL_info.csv", ids)
-        ptargets = pipeline.read_targets(eng)
+        names = file_names(proot / "DL_info.csv", ids)
+        ptargets = read_targets(eng)
         img = proot / "Images_png"
         runs = {}
         cold = []
         for _ in range(2):  # best of two: the shared machine's other work hits single runs
             drop_cache(paths)
-            cold.append(read_alone(pipeline.DeepLesionImages(img, spec, names), ptargets, args.workers))
+            cold.append(read_alone(DeepLesionImages(img, spec, ids, names), ptargets, args.workers))
         runs["cold"] = min(cold, key=lambda r: r["wall"])
-        runs["warm"] = read_alone(pipeline.DeepLesionImages(img, spec, names), ptargets, args.workers)
-        runs["one"] = read_alone(pipeline.DeepLesionImages(img, spec, names), ptargets, 0)
+        runs["warm"] = read_alone(DeepLesionImages(img, spec, ids, names), ptargets, args.workers)
+        runs["one"] = read_alone(DeepLesionImages(img, spec, ids, names), ptargets, 0)
         from lesiondb.imaging import png as png_mod
 
         pinfo["decoder"] = png_mod.png_decoder_name()
         if pinfo["decoder"] != "pillow":  # the optional decoder is installed: Pillow's figures too
             fast, png_mod._FAST = png_mod._FAST, False
-            runs["one, Pillow"] = read_alone(pipeline.DeepLesionImages(img, spec, names), ptargets, 0)
+            runs["one, Pillow"] = read_alone(DeepLesionImages(img, spec, ids, names), ptargets, 0)
             png_mod._FAST = fast
             os.environ["LESIONDB_PNG_DECODER"] = "pillow"  # the worker processes read it when they start
             cold = []
             for _ in range(2):
                 drop_cache(paths)
-                cold.append(read_alone(pipeline.DeepLesionImages(img, spec, names), ptargets, args.workers))
+                cold.append(read_alone(DeepLesionImages(img, spec, ids, names), ptargets, args.workers))
             runs["cold, Pillow"] = min(cold, key=lambda r: r["wall"])
             del os.environ["LESIONDB_PNG_DECODER"]
         drop_cache(paths)
         t = time.perf_counter()
-        pout = pipeline.embed_targets(eng, ptargets, pipeline.DeepLesionImages(img, spec, names), info, embed,
+        pout = stage.embed_targets(eng, ptargets, DeepLesionImages(img, spec, ids, names), info, embed,
                                       k=args.k, workers=args.workers)
         pinfo["e2e_wall"] = time.perf_counter() - t
         pinfo["e2e"] = pout
@@ -421,10 +424,10 @@ def main() -> None:
     timer = Timer(pid)
     out["server_start_s"] = time.perf_counter() - t_all
     with timer("records (annotations.csv → patients, studies, lesions)"):
-        rep = ingest_cohort(eng, big, ids)
+        rep = ingest_dicom(eng, big, ids, embed=False)
     out["records"] = rep.written
     with timer("embedding targets (read from the graph)"):
-        targets = pipeline.read_targets(eng)
+        targets = read_targets(eng)
     n = len(targets)
     hold = max(1, n // 100)
     first = targets[:n - hold]
@@ -433,7 +436,7 @@ def main() -> None:
     gc.collect()
     t = time.perf_counter()
     c0, s0 = time.process_time(), server_cpu_s(pid)
-    scale = pipeline.embed_targets(eng, first, standin, info, embed, k=args.k, cache_dir=cache)
+    scale = stage.embed_targets(eng, first, standin, info, embed, k=args.k, cache_dir=cache)
     embed_wall = time.perf_counter() - t
     out["loads"]["after scale ingest"] = os.getloadavg()[0]
     out["scale"] = scale
@@ -483,10 +486,10 @@ def main() -> None:
 
     # -- 4. incremental, no-op, services, restart -------------------------------------------------------
     t = time.perf_counter()
-    inc = pipeline.embed_targets(eng, pipeline.read_targets(eng), standin, info, embed, k=args.k, cache_dir=cache)
+    inc = stage.embed_targets(eng, read_targets(eng), standin, info, embed, k=args.k, cache_dir=cache)
     out["incremental"] = {**inc, "wall": time.perf_counter() - t, "added": hold}
     t = time.perf_counter()
-    noop = pipeline.embed_targets(eng, pipeline.read_targets(eng), standin, info, embed, k=args.k, cache_dir=cache)
+    noop = stage.embed_targets(eng, read_targets(eng), standin, info, embed, k=args.k, cache_dir=cache)
     out["noop"] = {**noop, "wall": time.perf_counter() - t}
     t = time.perf_counter()
     pr = services.predict_types(eng, k=args.k, cache_dir=cache)

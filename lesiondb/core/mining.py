@@ -55,6 +55,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 Vec3 = tuple[float, float, float]
 
@@ -884,7 +885,7 @@ def fit_rank_weights(choice_sets: Sequence[tuple[Sequence[dict], Sequence[bool]]
     1 / ``prior``) that keeps a term with little evidence at weight 1. ``choice_sets`` are
     (terms of each candidate, right flags); sets without a right candidate or with a single
     candidate tell nothing and are skipped. Returns None with fewer than ``min_sets`` usable sets."""
-    from scipy.optimize import minimize
+    from scipy.optimize import minimize  # 0.7 s to import: only when a ranking is fitted
 
     sets = []
     for cand_terms, right in choice_sets:
@@ -999,8 +1000,6 @@ def template_match(hu: np.ndarray, grid: Grid, center_mm: Vec3,
     ``z_search_mm`` (at most ``max_slices``) and centres within ``search_mm`` in-plane. A lesion
     whose region leaks into a neighbour of its own HU gives no clean blob, but its patch — the
     lesion in its surroundings — still matches where it is."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
     z = np.asarray(grid.slice_z_mm, float)
     k0, r0, c0 = grid.to_voxel(center_mm)
     ks = np.where(np.abs(z - center_mm[2]) <= z_search_mm)[0]

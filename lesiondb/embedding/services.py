@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -370,7 +371,7 @@ def gds_available(engine: Engine) -> bool:
 
 def _communities_networkx(engine: Engine, mid: str, types: dict, resolution: float, seed: int):
     """(communities, undirected edge count, modularity) with networkx, the edges read into memory."""
-    import networkx as nx
+    import networkx as nx  # only clustering needs it (0.2 s to import)
 
     g = nx.Graph()
     g.add_nodes_from(sorted(types))
@@ -389,8 +390,6 @@ def _communities_gds(engine: Engine, mid: str, types: dict):
     """(communities, undirected edge count, None) from GDS Louvain on a projected in-memory graph,
     dropped afterwards. Lesions without edges (not projected) become clusters of their own, as
     isolated nodes do in networkx."""
-    import uuid
-
     graph = f"lesiondb-similar-{mid}-{uuid.uuid4().hex[:8]}"
     try:
         proj = engine.run("gds_project_similarity", graphName=graph, modelId=mid)

@@ -7,6 +7,9 @@ import re
 import time
 from typing import Any
 
+import redis
+from falkordb import Edge, FalkorDB, Node
+
 from ..errors import EngineError
 from .embedded import EmbeddedFalkorDB
 from .engine import Engine, Row
@@ -28,8 +31,6 @@ class FalkorEngine(Engine):
     @classmethod
     def embedded(cls, data_dir: str, graph: str | None = None) -> FalkorEngine:
         """Start (or attach to) the data dir's embedded server and open its graph."""
-        from falkordb import FalkorDB
-
         server = EmbeddedFalkorDB(data_dir).start()
         try:
             db = FalkorDB(unix_socket_path=str(server.socket_path))
@@ -45,8 +46,6 @@ class FalkorEngine(Engine):
         return self._run(text, params, read_only=False)
 
     def _run(self, text: str, params: dict[str, Any], read_only: bool, retries: int = 3) -> list[Row]:
-        import redis
-
         # FalkorDB takes parameters as a "CYPHER name=value …" prefix. The client's own
         # serializer is pure Python per value; batches of thousands of rows go through JSON instead.
         full = cypher_params_header(params) + text if params else text
@@ -135,8 +134,6 @@ def cypher_params_header(params: dict[str, Any]) -> str:
 
 def _plain(v: Any) -> Any:
     """FalkorDB nodes/edges → property dicts; floats that are whole stay floats (as stored)."""
-    from falkordb import Edge, Node
-
     if isinstance(v, Node):
         return {**v.properties, "_labels": list(v.labels or [])}
     if isinstance(v, Edge):

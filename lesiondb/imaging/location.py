@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 #: Body vs air: fat is about −100 HU, lung −850, air −1000; −500 keeps fat in and air out.
 BODY_THRESHOLD_HU = -500.0
@@ -28,7 +29,6 @@ MIN_BODY_FRACTION = 0.01
 
 def body_mask(hu_slice: np.ndarray, threshold_hu: float = BODY_THRESHOLD_HU) -> np.ndarray:
     """The largest connected region above ``threshold_hu``, holes (lungs, bowel gas) filled."""
-    from scipy import ndimage
 
     above = np.asarray(hu_slice) > threshold_hu
     labels, n = ndimage.label(above)

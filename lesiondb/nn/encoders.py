@@ -22,6 +22,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torchvision.models import resnet18
+from torchvision.models.resnet import BasicBlock, conv1x1
+from torchvision.models.vgg import make_layers
 from torchvision.ops import roi_align
 
 _REGISTRY: dict[str, Callable[..., LesionEncoder]] = {}
@@ -140,9 +144,6 @@ def _init_weights(module: nn.Module) -> None:
 
 
 def _resnet_stages(width: int, depths: list[int], stem: str) -> tuple[nn.Module, nn.ModuleList, list, list]:
-    from torchvision.models import resnet18
-    from torchvision.models.resnet import BasicBlock, conv1x1
-
     if width == 64 and list(depths) == [2, 2, 2, 2] and stem == "imagenet":
         m = resnet18(weights=None)  # torchvision's own network, randomly initialised
         stem_mod = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool)
@@ -228,7 +229,6 @@ def vgg16_ms(width: int = 8, n_blocks: int = 5, batch_norm: bool = True,
     As in the paper, features are taken before each block's max pool. ``width`` scales the channel
     counts (64 = torchvision's VGG-16); ``n_blocks`` truncates the network.
     """
-    from torchvision.models.vgg import make_layers
 
     if not 1 <= n_blocks <= 5:
         raise ValueError("n_blocks: 1 to 5")
@@ -268,8 +268,6 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     Same outputs up to float rounding, ~15 % faster on CPU. Handles torchvision's BasicBlock
     (conv1/bn1, conv2/bn2) and Sequential conv → BN pairs (stems, downsample, VGG blocks).
     """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-    from torchvision.models.resnet import BasicBlock
 
     model.eval()
     for mod in list(model.modules()):

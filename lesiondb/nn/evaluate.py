@@ -3,25 +3,23 @@ type accuracy on DL_info, which needs no torch, is :mod:`lesiondb.embedding.base
 
 Baselines: ``location_only`` (the normalised (x, y, z) location as the feature vector) and
 ``untrained`` (the same encoder config with random init, seeded). Measures: :mod:`lesiondb.core.metrics`.
-torch is imported only by the functions that need it.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..core.metrics import beats, evaluate_embedding
+from .encoders import create_encoder
+from .infer import embed_patches, prepare_for_inference
 
 BASELINES = ("location_only", "untrained")
 
 
 def untrained_like(model, seed: int = 0):
     """The same encoder config, randomly initialised with ``seed``."""
-    import torch
-
-    from .encoders import create_encoder
-
     cfg = dict(model.config)
     name = cfg.pop("name")
     torch.manual_seed(seed)
@@ -32,8 +30,6 @@ def evaluate_model_on(model, data, k: int = 5, *, seed: int = 0, exclude_same_pa
                       batch_size: int = 256) -> dict[str, Any]:
     """``{"retrieval": …, "classification_accuracy": …, "clustering": …, "baselines": {name: …},
     "beats_baselines": {name: {measure: bool}}}`` for a model on a :class:`PatchSet`."""
-    from .infer import embed_patches, prepare_for_inference
-
     groups = data.groups if exclude_same_patient else None
 
     def score(X: np.ndarray) -> dict:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..core.metrics import flatten
 from ..errors import ModelError
 from ..imaging.patches import PatchSpec
 from .encoders import LesionEncoder, create_encoder
@@ -148,8 +149,6 @@ def _card_markdown(card: dict[str, Any]) -> str:
 
 def _metrics_table(metrics: dict[str, Any]) -> list[str]:
     """A measure × (model, baselines…) table from an evaluation result (or {name: result})."""
-    from ..core.metrics import flatten
-
     if "baselines" in metrics:  # lesiondb.nn.evaluate.evaluate_model_on output
         rows = {"model": flatten({k: v for k, v in metrics.items()
                                   if k in ("retrieval", "classification_accuracy", "clustering")})}

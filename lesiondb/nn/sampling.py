@@ -122,7 +122,7 @@ class PseudoLabeler:
         elif known.any():
             out[~known] = knn_predict(X[known], y[known], X[~known], k=self.k)
         else:
-            from sklearn.cluster import KMeans
+            from sklearn.cluster import KMeans  # 1.3 s to import: only for pseudo-labels
 
             k = min(self.n_clusters, len(X))
             out = KMeans(n_clusters=k, n_init=10, random_state=self.random_state).fit_predict(X).astype(np.int64)

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..errors import ConfigError, ModelError
 from ..imaging.patches import PatchSpec
@@ -248,10 +250,6 @@ def fit(data: PatchSet, cfg: TrainConfig, out_dir: str | Path | None = None, *, 
 
     bar = None
     if progress is True:
-        import sys
-
-        from tqdm import tqdm
-
         bar = tqdm(total=total, initial=start_epoch * steps_per_epoch, desc="train", unit="step",
                    file=sys.stderr, dynamic_ncols=True, disable=not sys.stderr.isatty())
     images_np, boxes_np = data.images, data.boxes

@@ -352,7 +352,7 @@ def plan_cohort(n_patients: int | None = None, seed: int = 0, like: str | Path |
 
         step = -(-n_patients // (4 * n_workers))
         jobs = [(a, min(a + step, n_patients), common, sources) for a in range(0, n_patients, step)]
-        with cf.cf.ProcessPoolExecutor(n_workers, mp_context=_mp_context()) as ex:
+        with cf.ProcessPoolExecutor(n_workers, mp_context=_mp_context()) as ex:
             patients = [pp for part in ex.map(_plan_range, jobs) for pp in part]
     _number(patients)
     return CohortPlan(seed, patients, like=str(like) if like is not None else None,
