@@ -417,3 +417,11 @@ def test_progress_reports_studies_done_so_far(tmp_path):
 
     s = synth.generate_cohort(tmp_path / "p", 2, seed=3, workers=1, progress=progress)
     assert len(bars) == 1 and bars[0].total == s.studies and bars[0].n == s.studies
+
+
+def test_large_cohorts_are_planned_in_worker_processes_alike(tmp_path):
+    """From 400 patients the plan is drawn in worker processes: the same cohort either way."""
+    one = synth.generate_cohort(tmp_path / "one", 400, seed=9, images=False, workers=1)
+    two = synth.generate_cohort(tmp_path / "two", 400, seed=9, images=False, workers=2)
+    assert one.instances == two.instances and one.tracks == two.tracks
+    assert (tmp_path / "one" / "annotations.csv").read_bytes() == (tmp_path / "two" / "annotations.csv").read_bytes()
