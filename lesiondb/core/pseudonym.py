@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -57,3 +59,29 @@ class Pseudonymizer:
 
     def lesion(self, source: str, key: str) -> str:
         return "L-" + self._digest("lesion", f"{source}:{key}", 20)
+
+
+class Redactor:
+    """Replaces source identifiers in free text (error messages, file paths) by their pseudonyms,
+    so that what lesiondb reports by default — ``--json`` output, messages stored in the graph —
+    names patients, studies and series as the graph does. ``add(value, pseudonym)``; calling the
+    redactor on a text returns it with every known value replaced (longest first)."""
+
+    def __init__(self) -> None:
+        self._map: dict[str, str] = {}
+        self._re: re.Pattern[str] | None = None
+
+    def add(self, value: str | None, pseudonym: str) -> None:
+        if value and len(value) >= 3 and value != pseudonym:  # a one- or two-character id would hit anything
+            self._map[value] = pseudonym
+            self._re = None
+
+    def __bool__(self) -> bool:
+        return bool(self._map)
+
+    def __call__(self, text: Any) -> Any:
+        if not isinstance(text, str) or not self._map:
+            return text
+        if self._re is None:
+            self._re = re.compile("|".join(re.escape(k) for k in sorted(self._map, key=len, reverse=True)))
+        return self._re.sub(lambda m: self._map[m.group(0)], text)

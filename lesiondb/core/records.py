@@ -57,11 +57,13 @@ class Study:
     study_date: str | None = None  # ISO date where the source has one (DICOM); DeepLesion has none
     study_uid: str | None = None
     source_id: str | None = None
+    study_day: int | None = None  # days since the patient's first study (the date itself is identifying)
 
     def to_props(self) -> dict[str, Any]:
         return _drop_none({
             "studyId": self.study_id,
             "studyIndex": self.study_index,
+            "studyDay": self.study_day,
             "patientAgeYears": self.patient_age_years,
             "studyDate": self.study_date,
             "studyUid": self.study_uid,

@@ -6,6 +6,7 @@ with its line number, never an exception that stops the batch.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import math
 import re
@@ -218,25 +219,51 @@ def make_patient(ids: Pseudonymizer, patient_id: str, sex: str | None, keep_sour
 
 
 def make_study(ids: Pseudonymizer, patient_id: str, study_uid: str, study_index: int,
-               study_date: str | None, age: int | None) -> Study:
+               study_date: str | None, age: int | None, first_date: str | None = None,
+               keep_source_ids: bool = False) -> Study:
+    """A study's record: its date kept as days since the patient's ``first_date`` (the date and the
+    UID themselves only with ``keep_source_ids``), an age over 89 kept as 90 (HIPAA Safe Harbor)."""
     return Study(ids.study(SOURCE, patient_id, study_uid), ids.patient(SOURCE, patient_id), study_index,
-                 patient_age_years=age, study_date=study_date, study_uid=study_uid)
+                 patient_age_years=None if age is None else min(int(age), 90),
+                 study_date=study_date if keep_source_ids else None,
+                 study_uid=study_uid if keep_source_ids else None, study_day=days_between(first_date, study_date))
+
+
+def days_between(first: str | None, date: str | None) -> int | None:
+    """Days from ISO date ``first`` to ``date`` (None when either is unknown)."""
+    if not first or not date:
+        return None
+    return (_dt.date.fromisoformat(date) - _dt.date.fromisoformat(first)).days
+
+
+def first_dates(studies: Iterable[tuple[str, str | None]]) -> dict[str, str]:
+    """Each patient's earliest study date, from ``(patient_id, iso_date)`` pairs."""
+    out: dict[str, str] = {}
+    for pid, date in studies:
+        if date and (pid not in out or date < out[pid]):
+            out[pid] = date
+    return out
 
 
 def to_annotated(row: CohortRow, ids: Pseudonymizer, study: Study, patient: Patient,
-                 **lesion_fields: Any) -> Annotated:
+                 keep_source_ids: bool = False, **lesion_fields: Any) -> Annotated:
     """The records of one row; ``lesion_fields`` override what the images recompute
-    (``spacing_mm``, ``slice_interval_mm``, ``location``, ``position_mm``, ``image_size``, …)."""
+    (``spacing_mm``, ``slice_interval_mm``, ``location``, ``position_mm``, ``image_size``, …).
+    The series UID, its folder and the annotation id are kept only with ``keep_source_ids``; the
+    series is always named by its pseudonym (``seriesId``)."""
     fields: dict[str, Any] = dict(
         lesion_id=ids.lesion(SOURCE, row.lesion_key()), study_id=study.study_id, patient_id=patient.patient_id,
         series_index=1, key_slice_index=row.key_slice_index,
         recist_long_px=row.recist_px[:4], recist_short_px=row.recist_px[4:], bbox_px=row.bbox_px,
         long_diameter_px=row.long_diameter_px, short_diameter_px=row.short_diameter_px,
         spacing_mm=row.spacing_xy_mm, slice_interval_mm=row.slice_interval_mm, location=row.location,
-        type_code=row.type_code, source=SOURCE, series_uid=row.series_uid, image_ref=row.series_ref,
-        annotation_id=row.annotation_id, series_id=ids.series(SOURCE, row.patient_id, row.series_uid),
+        type_code=row.type_code, source=SOURCE, series_id=ids.series(SOURCE, row.patient_id, row.series_uid),
     )
+    if keep_source_ids:
+        fields.update(series_uid=row.series_uid, image_ref=row.series_ref, annotation_id=row.annotation_id)
     fields.update(lesion_fields)
+    if not keep_source_ids:
+        fields.update(image_ref=None)
     return Annotated(patient=patient, study=study, lesion=Lesion(**fields),
                      extra={"line": row.line, "patientSourceId": row.patient_id})
 
@@ -259,14 +286,17 @@ def read_annotations(path: str | Path, ids: Pseudonymizer,
         if age.get((r.patient_id, r.study_uid)) is None:
             age[(r.patient_id, r.study_uid)] = r.patient_age
     patients = {p: make_patient(ids, p, s, keep_source_ids) for p, s in sex.items()}
+    first = first_dates((r.patient_id, r.study_date) for r in rows)
     studies = {(r.patient_id, r.study_uid): make_study(ids, r.patient_id, r.study_uid, index[(r.patient_id, r.study_uid)],
-                                                       r.study_date, age[(r.patient_id, r.study_uid)]) for r in rows}
+                                                       r.study_date, age[(r.patient_id, r.study_uid)],
+                                                       first.get(r.patient_id), keep_source_ids) for r in rows}
     out: list[Annotated | RowError] = []
     for r in items:
         if isinstance(r, RowError):
             out.append(r)
         else:
-            out.append(to_annotated(r, ids, studies[(r.patient_id, r.study_uid)], patients[r.patient_id]))
+            out.append(to_annotated(r, ids, studies[(r.patient_id, r.study_uid)], patients[r.patient_id],
+                                    keep_source_ids))
     return out
 
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..core.pseudonym import Pseudonymizer
+from ..core.pseudonym import Pseudonymizer, Redactor
 from ..errors import ImageError
 from ..imaging.dicom import SeriesInfo, is_candidate_name, list_series, read_header, walk_folders
 
@@ -113,6 +113,10 @@ class DicomTree:
         """``seriesId`` pseudonym → series, under the graph's key."""
         return {ids.series(SOURCE, s.patient_id or "", s.series_uid): s for s in self.series.values()}
 
+    def redactor(self, ids: Pseudonymizer) -> Redactor:
+        """Replaces the identifiers of every series found here by their pseudonyms (see :func:`redactor`)."""
+        return redactor(ids, self.series.values())
+
     def by_study_id(self, ids: Pseudonymizer) -> dict[str, list[SeriesInfo]]:
         """``studyId`` pseudonym → the study's series (largest first), under the graph's key."""
         return {ids.study(SOURCE, p, s): v for (p, s), v in self.studies().items()}
@@ -126,3 +130,20 @@ def pick_series(candidates: Iterable[SeriesInfo], wanted: Iterable[str] = ()) ->
         if s.series_uid in want:
             return s
     return cands[0] if cands else None
+
+
+def redactor(ids: Pseudonymizer, series: Iterable[SeriesInfo] = (),
+             rows: Iterable[tuple[str, str, str, str | None]] = ()) -> Redactor:
+    """A :class:`Redactor` for the identifiers of ``series`` (from headers) and ``rows``
+    ((PatientID, StudyInstanceUID, SeriesInstanceUID, ISO study date) from annotations): patient,
+    study and series ids by their pseudonyms, dates as ``<date>``."""
+    red = Redactor()
+    items = [(s.patient_id or "", s.study_uid or "", s.series_uid, s.study_date) for s in series] + list(rows)
+    for patient, study, series_uid, date in items:
+        red.add(patient, ids.patient(SOURCE, patient))
+        red.add(study, ids.study(SOURCE, patient, study))
+        red.add(series_uid, ids.series(SOURCE, patient, series_uid))
+        if date:
+            red.add(date, "<date>")
+            red.add(date.replace("-", ""), "<date>")
+    return red

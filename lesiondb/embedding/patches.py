@@ -86,10 +86,25 @@ def read_targets(engine: Engine) -> list[Target]:
 # -- patch sources ------------------------------------------------------------------------------------
 @dataclass
 class PatchResult:
+    """A lesion's patch, or why there is none: ``problem`` names the series by its pseudonym (it is
+    stored in the graph and reported in ``--json``), ``detail`` names the file (for the log)."""
+
     target: Target
     image: np.ndarray | None = None  # (3, S, S) float32
     box: np.ndarray | None = None  # (4,)
     problem: str | None = None
+    detail: str | None = None
+
+
+def failed(t: Target, reason: str, where: str | None = None) -> PatchResult:
+    """A lesion without a patch: the reason under the series' pseudonym, the file in ``detail``."""
+    series = f"series {t.series_id}" if t.series_id else "its series"
+    slice_ = f", slice {t.key_slice_index}" if t.key_slice_index is not None else ""
+    return PatchResult(t, problem=f"{series}{slice_}: {reason}", detail=f"{where}: {reason}" if where else None)
+
+
+def _reason(exc: Exception) -> str:
+    return exc.reason if isinstance(exc, InputError) else str(exc)
 
 
 @dataclass
@@ -209,12 +224,11 @@ class DeepLesionImages(PatchSource):
         for t in targets:
             where = self.locate(t)
             if isinstance(where, str):
-                yield PatchResult(t, problem=where)
+                yield PatchResult(t, problem=where)  # names no file
                 continue
             ref, key = where
             if t.bbox_px is None or t.spacing_mm is None or not t.slice_interval_mm:
-                yield PatchResult(t, problem=f"{ref}/{DL.slice_file(key)}: lesion lacks box or spacing in the "
-                                             "graph; re-ingest it")
+                yield failed(t, "lesion lacks box or spacing in the graph; re-ingest it", f"{ref}/{DL.slice_file(key)}")
                 continue
             # the key slice and its file travel in the target (the worker has no look-up tables)
             groups.setdefault(ref, []).append(replace(t, key_slice_index=key, image_ref=f"{ref}/{DL.slice_file(key)}"))
@@ -238,7 +252,7 @@ class DeepLesionImages(PatchSource):
             series = opened[ref]
             if isinstance(series, Exception):
                 tm["read"] += time.perf_counter() - t0
-                out += [PatchResult(t, problem=f"{t.image_ref}: {series}") for t in members]
+                out += [failed(t, _reason(series), t.image_ref) for t in members]
                 continue
             plans = []
             for t in members:  # what each lesion needs: slices, weights, the window of the key slice
@@ -248,7 +262,7 @@ class DeepLesionImages(PatchSource):
                     shape = series.check_shapes({i for slot in slots for i, _ in slot}, t.key_slice_index)
                     win = source_window(t.bbox_px, t.spacing_mm, self.spec, shape)
                 except (InputError, OSError) as exc:
-                    out.append(PatchResult(t, problem=f"{t.image_ref}: {exc}"))
+                    out.append(failed(t, _reason(exc), t.image_ref))
                     continue
                 for slot in slots:
                     for i, _ in slot:
@@ -265,7 +279,7 @@ class DeepLesionImages(PatchSource):
                     stack = series.window(slots, ya, yb, xa, xb)
                     patch = extract_patch_from_window(stack, (ya, xa), t.bbox_px, t.spacing_mm, self.spec)
                 except (InputError, OSError) as exc:
-                    out.append(PatchResult(t, problem=f"{t.image_ref}: {exc}"))
+                    out.append(failed(t, _reason(exc), t.image_ref))
                     continue
                 out.append(PatchResult(t, patch.image, patch.box_px))
             _acc(tm, "crop", t0)
@@ -368,7 +382,7 @@ class CohortImages(PatchSource):
                 series = read_series_lazy(folder, members[0].series_uid, allow_gaps=True)
             except (InputError, OSError) as exc:
                 _acc(tm, "read", t0)
-                out += [PatchResult(t, problem=f"{_rel(folder, self.root)}: {exc}") for t in members]
+                out += [failed(t, _reason(exc), str(folder)) for t in members]
                 continue
             n = series.shape[0]
             interval = series.volume.slice_interval_mm
@@ -377,7 +391,7 @@ class CohortImages(PatchSource):
                 key = t.key_slice_index if t.key_slice_index is not None else -1
                 why = series.slice_problem(key)  # reads the key slice
                 if why or t.bbox_px is None:
-                    out.append(PatchResult(t, problem=f"{_rel(folder, self.root)}: {why or 'lesion has no box'}"))
+                    out.append(failed(t, why or "lesion has no box", str(folder)))
                     continue
                 iv = interval or t.slice_interval_mm or 1.0
                 off = self.spec.offset_mm / iv
@@ -390,20 +404,12 @@ class CohortImages(PatchSource):
                     patch = extract_patch_from_volume(sub, t.key_slice_index - lo, t.bbox_px,
                                                       series.volume.spacing_xy_mm, iv, self.spec)
                 except InputError as exc:
-                    out.append(PatchResult(t, problem=f"{_rel(folder, self.root)}: {exc}"))
+                    out.append(failed(t, _reason(exc), str(folder)))
                     continue
                 out.append(PatchResult(t, patch.image, patch.box_px))
             _acc(tm, "crop", t0)
         tm["cpu"] = time.process_time() - c0
         return out, tm
-
-
-def _rel(folder: Path, root: Path) -> str:
-    """A series folder as the user can find it: relative to the root they passed."""
-    try:
-        return str(folder.relative_to(root))
-    except ValueError:
-        return str(folder)
 
 
 # -- running the sources: in this process or in a pool of worker processes ----------------------------

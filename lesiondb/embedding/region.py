@@ -59,8 +59,7 @@ def region_patch(path: str | Path, box_px: tuple[float, float, float, float], sp
     if why:
         raise InputError(why, str(folder))
     interval = slice_interval_mm or vol.slice_interval_mm or 1.0
-    notes.update(kind="dicom", sliceIndex=slice_index, spacingMm=list(vol.spacing_xy_mm), sliceIntervalMm=interval,
-                 seriesUid=vol.series_uid)
+    notes.update(kind="dicom", sliceIndex=slice_index, spacingMm=list(vol.spacing_xy_mm), sliceIntervalMm=interval)
     return extract_patch_from_volume(vol.hu, slice_index, (x1, y1, x2, y2), vol.spacing_xy_mm, interval, spec), notes
 
 

@@ -136,7 +136,7 @@ def embed_targets(engine: Engine, targets: list[Target], source: PatchSource, mo
             if res.problem is not None:
                 problems.append((res.target.lesion_id, res.problem))
                 if len(problems) <= MAX_PROBLEMS_SHOWN:  # a folder holding part of the images is common
-                    log.warning("lesion %s not embedded: %s", res.target.lesion_id, res.problem)
+                    log.warning("lesion %s not embedded: %s", res.target.lesion_id, res.detail or res.problem)
                 if bar is not None:
                     bar.update(1)
                 continue

@@ -29,7 +29,7 @@ from ..core.pseudonym import Pseudonymizer
 from ..core.records import Annotated
 from ..datasets import cohort as C
 from ..datasets.deeplesion import RowError
-from ..datasets.dicom_tree import DicomTree
+from ..datasets.dicom_tree import DicomTree, redactor
 from ..embedding.stage import EmbedOptions, embed_cohort
 from ..errors import ImageError, InputError
 from ..graph.engine import DEFAULT_BATCH, Engine
@@ -112,19 +112,23 @@ def _ingest(engine: Engine, root: Path, ids: Pseudonymizer, annotations: str | o
         info["sex"] = r.patient_sex or info["sex"]
         info["age"] = r.patient_age if r.patient_age is not None else info["age"]
     index = C.study_indices((p, i["date"], s) for (p, s), i in study_info.items())
+    first = C.first_dates((p, i["date"]) for (p, _s), i in study_info.items())
     sex: dict[str, str | None] = {}
     for (p, _s), i in study_info.items():
         sex[p] = sex.get(p) or i["sex"]
     patients = {p: C.make_patient(ids, p, sex.get(p), keep_source_ids) for p in sex}
-    studies = {(p, s): C.make_study(ids, p, s, index[(p, s)], i["date"], i["age"])
+    studies = {(p, s): C.make_study(ids, p, s, index[(p, s)], i["date"], i["age"], first.get(p), keep_source_ids)
                for (p, s), i in study_info.items()}
 
     counts = {"rejectedAnnotations": 0, "seriesRead": 0}
+    rejected_rows: set[int] = set()
 
     def reject(r: C.CohortRow, reason: str) -> None:
         report.read += 1
         counts["rejectedAnnotations"] += 1
-        report.reject(reason, str(ann_path), r.line, kind="annotation", annotationId=r.annotation_id)
+        rejected_rows.add(r.line)
+        report.reject(reason, str(ann_path), r.line, kind="annotation",
+                      **({"annotationId": r.annotation_id} if keep_source_ids else {}))
         log.warning("%s:%s: %s", ann_path, r.line, reason)
         b.update(1)
 
@@ -136,7 +140,8 @@ def _ingest(engine: Engine, root: Path, ids: Pseudonymizer, annotations: str | o
             if not with_images:
                 for r in members:
                     b.update(1)
-                    yield C.to_annotated(r, ids, studies[(r.patient_id, r.study_uid)], patients[r.patient_id])
+                    yield C.to_annotated(r, ids, studies[(r.patient_id, r.study_uid)], patients[r.patient_id],
+                                         keep_source_ids)
                 continue
             yield from _series_items(series_uid, members)
 
@@ -149,7 +154,7 @@ def _ingest(engine: Engine, root: Path, ids: Pseudonymizer, annotations: str | o
         folder = locate(series_uid, members[0].series_ref)
         if folder is None:
             for r in members:
-                reject(r, f"series {series_uid} not found (expected the folder {r.series_ref} under {root})")
+                reject(r, f"series {series_uid} not found among the DICOM series under {root}")
             return
         try:
             volume = read_series(folder, series_uid, allow_gaps=True)
@@ -198,11 +203,11 @@ def _ingest(engine: Engine, root: Path, ids: Pseudonymizer, annotations: str | o
         in_study = sorted(study_info[(r.patient_id, r.study_uid)]["series"] | {r.series_uid})
         series_index = in_study.index(r.series_uid) + 1
         return C.to_annotated(
-            r, ids, sid, patients[r.patient_id],
+            r, ids, sid, patients[r.patient_id], keep_source_ids,
             spacing_mm=(round(volume.spacing_xy_mm[0], 6), round(volume.spacing_xy_mm[1], 6)),
             slice_interval_mm=round(float(interval), 6), location=loc, position_mm=position,
             image_size=(int(rows_px), int(cols_px)), slice_range=(0, volume.n_slices - 1),
-            image_ref=rel, series_index=series_index,
+            image_ref=rel if keep_source_ids else None, series_index=series_index,
         )
 
     write_annotated(engine, accepted(), report, batch_size=batch_size)
@@ -210,7 +215,7 @@ def _ingest(engine: Engine, root: Path, ids: Pseudonymizer, annotations: str | o
     # Studies: every one found in the images, plus those that got a lesion.
     written_studies = {(s.patient_id, s.study_uid) for s in series_found.values() if s.patient_id and s.study_uid}
     written_studies |= {(r.patient_id, r.study_uid) for r in rows} if not with_images else set()
-    written_studies |= _studies_with_lesions(report, rows)
+    written_studies |= {(r.patient_id, r.study_uid) for r in rows if r.line not in rejected_rows}
     study_rows = [{"patient": patients[p].to_props(), "study": studies[(p, s)].to_props()}
                   for p, s in sorted(written_studies)]
     if study_rows:
@@ -223,12 +228,10 @@ def _ingest(engine: Engine, root: Path, ids: Pseudonymizer, annotations: str | o
         "rejectedAnnotations": counts["rejectedAnnotations"],
         "locationZ": "cohort body extent" if z_ranges else "estimated from each series",
     })
+    if not keep_source_ids:  # the report names patients, studies and series as the graph does
+        red = redactor(ids, series_found.values(), ((r.patient_id, r.study_uid, r.series_uid, r.study_date) for r in rows))
+        report.rejected = [{k: red(v) for k, v in e.items()} for e in report.rejected]
     return report
-
-
-def _studies_with_lesions(report: IngestReport, rows: list[C.CohortRow]) -> set[tuple[str, str]]:
-    bad = {e.get("annotationId") for e in report.rejected if e.get("kind") == "annotation"}
-    return {(r.patient_id, r.study_uid) for r in rows if r.annotation_id not in bad}
 
 
 def _relative(folder: Path, root: Path) -> str:

@@ -126,7 +126,7 @@ def _match_scratch(root: Path, app_engine: Any, calibrate: bool, info: dict):
     receives the match summary."""
     ids = Pseudonymizer(uuid.uuid4().bytes + uuid.uuid4().bytes)  # a throwaway key: scratch graph only
     with scratch_engine(app_engine, EVAL_GRAPH_MINING) as eng:
-        ing = ingest_dicom(eng, root, ids, embed=False)
+        ing = ingest_dicom(eng, root, ids, embed=False, keep_source_ids=True)  # scored by annotation id
         report = match_graph(eng, calibrate=calibrate)
         by_pid = {c.patient_id: c for c in mining.read_cases(eng)}
     info.update({"ingested": ing.written, "ingestRejected": len(ing.rejected),

@@ -384,7 +384,7 @@ def evaluate_cohort(app_engine: Engine | None, cohort: str | Path, *, calibrate:
     ids = Pseudonymizer(uuid.uuid4().bytes + uuid.uuid4().bytes)
     run = None
     with scratch_engine(app_engine, EVAL_GRAPH_MATCHING, keep_graph) as eng:
-        ing = ingest_dicom(eng, cohort, ids, embed=False)
+        ing = ingest_dicom(eng, cohort, ids, embed=False, keep_source_ids=True)  # scored by annotation id
         if embed:
             enc = load_encoder(model_path)
             run = embed_lesions(eng, CohortImages(cohort, enc.patch_spec, ids), enc, EmbedOptions(workers=workers))

@@ -29,7 +29,7 @@ def run(tmp_path):
 
 @pytest.fixture
 def embedded(run, image_cohort, tiny_model):
-    run("ingest", "dicom", str(image_cohort), "--no-embed", "--json")
+    run("ingest", "dicom", str(image_cohort), "--no-embed", "--keep-source-ids", "--json")  # tests find files by imageRef
     out = json.loads(run("embed", "--cohort", str(image_cohort), "--model", str(tiny_model), "-k", "3", "--json").output)
     lesions = json.loads(run("query", "lesions", "--json").output)
     return out["cohort"], lesions

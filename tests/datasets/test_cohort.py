@@ -36,16 +36,25 @@ def test_valid_rows_become_records_with_contract_ids(tmp_path):
     assert a2.lesion.lesion_id == IDS.lesion("dicom", key)
     # Studies ordered by date within the patient; DICOM-style dates normalised.
     assert (a2.study.study_index, a1.study.study_index) == (1, 2)
-    assert a3.study.study_date == "2020-01-02" and a3.study == a2.study  # one record per study
+    assert a3.study == a2.study  # one record per study
+    # by default no UID, date, folder or annotation id: days since the patient's first study
+    assert (a2.study.study_day, a1.study.study_day) == (0, 120)
+    assert a2.study.study_date is None and a2.study.study_uid is None
     les = a1.lesion
-    assert les.annotation_id == "A1" and les.series_uid == SER_B and les.type_code == 5
+    assert les.series_id == IDS.series("dicom", "SYN0001", SER_B) and les.type_code == 5
+    assert les.annotation_id is None and les.series_uid is None and les.image_ref is None
     assert les.bbox_px == (25.0, 35.0, 35.0, 45.0) and les.key_slice_index == 7
-    assert les.image_ref == f"dicom/SYN0001/{UID_B}/{SER_B}"
-    props = a1.to_row()["lesion"]
-    assert props["annotationId"] == "A1" and props["seriesUid"] == SER_B
+    row = a1.to_row()
+    assert not {"annotationId", "seriesUid", "imageRef"} & set(row["lesion"])
+    assert not {"studyDate", "studyUid"} & set(row["study"]) and row["study"]["studyDay"] == 120
     assert a3.patient.sex == "F" and a3.study.patient_age_years == 61  # from the study's other row
     kept = C.read_annotations(path, IDS, keep_source_ids=True)
     assert kept[0].patient.source_id == "SYN0001"
+    k1, k2, k3 = kept
+    assert k3.study.study_date == "2020-01-02" and k3.study.study_uid == UID_A and k3.study.study_day == 0
+    assert k1.lesion.annotation_id == "A1" and k1.lesion.series_uid == SER_B
+    assert k1.lesion.image_ref == f"dicom/SYN0001/{UID_B}/{SER_B}"
+    assert k1.lesion.lesion_id == a1.lesion.lesion_id  # the same ids either way
 
 
 def test_bad_rows_are_reported_by_line_and_the_rest_kept(tmp_path):

@@ -44,7 +44,7 @@ def _slice_file(root, series, index):
 
 def test_counts_positions_and_locations(engine, cohort):
     root, info = cohort
-    rep = ingest_dicom(engine, root, IDS, embed=False)
+    rep = ingest_dicom(engine, root, IDS, embed=False, keep_source_ids=True)
     assert rep.rejected == [] and rep.written == len(info["rows"]) == 8
     stats = Client(engine, owns_engine=False).stats()
     assert stats["nodes"] == {"Patient": 2, "Study": 4, "Lesion": 8}
@@ -70,16 +70,16 @@ def test_counts_positions_and_locations(engine, cohort):
 
 def test_reingest_is_idempotent(engine, cohort):
     root, _ = cohort
-    ingest_dicom(engine, root, IDS, embed=False)
+    ingest_dicom(engine, root, IDS, embed=False, keep_source_ids=True)
     before = Client(engine, owns_engine=False).stats()
-    rep = ingest_dicom(engine, root, IDS, embed=False)
+    rep = ingest_dicom(engine, root, IDS, embed=False, keep_source_ids=True)
     assert rep.written == 0 and rep.unchanged == 8
     assert Client(engine, owns_engine=False).stats() == before
 
 
 def test_lesion_ids_follow_the_contract(engine, cohort):
     root, info = cohort
-    ingest_dicom(engine, root, IDS, embed=False)
+    ingest_dicom(engine, root, IDS, embed=False, keep_source_ids=True)
     got = _lesions(engine)
     r = info["rows"][0]
     coords = ",".join(f"{float(r[k]):.2f}" for k in
@@ -97,7 +97,7 @@ def test_studies_without_annotations_are_written(engine, tmp_path):
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    rep = ingest_dicom(engine, tmp_path, IDS, embed=False)
+    rep = ingest_dicom(engine, tmp_path, IDS, embed=False, keep_source_ids=True)
     stats = Client(engine, owns_engine=False).stats()
     assert stats["nodes"] == {"Patient": 1, "Study": 3, "Lesion": 4} and rep.extra["studies"] == 3
 
@@ -126,7 +126,7 @@ def test_corrupted_copy_ingests_the_intact_rest(engine, cohort, tmp_path):
     shutil.rmtree(root / info["series"][3]["series_dir"])
     gone = [r["annotation_id"] for r in rows if r["series_uid"] == info["series"][3]["series_uid"]]
 
-    rep = ingest_dicom(engine, root, IDS, embed=False)
+    rep = ingest_dicom(engine, root, IDS, embed=False, keep_source_ids=True)
     errs = rep.rejected
     by_kind = {k: [e for e in errs if e["kind"] == k] for k in ("row", "image", "annotation")}
     assert [e["line"] for e in by_kind["row"]] == [garbled_line]
@@ -160,7 +160,7 @@ def test_wrong_patient_and_box_outside_image_are_rejected(engine, cohort, tmp_pa
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    rep = ingest_dicom(engine, root, IDS, embed=False)
+    rep = ingest_dicom(engine, root, IDS, embed=False, keep_source_ids=True)
     reasons = {e["annotationId"]: e["reason"] for e in rep.rejected}
     assert "outside the 64×64 image" in reasons[rows[0]["annotation_id"]]
     assert "outside the series (0..9)" in reasons[rows[1]["annotation_id"]]
@@ -173,7 +173,7 @@ def test_annotation_only_cohort(engine, cohort, tmp_path):
     root.mkdir()
     shutil.copy(src / "annotations.csv", root)
     (root / "cohort.json").write_text(json.dumps({"images": False}))
-    rep = ingest_dicom(engine, root, IDS, embed=False)
+    rep = ingest_dicom(engine, root, IDS, embed=False, keep_source_ids=True)
     assert rep.written == 8 and rep.rejected == []
     got = _lesions(engine)
     assert all(les["locationZ"] == 0.5 and "positionXMm" not in les or les.get("positionXMm") is None
@@ -209,7 +209,7 @@ def synth_cohort(tmp_path_factory):
 
 def test_synth_cohort_counts_and_positions_match_ground_truth(engine, synth_cohort):
     root, gt = synth_cohort
-    rep = ingest_dicom(engine, root, IDS, embed=False)
+    rep = ingest_dicom(engine, root, IDS, embed=False, keep_source_ids=True)
     assert rep.rejected == []
     annotated = gt.annotated()
     assert len(annotated) > 0 and len(gt.withheld()) + len(annotated) == len(gt.instances)
@@ -266,7 +266,7 @@ def test_corrupted_synth_cohort_reports_each_bad_item(engine, synth_cohort, tmp_
     lines[k] = lines[k].replace(",", ",,", 3)
     (root / "annotations.csv").write_text("\n".join(lines) + "\n")
 
-    rep = ingest_dicom(engine, root, IDS, embed=False)
+    rep = ingest_dicom(engine, root, IDS, embed=False, keep_source_ids=True)
     rejected = {e.get("annotationId"): e for e in rep.rejected if e["kind"] == "annotation"}
     assert fa.name in rejected[a["annotation_id"]]["reason"] and "truncated" in rejected[a["annotation_id"]]["reason"]
     assert "missing" in rejected[b["annotation_id"]]["reason"]
@@ -289,7 +289,7 @@ def test_non_contract_layout_with_two_series_in_one_folder(engine, tmp_path):
                      study_uid=study, series_uid=series, names=[f"{pid}_{i}" for i in range(6)])
         rows.append(ann_row(f"H{k}", pid, study, series, "2020-01-02", 2, 12, 14, 3))
     write_annotations(root / "annotations.csv", rows)
-    rep = ingest_dicom(engine, root, IDS, embed=False)
+    rep = ingest_dicom(engine, root, IDS, embed=False, keep_source_ids=True)
     assert rep.rejected == [] and rep.written == 2
     got = _lesions(engine)
     assert got["H1"]["imageRef"] == "export" and got["H1"]["locationZ"] is not None
