@@ -64,9 +64,12 @@ def test_bad_rows_are_reported_by_line_and_the_rest_kept(tmp_path):
     assert [g.annotation_id for g in good] == ["A1", "A2", "A3"]
     assert "type_code" in errs[5] and "bbox" in errs[6] and "study_date" in errs[7]
     assert "repeats line 3" in errs[8]
-    assert "study_uid" in errs[9] and "SYN0002" in errs[9]
+    assert "study_uid" in errs[9] and "line 3" in errs[9] and "patient_id differs" in errs[9]
+    assert "SYN0002" not in errs[9] and "SYN0001" not in errs[9]  # no patient id in error messages
     assert "location" in errs[10]
-    assert len(errs) == 7 and 11 in errs  # the garbled last line(s) are one error, not a crash
+    # the unclosed quote costs its own line only: the next line is read (and rejected) on its own
+    assert "unterminated quote" in errs[11] and "expected 29 cells, got 3" in errs[12]
+    assert len(errs) == 8
     assert all(isinstance(e, RowError) and e.source == str(path) for e in items if not isinstance(e, C.CohortRow))
 
 

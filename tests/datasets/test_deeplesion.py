@@ -102,7 +102,9 @@ def test_not_a_dl_info_file(tmp_path, ids):
 
 def test_ids_stable_and_independent_of_row_order(tmp_path, ids):
     other = list(GOOD)
-    other[COLUMNS.index("Measurement_coordinates")] = "200, 95, 210, 106, 205, 100, 206, 101"
+    other[COLUMNS.index("Measurement_coordinates")] = "200, 95, 210, 106, 203, 102, 207, 99"
+    other[COLUMNS.index("Bounding_boxes")] = "195, 90, 215, 111"
+    other[COLUMNS.index("Lesion_diameters_Pixel_")] = "14.8661, 5"
     a = [x.lesion.lesion_id for x in read_dl_info(write_csv(tmp_path, [GOOD, other]), ids)]
     b = [x.lesion.lesion_id for x in read_dl_info(write_csv(tmp_path, [other, GOOD]), ids)]
     assert a[0] != a[1]  # two lesions on one key slice are two lesions
