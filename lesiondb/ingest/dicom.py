@@ -25,7 +25,7 @@ from ..datasets import cohort as C
 from ..datasets.deeplesion import RowError
 from ..errors import ImageError, InputError
 from ..graph.engine import DEFAULT_BATCH, Engine
-from .records import IngestReport, write_annotated
+from .records import IngestReport, claim_pseudonym_key, write_annotated
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ def ingest_cohort(
     if not ann_path.is_file():
         raise InputError(f"no annotations file; pass --annotations FILE or add {C.ANNOTATIONS}", str(ann_path))
     report = IngestReport(source=str(ann_path))
+    claim_pseudonym_key(engine, ids)  # refuses a key other than the graph's, before any write
     meta = C.read_cohort_meta(root)
     with_images = meta.get("images", True) is not False
     z_ranges = C.body_z_ranges(meta)

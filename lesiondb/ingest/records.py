@@ -8,9 +8,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from ..core.records import Annotated
+from ..errors import ConfigError
 from ..graph.engine import DEFAULT_BATCH, Engine, batched
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,25 @@ class IngestReport:
             "unchanged": self.unchanged, "duplicates": self.duplicates,
             "rejected": len(self.rejected), "errors": self.rejected, **self.extra,
         }
+
+
+def claim_pseudonym_key(engine: Engine, ids: Any) -> str:
+    """Record the fingerprint of ``ids``' key in the graph (first ingest), or check it against the
+    one recorded: :class:`ConfigError` when they differ, before anything is written, since ids
+    made with another key would duplicate every patient, study and lesion already there.
+    Returns the fingerprint."""
+    fp = ids.fingerprint
+    rows = engine.execute("claim_pseudonym_key", fingerprint=fp,
+                          claimedAt=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    have = rows[0]["fingerprint"] if rows else fp
+    if have != fp:
+        raise ConfigError(
+            f"the pseudonym key (fingerprint {fp}) is not the key this graph's ids were made with "
+            f"(fingerprint {have}); ingesting with it would add every patient, study and lesion a second "
+            "time under other ids. Use the same key: drop --pseudonym-key / LESIONDB_PSEUDONYM_KEY to use the "
+            "data dir's pseudonym.key, or pass the key this graph was built with; or ingest into another "
+            "graph (--data-dir, or another database).")
+    return fp
 
 
 def write_annotated(
@@ -97,6 +118,7 @@ def ingest_deeplesion(
     from ..datasets.deeplesion import RowError, read_dl_info
 
     report = IngestReport(source=str(path))
+    claim_pseudonym_key(engine, ids)
 
     def valid() -> Iterable[Annotated]:
         for item in read_dl_info(path, ids, keep_source_ids=keep_source_ids, file_names=file_names):
