@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.private import make_private_file
 from ..errors import InputError
 from ..imaging.patches import PatchSpec, extract_patch, extract_patch_from_volume
 
@@ -56,6 +57,7 @@ class PatchSet:
                  sizes_mm=self.sizes_mm, groups=self.groups.astype(str), ids=self.ids.astype(str),
                  meta=np.array(json.dumps({"spec": self.spec.to_dict(), "problems": self.problems,
                                            "source": self.source})))
+        make_private_file(tmp)  # crops of patient CT: 0600 (in the data dir's cache and elsewhere)
         tmp.replace(path)
 
     @classmethod
