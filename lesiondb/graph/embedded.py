@@ -490,7 +490,7 @@ class EmbeddedFalkorDB:
                     proc.kill()
                     proc.wait()
                 raise EngineError(
-                    f"the embedded FalkorDB server (pid {pid}) made no progress for {START_STALL_S:.0f} s while "
+                    f"the embedded FalkorDB server (pid {pid}) made no progress for {START_STALL_S:g} s while "
                     f"starting (last state: {state}); log {log_path}:\n{_tail(log_path)}")
             if not warned and state in ("loading", "busy") and now - t0 > 3.0:
                 perc = info.get("loadedPerc")
