@@ -383,23 +383,24 @@ def _interpolate(get, key_index: int, t: float, key: np.ndarray, strict: bool, f
             if strict:
                 raise ImageError(f"neighbour slice {idx} of key slice {key_index} not found "
                                  f"(needed for the ±{abs(t):.2f}-slice stack)", str(folder / f"{idx:03d}.png"))
-            img = _nearest_towards_key(get, idx, key_index, key)
-        if img.shape != key.shape:
+            idx, img = _nearest_towards_key(get, idx, key_index, key)
+        if img.shape != key.shape:  # named by the file actually used
             raise ImageError(f"slice {idx} is {img.shape}, key slice is {key.shape}", str(folder / f"{idx:03d}.png"))
         got.append((img, weight))
     total = sum(w for _, w in got)
     return sum(img * (w / total) for img, w in got).astype(np.float32)  # type: ignore[return-value]
 
 
-def _nearest_towards_key(get, idx: int, key_index: int, key: np.ndarray) -> np.ndarray:
+def _nearest_towards_key(get, idx: int, key_index: int, key: np.ndarray) -> tuple[int, np.ndarray]:
+    """(index, slice) of the nearest present slice from ``idx`` back towards the key slice."""
     step = 1 if idx < key_index else -1
     i = idx + step
     while i != key_index:
         img = get(i)
         if img is not None:
-            return img
+            return i, img
         i += step
-    return key
+    return key_index, key
 
 
 # -- the ingest's reader: one series, each file once, top rows only ------------------------------------------

@@ -671,10 +671,9 @@ def test_dl_info_variant_end_to_end(name, engine, dl_base, dl_clean, tmp_path):
 def test_cohort_variant_end_to_end(engine, tmp_path):
     """A cohort with images whose annotations.csv holds a bad byte, an unclosed quote and a
     conflicting duplicate: the other annotations land, each bad line is named."""
-    from tests.ct_factory import mini_cohort
-
     from lesiondb.client import Client
     from lesiondb.ingest.dicom import ingest_cohort
+    from tests.ct_factory import mini_cohort
 
     info = mini_cohort(tmp_path / "c")
     ann = tmp_path / "c" / "annotations.csv"
