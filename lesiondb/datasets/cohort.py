@@ -98,10 +98,10 @@ def iso_date(value: str, col: str = "study_date") -> str | None:
         return None
     m = _DATE_RE.match(s)
     if not m:
-        raise ValueError(f"{col}: {s!r} is not a date (YYYY-MM-DD or YYYYMMDD)")
+        raise ValueError(f"{col} is not a date (YYYY-MM-DD or YYYYMMDD)")  # the value is not echoed: a date
     y, mo, d = (int(g) for g in m.groups())
     if not (1 <= mo <= 12 and 1 <= d <= 31):
-        raise ValueError(f"{col}: {s!r} is not a valid date")
+        raise ValueError(f"{col} is not a valid date (month 1–12, day 1–31)")
     return f"{y:04d}-{mo:02d}-{d:02d}"
 
 
@@ -116,7 +116,7 @@ def parse_row(row: dict[str, str], line: int) -> CohortRow:
             raise ValueError(f"{col} is empty")
     for col in ("study_uid", "series_uid"):
         if not _UID_RE.match(txt[col]):
-            raise ValueError(f"{col}: {txt[col]!r} is not a UID")
+            raise ValueError(f"{col} is not a UID (1–64 characters: digits, letters, '.', '_', '-')")
     if "/" in txt["patient_id"] or txt["patient_id"] in (".", ".."):
         raise ValueError("patient_id cannot name a folder (holds '/' or is '.' or '..')")
     key = _int(txt["key_slice_index"], "key_slice_index")

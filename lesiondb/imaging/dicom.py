@@ -687,11 +687,12 @@ def _pick_series(groups: dict[str, list], series_uid: str | None, skipped: dict[
         raise ImageError(f"no readable CT slice ({detail})", where)
     if series_uid is None:
         if len(groups) > 1:
-            raise ImageError(f"{len(groups)} series in one input ({', '.join(sorted(groups))}); "
+            raise ImageError(f"{len(groups)} series in one input; "
                              "pass series_uid to pick one", where)
         series_uid = next(iter(groups))
     if series_uid not in groups:
-        raise ImageError(f"series {series_uid} not found (found {', '.join(sorted(groups))})", where)
+        # UIDs identify a patient's study: the message says how many, not which
+        raise ImageError(f"the series asked for is not there (found {len(groups)} other series)", where)
     return series_uid
 
 
