@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..core.private import PRIVATE_UMASK, make_private_dir, secure_tree, write_private_text
+from ..core.private import PRIVATE_UMASK, make_private_dir, make_private_file, secure_tree, write_private_text
 from ..errors import ConfigError, DataDirLocked, EngineError, EngineInUse, EngineUnavailable
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ PROBE_TIMEOUT_S = 2.0
 LOCK_WAIT_S = 15.0
 #: compact() when a command that wrote ends: always while the snapshot is small (rewriting it
 #: takes well under a second), else once the log grew by COMPACT_MIN_GROWTH_BYTES.
+#: What lesiondb keeps in a data dir (made private at start; nothing else there is touched).
+OWN_ENTRIES = ("pseudonym.key", STATE_FILE, LOCK_FILE, LEASE_LOCK, LEASE_DIR, "falkordb", "embeddings", "cache")
 COMPACT_SMALL_BASE_BYTES = 64 * 1024 * 1024
 COMPACT_MIN_GROWTH_BYTES = 1024 * 1024
 DOCKER_HINT = ("Use Neo4j instead: `docker compose up -d` in the lesiondb checkout, then pass "
@@ -421,10 +423,21 @@ class EmbeddedFalkorDB:
         self.owned = False
         return self
 
+    def _secure_own_files(self) -> None:
+        """Make lesiondb's own files in the data dir private (0600, folders 0700); anything else a
+        user keeps there is left alone."""
+        make_private_dir(self.data_dir)
+        for name in OWN_ENTRIES:
+            p = self.data_dir / name
+            if p.is_dir() and not p.is_symlink():
+                secure_tree(p)
+            elif p.is_file():
+                make_private_file(p)
+
     def _spawn(self, server: str, module: str, daemon: bool) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
-        secure_tree(self.data_dir)  # files an older lesiondb left readable
+        self._secure_own_files()  # files an older lesiondb left readable
         log_path = self.db_dir / "falkordb.log"
         args = [
             server,

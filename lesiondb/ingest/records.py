@@ -41,6 +41,20 @@ class IngestReport:
         }
 
 
+def check_pseudonym_key(engine: Engine, ids: Any) -> str | None:
+    """Read-only twin of :func:`claim_pseudonym_key` for commands that map source files to ids
+    without writing them (``embed --dl-info``, ``mine --dl-info``): :class:`ConfigError` when the
+    graph recorded another key. Returns the graph's fingerprint (None: none recorded yet)."""
+    rows = engine.run("graph_info")
+    have = rows[0]["fingerprint"] if rows else None
+    if have is not None and have != ids.fingerprint:
+        raise ConfigError(
+            f"the pseudonym key (fingerprint {ids.fingerprint}) is not the key this graph's ids were made with "
+            f"(fingerprint {have}): no file name would match a lesion. Use the key of the ingest: drop "
+            "--pseudonym-key / LESIONDB_PSEUDONYM_KEY to use the data dir's pseudonym.key, or pass that key.")
+    return have
+
+
 def claim_pseudonym_key(engine: Engine, ids: Any) -> str:
     """Record the fingerprint of ``ids``' key in the graph (first ingest), or check it against the
     one recorded: :class:`ConfigError` when they differ, before anything is written, since ids

@@ -331,8 +331,11 @@ def test_data_dir_and_every_file_private_whatever_the_umask(tmp_path):
 
     d = tmp_path / "data"
     d.mkdir(mode=0o755)
-    (d / "old-readable.json").write_text("{}")  # left by an older version
-    os.chmod(d / "old-readable.json", 0o644)
+    (d / "embeddings").mkdir(mode=0o755)
+    (d / "embeddings" / "old-cache.npz").write_text("{}")  # left readable by an older version
+    os.chmod(d / "embeddings" / "old-cache.npz", 0o644)
+    (d / "notes-of-the-user.txt").write_text("not lesiondb's")  # not lesiondb's: left alone
+    os.chmod(d / "notes-of-the-user.txt", 0o644)
     old = os.umask(0o022)
     try:
         eng = FalkorEngine.embedded(str(d))
@@ -345,10 +348,13 @@ def test_data_dir_and_every_file_private_whatever_the_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
     names = {p.name for p in listed}
-    assert {"engine.lock", "engine.json", "falkordb.log", "old-readable.json", "clients.lock"} <= names
+    assert {"engine.lock", "engine.json", "falkordb.log", "old-cache.npz", "clients.lock"} <= names
     assert any(n.endswith(".base.rdb") for n in names) and any(n.endswith(".incr.aof") for n in names)
     for p, mode in listed.items():
         if p.is_socket() or p.suffix == ".sock":
+            continue
+        if p.name == "notes-of-the-user.txt":
+            assert mode == 0o644
             continue
         want = 0o700 if p.is_dir() else 0o600
         assert mode == want, f"{p.relative_to(d)} is {oct(mode)}, want {oct(want)}"

@@ -10,7 +10,7 @@ from lesiondb.client import Client
 from lesiondb.core.pseudonym import KEY_FILE, Pseudonymizer
 from lesiondb.datasets.deeplesion import COLUMNS
 from lesiondb.errors import ConfigError
-from lesiondb.ingest.records import claim_pseudonym_key, ingest_deeplesion
+from lesiondb.ingest.records import check_pseudonym_key, claim_pseudonym_key, ingest_deeplesion
 
 GOOD = ["000001_01_01_109.png", "1", "1", "1", "109",
         "233.537, 95.0204, 234.057, 106.977, 231.169, 101.605, 236.252, 101.143",
@@ -69,3 +69,13 @@ def test_exact_duplicate_counted_conflicting_duplicate_names_both_lines(engine, 
     assert "Lesion_diameters_Pixel_" not in err["reason"]
     # the first row stands (type 3), the conflicting one (type 5) changed nothing
     assert sorted(Client(engine, owns_engine=False).lesions().typeCode) == [3, 4]
+
+
+def test_check_is_read_only_and_refuses_another_key(engine):
+    ids, other = Pseudonymizer(b"q" * 32), Pseudonymizer(b"r" * 32)
+    assert check_pseudonym_key(engine, other) is None  # nothing recorded: nothing to compare, nothing written
+    assert engine.run("graph_info") == []
+    claim_pseudonym_key(engine, ids)
+    assert check_pseudonym_key(engine, ids) == ids.fingerprint
+    with pytest.raises(ConfigError, match="no file name would match"):
+        check_pseudonym_key(engine, other)
