@@ -25,6 +25,10 @@ class DataDirLocked(EngineError):
     """Another process owns the embedded engine of this data dir."""
 
 
+class EngineInUse(EngineError):
+    """``engine stop`` refused: other processes use the shared embedded engine."""
+
+
 class QueryNotFound(LesionDBError):
     """No .cypher file carries the requested query name."""
 

@@ -24,16 +24,16 @@ def start(app, as_json) -> None:
 
 
 @command.command("stop")
+@click.option("--force", is_flag=True, help="Stop the server even while other commands use it.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_app
 @handle_errors
-def stop(app, as_json) -> None:
-    """Stop a server started with `engine start` (cleanly: every write is already on disk)."""
+def stop(app, force, as_json) -> None:
+    """Stop a server started with `engine start` (cleanly: every write is already on disk).
+    Refused, naming them, while other commands use it (unless --force)."""
     srv = EmbeddedFalkorDB(app.data_dir)
-    was = srv.status()["running"]
-    if was:
-        srv.stop(force=True)
-    emit({"stopped": was, **srv.status()}, as_json,
+    done = srv.stop_shared(force=force)
+    emit({**srv.status(), "stopped": done["stopped"], "stoppedClients": done["clients"]}, as_json,
          lambda o: "stopped" if o["stopped"] else "no server was running")
 
 

@@ -19,6 +19,7 @@ from ..core.pseudonym import Pseudonymizer
 from ..core.records import LESION_TYPES, Annotated, Lesion, Patient, Study
 from ..errors import InputError
 from .csvrows import RowError, iter_rows
+from .deeplesion import CONTAIN_SLACK_PX, check_diameters, check_spacing
 
 SOURCE = "dicom"
 ANNOTATIONS = "annotations.csv"
@@ -98,10 +99,10 @@ def iso_date(value: str, col: str = "study_date") -> str | None:
         return None
     m = _DATE_RE.match(s)
     if not m:
-        raise ValueError(f"{col}: {s!r} is not a date (YYYY-MM-DD or YYYYMMDD)")
+        raise ValueError(f"{col} is not a date (YYYY-MM-DD or YYYYMMDD)")  # the value is not echoed: a date
     y, mo, d = (int(g) for g in m.groups())
     if not (1 <= mo <= 12 and 1 <= d <= 31):
-        raise ValueError(f"{col}: {s!r} is not a valid date")
+        raise ValueError(f"{col} is not a valid date (month 1–12, day 1–31)")
     return f"{y:04d}-{mo:02d}-{d:02d}"
 
 
@@ -116,9 +117,9 @@ def parse_row(row: dict[str, str], line: int) -> CohortRow:
             raise ValueError(f"{col} is empty")
     for col in ("study_uid", "series_uid"):
         if not _UID_RE.match(txt[col]):
-            raise ValueError(f"{col}: {txt[col]!r} is not a UID")
+            raise ValueError(f"{col} is not a UID (1–64 characters: digits, letters, '.', '_', '-')")
     if "/" in txt["patient_id"] or txt["patient_id"] in (".", ".."):
-        raise ValueError(f"patient_id: {txt['patient_id']!r} cannot name a folder")
+        raise ValueError("patient_id cannot name a folder (holds '/' or is '.' or '..')")
     key = _int(txt["key_slice_index"], "key_slice_index")
     if key < 0:
         raise ValueError(f"key_slice_index: {key} is negative")
@@ -128,16 +129,22 @@ def parse_row(row: dict[str, str], line: int) -> CohortRow:
         raise ValueError(f"bbox: x2 ≤ x1 or y2 ≤ y1 in {bbox}")
     if min(recist + bbox) < 0:
         raise ValueError("recist/bbox: negative pixel coordinate")
+    xs, ys = recist[0::2], recist[1::2]
+    t = CONTAIN_SLACK_PX
+    if min(xs) < bbox[0] - t or max(xs) > bbox[2] + t or min(ys) < bbox[1] - t or max(ys) > bbox[3] + t:
+        raise ValueError(f"bbox {bbox} does not contain the RECIST points {recist}")
     long_px = _num(txt["long_diameter_px"], "long_diameter_px")
     short_px = _num(txt["short_diameter_px"], "short_diameter_px")
     if long_px <= 0 or short_px <= 0:
         raise ValueError(f"diameters must be positive, got {long_px}, {short_px}")
+    check_diameters(recist, long_px, short_px, "long_diameter_px/short_diameter_px")
     type_code = _int(txt["type_code"], "type_code")
     if type_code != -1 and type_code not in LESION_TYPES:
         raise ValueError(f"type_code: unknown code {type_code} (expected -1 or 1..8)")
     sx, sy, sz = (_num(txt[c], c) for c in ("spacing_x_mm", "spacing_y_mm", "slice_interval_mm"))
     if sx <= 0 or sy <= 0 or sz <= 0:
         raise ValueError(f"spacing must be positive, got {sx}, {sy}, {sz}")
+    check_spacing(sx, sy, sz, "spacing_x_mm/spacing_y_mm/slice_interval_mm")
     loc_cells = [txt[c] for c in ("location_x", "location_y", "location_z")]
     if all(not c for c in loc_cells):
         loc = None
@@ -164,12 +171,17 @@ def parse_row(row: dict[str, str], line: int) -> CohortRow:
 def read_rows(path: str | Path) -> Iterator[CohortRow | RowError]:
     """Yield one :class:`CohortRow` per valid row and one :class:`RowError` per bad one.
 
-    Besides cell checks, a row is rejected when its annotation_id repeats an earlier row's, or when
-    its study_uid was already seen with another patient or date. Line numbers are 1-based (header = 1).
+    Besides cell checks, a row is rejected when its annotation_id repeats an earlier row's, when
+    its study_uid was already seen with another patient or date, or when it marks the same lesion
+    (series, key slice, RECIST points) as an earlier row with other values. The same lesion with
+    the same values under another annotation_id is an exact duplicate: yielded, and counted as one
+    by the writer. Errors name lines, never the patient ids or dates they hold (they would end up
+    in logs and ``--json`` reports). Line numbers are 1-based (header = 1).
     """
     path = Path(path)
     seen_ids: dict[str, int] = {}
     studies: dict[str, tuple[str, str | None, int]] = {}
+    lesions: dict[str, CohortRow] = {}
     for item in iter_rows(path, COLUMNS, "cohort annotations.csv"):
         if isinstance(item, RowError):
             yield item
@@ -186,13 +198,27 @@ def read_rows(path: str | Path) -> Iterator[CohortRow | RowError]:
             continue
         first = studies.get(row.study_uid)
         if first is not None and (first[0], first[1]) != (row.patient_id, row.study_date):
-            yield RowError(line, f"study_uid {row.study_uid} has patient {row.patient_id!r} / date "
-                                 f"{row.study_date} here but {first[0]!r} / {first[1]} on line {first[2]}",
-                           str(path))
+            what = " and ".join(n for n, a, b in (("patient_id", first[0], row.patient_id),
+                                                   ("study_date", first[1], row.study_date)) if a != b)
+            yield RowError(line, f"study_uid is the same as on line {first[2]} but {what} differs", str(path))
             continue
+        twin = lesions.get(row.lesion_key())
+        if twin is not None:
+            differ = [f for f in _COMPARED if getattr(twin, f) != getattr(row, f)]
+            if differ:
+                yield RowError(line, f"conflicting duplicate of line {twin.line}: same series_uid, key_slice_index "
+                                     f"and RECIST points, different {', '.join(differ)}; line {twin.line} is kept, "
+                                     f"line {line} is rejected", str(path))
+                continue
         seen_ids[row.annotation_id] = line
         studies.setdefault(row.study_uid, (row.patient_id, row.study_date, line))
+        lesions.setdefault(row.lesion_key(), row)
         yield row
+
+
+#: What two rows marking the same lesion must agree on (all but line and annotation_id).
+_COMPARED = ("patient_id", "study_uid", "study_date", "bbox_px", "long_diameter_px", "short_diameter_px",
+             "type_code", "spacing_xy_mm", "slice_interval_mm", "location", "patient_sex", "patient_age")
 
 
 def study_indices(studies: Iterable[tuple[str, str | None, str]]) -> dict[tuple[str, str], int]:

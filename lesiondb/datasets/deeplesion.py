@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,19 @@ _FILE_RE = re.compile(r"^(\d{6})_(\d{2})_(\d{2})_(\d{3})\.png$")
 _REF_RE = re.compile(r"(\d{6}_\d{2}_\d{2})(?:[/_](\d+)\.png)?$")
 # Normalised locations in the real file stay within [0, 1] up to rounding; allow a little slack.
 _LOC_SLACK = 0.05
+#: Plausibility limits (docs/security.md, "Input limits"); the real rows lie well inside them:
+#: pixel spacing 0.28–0.98 mm, slice interval 0.25–5 mm, images 512², 768² and 1024².
+SPACING_MM_RANGE = (0.05, 10.0)
+SLICE_INTERVAL_MM_RANGE = (0.1, 50.0)
+IMAGE_SIDE_RANGE = (32, 4096)
+#: DeepLesion's coordinates are 1-based and sub-pixel: RECIST end points of the real rows reach up
+#: to 1.65 px past the image side. Its boxes are the RECIST extent padded by 5 px (so they reach
+#: 6.65 px past it) and hold every RECIST point at least 5 px inside.
+COORD_SLACK_PX = 2.0
+BOX_SLACK_PX = 8.0
+CONTAIN_SLACK_PX = 1.0
+#: Lesion_diameters_Pixel_ are the lengths of the two RECIST axes (within 0.09 % in the real rows).
+DIAMETER_RTOL, DIAMETER_ATOL_PX = 0.05, 1.0
 
 
 def _int(value: str, col: str) -> int:
@@ -56,6 +70,52 @@ def _floats(value: str, col: str, n: int) -> tuple[float, ...]:
             raise ValueError(f"{col}: {p!r} is not finite")
         out.append(f)
     return tuple(out)
+
+
+def _whole(v: float, col: str) -> int:
+    if v != int(v):
+        raise ValueError(f"{col}: {v!r} is not an integer")
+    return int(v)
+
+
+def check_spacing(sx: float, sy: float, sz: float | None, col: str) -> None:
+    """``ValueError`` when a spacing cannot be a CT's (limits in :data:`SPACING_MM_RANGE`,
+    :data:`SLICE_INTERVAL_MM_RANGE`)."""
+    lo, hi = SPACING_MM_RANGE
+    if not (lo <= sx <= hi and lo <= sy <= hi):
+        raise ValueError(f"{col}: pixel spacing {sx:g} × {sy:g} mm is outside the plausible {lo:g}–{hi:g} mm")
+    lo, hi = SLICE_INTERVAL_MM_RANGE
+    if sz is not None and not lo <= sz <= hi:
+        raise ValueError(f"{col}: slice interval {sz:g} mm is outside the plausible {lo:g}–{hi:g} mm")
+
+
+def check_geometry(recist: tuple[float, ...], bbox: tuple[float, ...], rows: int | None = None,
+                   cols: int | None = None) -> None:
+    """``ValueError`` when a RECIST point or the box is negative, lies beyond the ``rows × cols``
+    image (when known), or the box does not contain the RECIST points (tolerances above)."""
+    if min(recist) < 0:
+        raise ValueError(f"Measurement_coordinates: negative pixel coordinate in {recist}")
+    if min(bbox) < 0:
+        raise ValueError(f"Bounding_boxes: negative pixel coordinate in {bbox}")
+    xs, ys = recist[0::2], recist[1::2]
+    if rows is not None and cols is not None:
+        if max(xs) > cols + COORD_SLACK_PX or max(ys) > rows + COORD_SLACK_PX:
+            raise ValueError(f"Measurement_coordinates: a point lies beyond the {rows}×{cols} image "
+                             f"(x up to {max(xs):g}, y up to {max(ys):g})")
+        if bbox[2] > cols + BOX_SLACK_PX or bbox[3] > rows + BOX_SLACK_PX:
+            raise ValueError(f"Bounding_boxes: {bbox} reaches beyond the {rows}×{cols} image")
+    t = CONTAIN_SLACK_PX
+    if min(xs) < bbox[0] - t or max(xs) > bbox[2] + t or min(ys) < bbox[1] - t or max(ys) > bbox[3] + t:
+        raise ValueError(f"Bounding_boxes: {bbox} does not contain the RECIST points {recist}")
+
+
+def check_diameters(recist: tuple[float, ...], long_px: float, short_px: float, col: str) -> None:
+    """``ValueError`` when the diameters are not the lengths of the two RECIST axes."""
+    axes = (math.dist(recist[0:2], recist[2:4]), math.dist(recist[4:6], recist[6:8]))
+    for given, axis in zip((long_px, short_px), axes, strict=True):
+        if abs(given - axis) > max(DIAMETER_ATOL_PX, DIAMETER_RTOL * axis):
+            raise ValueError(f"{col}: {long_px:g}, {short_px:g} px disagree with the RECIST axes "
+                             f"({axes[0]:.2f}, {axes[1]:.2f} px)")
 
 
 def lesion_key(file_name: str, coords: tuple[float, ...]) -> str:
@@ -96,16 +156,26 @@ def parse_row(row: dict[str, str], ids: Pseudonymizer, keep_source_ids: bool = F
     noisy = _int(row["Possibly_noisy"], "Possibly_noisy")
     if noisy not in (0, 1):
         raise ValueError(f"Possibly_noisy: {noisy} is not 0 or 1")
-    first, last = (int(v) for v in _floats(row["Slice_range"], "Slice_range", 2))
+    first, last = (_whole(v, "Slice_range") for v in _floats(row["Slice_range"], "Slice_range", 2))
     if first > last:
         raise ValueError(f"Slice_range: first {first} > last {last}")
+    if first < 0:
+        raise ValueError(f"Slice_range: first slice {first} is negative")
+    if not first <= key <= last:
+        raise ValueError(f"Key_slice_index {key} lies outside Slice_range {first}–{last}")
     sx, sy, sz = _floats(row["Spacing_mm_px_"], "Spacing_mm_px_", 3)
     if sx <= 0 or sy <= 0 or sz <= 0:
         raise ValueError(f"Spacing_mm_px_: spacing must be positive, got {sx}, {sy}, {sz}")
-    rows, cols = (int(v) for v in _floats(row["Image_size"], "Image_size", 2))
-    if rows <= 0 or cols <= 0:
-        raise ValueError(f"Image_size: {rows}, {cols} must be positive")
+    check_spacing(sx, sy, sz, "Spacing_mm_px_")
+    rows, cols = (_whole(v, "Image_size") for v in _floats(row["Image_size"], "Image_size", 2))
+    lo_side, hi_side = IMAGE_SIDE_RANGE
+    if not (lo_side <= rows <= hi_side and lo_side <= cols <= hi_side):
+        raise ValueError(f"Image_size: {rows}×{cols} is not a CT slice size ({lo_side}–{hi_side} pixels a side)")
+    check_geometry(coords, bbox, rows, cols)
+    check_diameters(coords, long_px, short_px, "Lesion_diameters_Pixel_")
     win = _floats(row["DICOM_windows"], "DICOM_windows", 2)
+    if win[0] >= win[1]:
+        raise ValueError(f"DICOM_windows: low {win[0]:g} ≥ high {win[1]:g}")
     sex = row["Patient_gender"].strip().upper() or None
     if sex not in (None, "M", "F"):
         raise ValueError(f"Patient_gender: {row['Patient_gender']!r} is not M or F")
@@ -123,7 +193,7 @@ def parse_row(row: dict[str, str], ids: Pseudonymizer, keep_source_ids: bool = F
     ref = series_ref(patient, study, series)
     return Annotated(
         patient=Patient(pid, sex=sex, source_id=str(patient) if keep_source_ids else None, source=SOURCE),
-        study=Study(sid, pid, study, patient_age_years=age,
+        study=Study(sid, pid, study, patient_age_years=None if age is None else min(age, 90),
                     source_id=f"{patient:06d}_{study:02d}" if keep_source_ids else None),
         lesion=Lesion(
             lesion_id=lid, study_id=sid, patient_id=pid, series_index=series, key_slice_index=key,
@@ -137,18 +207,20 @@ def parse_row(row: dict[str, str], ids: Pseudonymizer, keep_source_ids: bool = F
             # The image path reveals the patient index: kept only with the source ids.
             image_ref=f"{ref}/{slice_file(key)}" if keep_source_ids else None,
         ),
+        extra={"fileName": fname},
     )
 
 
-def read_dl_info(
-    path: str | Path, ids: Pseudonymizer, keep_source_ids: bool = False, file_names: dict[str, str] | None = None
-) -> Iterator[Annotated | RowError]:
+def read_dl_info(path: str | Path, ids: Pseudonymizer, keep_source_ids: bool = False) -> Iterator[Annotated | RowError]:
     """Yield one :class:`Annotated` per valid row and one :class:`RowError` per bad row.
 
-    Line numbers are 1-based physical lines of the file (the header is line 1). ``file_names``,
-    when given, gets lesionId → ``File_name`` of every valid row, source ids kept or not (what
-    the image reader needs, without reading the file a second time).
+    A row repeating an earlier row's File_name and Measurement_coordinates is yielded again when
+    its values are the same (an exact duplicate: the writer counts it) and is a :class:`RowError`
+    naming both lines when they differ. Line numbers are 1-based physical lines of the file (the
+    header is line 1). Each record's ``extra["fileName"]`` is its ``File_name`` (source ids kept
+    or not: it is never written to the graph unless kept).
     """
+    seen: dict[str, tuple[int, str, bytes]] = {}  # lesionId → (line, content hash, cell checksums)
     for item in iter_rows(path, COLUMNS, "DL_info.csv"):
         if isinstance(item, RowError):
             yield item
@@ -159,18 +231,26 @@ def read_dl_info(
         except ValueError as exc:
             yield RowError(line, str(exc), str(path))
             continue
-        if file_names is not None:
-            file_names[rec.lesion.lesion_id] = row["File_name"].strip()
+        lid = rec.lesion.lesion_id
+        digest = rec.to_row()["lesion"]["contentHash"]
+        cells = _cell_sums(row)
+        first = seen.get(lid)
+        if first is not None and first[1] != digest:
+            # same key slice and RECIST points, other values: which row is right is unknown
+            differ = [c for k, c in enumerate(COLUMNS) if cells[4 * k:4 * k + 4] != first[2][4 * k:4 * k + 4]]
+            yield RowError(line, f"conflicting duplicate of line {first[0]}: same File_name and "
+                                 f"Measurement_coordinates, different {', '.join(differ) or 'values'}; "
+                                 f"line {first[0]} is kept, line {line} is rejected", str(path))
+            continue
+        if first is None:
+            seen[lid] = (line, digest, cells)
         yield rec
 
 
 def file_names(path: str | Path, ids: Pseudonymizer) -> dict[str, str]:
     """lesionId → ``File_name`` of every valid row of a DL_info.csv, pseudonymised with ``ids`` (the
     ingest's key, so the ids are the graph's): how a pseudonymised graph finds its images."""
-    out: dict[str, str] = {}
-    for _ in read_dl_info(path, ids, file_names=out):
-        pass
-    return out
+    return {a.lesion.lesion_id: a.extra["fileName"] for a in read_dl_info(path, ids) if isinstance(a, Annotated)}
 
 
 # -- DeepLesion's naming rule: the one place it is written -------------------------------------------
@@ -203,6 +283,11 @@ def series_ids(images_root: str | Path, ids: Pseudonymizer) -> dict[str, str]:
 def slice_file(slice_number: int) -> str:
     """A slice's file name in its series folder: ``KKK.png`` (1-based, three digits)."""
     return f"{slice_number:03d}.png"
+
+
+def _cell_sums(row: dict[str, str]) -> bytes:
+    """A 4-byte checksum of each (stripped) cell: enough to name the columns two rows differ in."""
+    return b"".join(zlib.crc32(row[c].strip().encode()).to_bytes(4, "little") for c in COLUMNS)
 
 
 def parse_file_name(file_name: str) -> tuple[int, int, int, int]:

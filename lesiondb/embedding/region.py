@@ -21,6 +21,19 @@ from .store import DEFAULT_K
 def region_patch(path: str | Path, box_px: tuple[float, float, float, float], spec: Any, *,
                  slice_index: int | None = None, spacing_mm: tuple[float, float] | None = None,
                  slice_interval_mm: float | None = None) -> tuple[Any, dict[str, Any]]:
+    """:func:`_region_patch`, its errors naming the image (a box outside it, say)."""
+    try:
+        return _region_patch(path, box_px, spec, slice_index=slice_index, spacing_mm=spacing_mm,
+                             slice_interval_mm=slice_interval_mm)
+    except InputError as exc:
+        if exc.source is None:
+            raise type(exc)(exc.reason, str(path)) from exc
+        raise
+
+
+def _region_patch(path: str | Path, box_px: tuple[float, float, float, float], spec: Any, *,
+                  slice_index: int | None = None, spacing_mm: tuple[float, float] | None = None,
+                  slice_interval_mm: float | None = None) -> tuple[Any, dict[str, Any]]:
     """The encoder patch of a box drawn on one image: a DeepLesion 16-bit PNG (its neighbours
     ``KKK±n.png`` in the same folder give the 3-slice context) or a DICOM file / series folder.
 

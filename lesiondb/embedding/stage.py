@@ -29,6 +29,7 @@ from ..core.pseudonym import Pseudonymizer
 from ..core.results import Result, json_field
 from ..errors import InputError
 from ..graph.engine import Engine
+from ..graph.keys import check_pseudonym_key
 from . import store as sim
 from .encoder import EMBED_BATCH, Encoder
 from .patches import (
@@ -206,6 +207,7 @@ def embed_deeplesion(engine: Engine, images_dir: str | Path, encoder: Encoder, i
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise InputError("images folder not found (the DeepLesion Images_png folder)", str(images_dir))
+    check_pseudonym_key(engine, ids)  # another key's pseudonyms would find no image
     return embed_lesions(engine, DeepLesionImages(images_dir, encoder.patch_spec, ids, file_names), encoder,
                          options, progress)
 
@@ -217,6 +219,7 @@ def embed_cohort(engine: Engine, cohort_dir: str | Path, encoder: Encoder, ids: 
     cohort_dir = Path(cohort_dir)
     if not cohort_dir.is_dir():
         raise InputError("cohort folder not found", str(cohort_dir))
+    check_pseudonym_key(engine, ids)
     return embed_lesions(engine, CohortImages(cohort_dir, encoder.patch_spec, ids), encoder, options, progress)
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..core import knn
+from ..core.private import make_private_dir, make_private_file
 from ..core.results import Result
 from ..errors import EngineError, InputError, QueryError
 from ..graph.engine import Engine, batched
@@ -311,11 +312,12 @@ class EmbeddingCache:
 
     def save(self, table: EmbeddingTable, nb: knn.Neighbours, version: str, k: int) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.path.parent)  # the data dir's files are private (docs/security.md)
             tmp = self.path.with_suffix(".tmp.npz")
             np.savez(tmp, ids=table.ids.astype(str), vectors=table.vectors, patients=table.patients.astype(str),
                      types=table.types, nb_rows=nb.rows, nb_index=nb.index, nb_distance=nb.distance,
                      meta=np.array(json.dumps({"format": CACHE_FORMAT, "version": version, "k": k})))
+            make_private_file(tmp)
             tmp.replace(self.path)
         except OSError as exc:
             log.warning("could not write the embedding cache %s: %s", self.path, exc)

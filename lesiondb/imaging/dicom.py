@@ -3,7 +3,9 @@
 A series folder is read once: files are grouped by SeriesInstanceUID, every file is checked (CT
 image, grey, has pixels, has geometry), slices are sorted along the slice normal **head first**
 (the most superior slice is index 0, as the cohort contract's ``key_slice_index`` counts), pixels
-are rescaled to HU, and spacing comes from the headers: PixelSpacing in-plane, the slice interval
+are rescaled to HU, and spacing comes from the headers (a header outside the CT limits of
+:mod:`lesiondb.imaging.limits`, or a file too large for one slice, is refused before any pixel is
+decoded): PixelSpacing in-plane, the slice interval
 from the positions. Inconsistent size, pixel spacing, orientation or slice spacing raise
 :class:`ImageError` naming the file. With ``allow_gaps=True`` a series that lost a few slices
 (a deleted or unreadable file) still loads: the index grid is kept from the positions and the lost
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImageError
+from .limits import DICOM_BITS_ALLOCATED, MAX_DICOM_FILE_BYTES, check_slice_size
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +279,11 @@ def _header(ds: Any, path: Path, check_pixels: bool) -> SliceHeader:
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if rows <= 0 or cols <= 0:
         raise ImageError(f"bad image size {rows}×{cols}", str(path))
+    check_slice_size(rows, cols, str(path))
+    bits = ds.get("BitsAllocated")
+    if bits is not None and int(bits) not in DICOM_BITS_ALLOCATED:
+        raise ImageError(f"BitsAllocated {int(bits)} is not a CT image's "
+                         f"({', '.join(map(str, DICOM_BITS_ALLOCATED))})", str(path))
     dy, dx = _floats(ds, "PixelSpacing", 2, path)  # DICOM order: between rows, between columns
     if dx <= 0 or dy <= 0:
         raise ImageError(f"PixelSpacing {dy}, {dx} must be positive", str(path))
@@ -320,8 +328,21 @@ def _quiet(path: Path):
         log.debug("%s: %s", path, w.message)
 
 
+def _check_file_size(path: Path) -> None:
+    """Refuse a file too large to be one CT slice before reading it into memory."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return  # dcmread says why it cannot be read
+    if size > MAX_DICOM_FILE_BYTES:
+        raise ImageError(f"file of {size / 2**20:.0f} MiB is too large for one CT slice (at most "
+                         f"{MAX_DICOM_FILE_BYTES / 2**20:.0f} MiB); refused before reading", str(path))
+
+
 def _dcmread(path: Path, stop_before_pixels: bool) -> Any:
     pydicom = _pydicom()
+    if not stop_before_pixels:
+        _check_file_size(path)
     try:
         with _quiet(path):
             ds = pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels)
@@ -575,7 +596,8 @@ def _volume(lay: dict[str, Any], hu: np.ndarray, bad: dict[int, str], skipped: d
 HEADER_TAGS = ("SOPClassUID", "Modality", "SamplesPerPixel", "PhotometricInterpretation", "NumberOfFrames",
                "SeriesInstanceUID", "StudyInstanceUID", "SOPInstanceUID", "PatientID", "StudyDate", "Rows",
                "Columns", "PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient", "RescaleSlope",
-               "RescaleIntercept", "InstanceNumber", "SliceThickness", "PatientSex", "PatientAge")
+               "RescaleIntercept", "InstanceNumber", "SliceThickness", "PatientSex", "PatientAge",
+               "BitsAllocated")
 
 
 class LazySeries:
@@ -684,11 +706,12 @@ def _pick_series(groups: dict[str, list], series_uid: str | None, skipped: dict[
         raise ImageError(f"no readable CT slice ({detail})", where)
     if series_uid is None:
         if len(groups) > 1:
-            raise ImageError(f"{len(groups)} series in one input ({', '.join(sorted(groups))}); "
+            raise ImageError(f"{len(groups)} series in one input; "
                              "pass series_uid to pick one", where)
         series_uid = next(iter(groups))
     if series_uid not in groups:
-        raise ImageError(f"series {series_uid} not found (found {', '.join(sorted(groups))})", where)
+        # UIDs identify a patient's study: the message says how many, not which
+        raise ImageError(f"the series asked for is not there (found {len(groups)} other series)", where)
     return series_uid
 
 

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..errors import ImageError
+from .limits import check_box_in_image
 
 #: HU outside the image (air).
 FILL_HU = -1024.0
@@ -161,18 +162,23 @@ def _geometry(box_px, spacing_mm, spec: PatchSpec) -> tuple[float, float, float,
     return (x1 + x2) / 2.0, (y1 + y2) / 2.0, sx, sy, out_mm, (x1, y1, x2, y2)
 
 
-def extract_patch(stack_hu: np.ndarray, box_px, spacing_mm, spec: PatchSpec | None = None) -> Patch:
+def extract_patch(stack_hu: np.ndarray, box_px, spacing_mm, spec: PatchSpec | None = None, *,
+                  check_box: bool = True) -> Patch:
     """A lesion patch from a 3-slice HU stack (3, rows, cols) and the lesion box on the key slice.
 
     ``box_px`` is (x1, y1, x2, y2) in source pixels; ``spacing_mm`` the in-plane (x, y) mm per pixel
     (a single number means square pixels). The patch spacing is ``spec.spacing_mm`` unless the box
     plus ``2 × context_mm`` does not fit into ``size_px`` pixels, then it is enlarged to fit.
+    A box outside the image raises :class:`ImageError` (``check_box=False``: the stack is a
+    window of the image, checked by :func:`source_window`).
     """
     spec = spec or PatchSpec()
     stack = np.asarray(stack_hu)
     if stack.ndim != 3 or stack.shape[0] != 3:
         raise ImageError(f"expected a 3-slice stack (3, rows, cols), got shape {stack.shape}")
     cx, cy, sx, sy, out_mm, (x1, y1, x2, y2) = _geometry(box_px, spacing_mm, spec)
+    if check_box:
+        check_box_in_image(box_px, stack.shape[1:])
     hu = _resample(stack, cx, cy, sx, sy, out_mm, spec.size_px)
     half = spec.size_px / 2.0
     box = np.array([(x1 - cx) * sx / out_mm + half, (y1 - cy) * sy / out_mm + half,
@@ -198,12 +204,14 @@ def extract_patch_from_volume(volume_hu: np.ndarray, key_index: int, box_px, spa
 
 def source_window(box_px, spacing_mm, spec: PatchSpec, shape: tuple[int, int]) -> tuple[int, int, int, int]:
     """The rows ``ya:yb`` and columns ``xa:xb`` of a (rows, cols) image that the patch of
-    ``box_px`` reads, clipped to the image (the whole image when the box lies outside it).
+    ``box_px`` reads, clipped to the image. A box outside the image raises :class:`ImageError`
+    (:func:`lesiondb.imaging.limits.check_box_in_image`): its patch would be air or another place.
 
     Readers decode and interpolate only this window (a PNG only rows ``0:yb``); the patch made
     from it by :func:`extract_patch_from_window` equals :func:`extract_patch` on the whole image.
     """
     cx, cy, sx, sy, out_mm, _ = _geometry(box_px, spacing_mm, spec)
+    check_box_in_image(box_px, shape)
     size = spec.size_px
     h, w = int(shape[0]), int(shape[1])
     # the source window the resampling reads (same arithmetic as _resample), clipped to the image
@@ -211,7 +219,7 @@ def source_window(box_px, spacing_mm, spec: PatchSpec, shape: tuple[int, int]) -
     y0, my = _span(size, cy + (0.5 - size / 2.0) * out_mm / sy, out_mm / sy)
     xa, xb = min(max(x0, 0), w), min(max(x0 + mx, 0), w)
     ya, yb = min(max(y0, 0), h), min(max(y0 + my, 0), h)
-    if xb - xa < 1 or yb - ya < 1:  # the box lies outside the image: nothing to save, use it all
+    if xb - xa < 1 or yb - ya < 1:  # pragma: no cover - a box inside the image has a window
         xa, xb, ya, yb = 0, w, 0, h
     return ya, yb, xa, xb
 
@@ -223,7 +231,7 @@ def extract_patch_from_window(stack_window: np.ndarray, origin: tuple[int, int],
     ya, xa = origin
     x1, y1, x2, y2 = (float(v) for v in box_px)
     # integer shifts keep the resampling grid identical; image borders stay borders
-    return extract_patch(stack_window, (x1 - xa, y1 - ya, x2 - xa, y2 - ya), spacing_mm, spec)
+    return extract_patch(stack_window, (x1 - xa, y1 - ya, x2 - xa, y2 - ya), spacing_mm, spec, check_box=False)
 
 
 def stack_patches(patches: list[Patch]) -> tuple[np.ndarray, np.ndarray]:

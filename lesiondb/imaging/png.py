@@ -1,5 +1,7 @@
 """DeepLesion's 16-bit PNG slices: ``Images_png/PPPPPP_SS_RR/KKK.png``, HU = stored value − 32768.
 
+Every reader parses the PNG header first and refuses what cannot be a DeepLesion slice (16-bit
+grey, each side 16–4096 pixels: :mod:`lesiondb.imaging.limits`) before decoding a pixel.
 ``read_slice`` reads one slice in HU; ``read_stack`` builds the 3-slice input of the lesion
 embedding (the key slice and the slices ``offset_mm`` above and below it, linearly interpolated
 from the neighbouring files with the series' slice interval). :class:`SeriesSlices` is the
@@ -24,6 +26,7 @@ import numpy as np
 
 from ..datasets.deeplesion import slice_file
 from ..errors import ImageError
+from .limits import PNG_BIT_DEPTH, check_slice_size
 
 #: DeepLesion stores HU + 32768 as unsigned 16-bit.
 HU_OFFSET = 32768
@@ -71,6 +74,7 @@ def read_slice(path: str | Path, *, use_pillow: bool | None = None) -> np.ndarra
         use_pillow = _have_pillow()
     if use_pillow:
         return to_hu(read_slice_raw(path))
+    PngFile(path)  # the header first: size, bit depth and colour type checked before decoding
     try:
         raw = _decode_pypng(path)
     except ImageError:
@@ -121,9 +125,14 @@ class PngFile:
             raise ImageError(f"unreadable or truncated PNG (no {'IHDR' if self._ihdr is None else 'IDAT'} chunk); "
                              f"{PIP_FIX}", str(self.path))
         self.width, self.height, self.bit_depth, self.colour_type, _, _, self.interlace = self._ihdr
-        if self.bit_depth != 16 or self.colour_type != 0:
-            raise ImageError(f"expected a 16-bit greyscale PNG, got bitdepth {self.bit_depth}, colour type "
-                             f"{self.colour_type}", str(self.path))
+
+    def _check_ihdr(self) -> None:
+        """Refuse, from the header alone, what cannot be a DeepLesion slice."""
+        width, height, bit_depth, colour_type = self._ihdr[:4]
+        if bit_depth != PNG_BIT_DEPTH or colour_type != 0:
+            raise ImageError(f"expected a 16-bit greyscale PNG, got bitdepth {bit_depth}, colour type "
+                             f"{colour_type}", str(self.path))
+        check_slice_size(height, width, str(self.path))
 
     def _read(self, offset: int, size: int) -> bytes:
         try:
@@ -167,6 +176,7 @@ class PngFile:
                     self._ended = True
                     break
                 self._ihdr = struct.unpack(">IIBBBBB", buf[pos + 8:pos + 21])
+                self._check_ihdr()  # before reading any image data
             elif ctype == b"IDAT":
                 self._pieces.append(buf[pos + 8:end])
             pos = end + 4  # + CRC
@@ -349,23 +359,24 @@ def _interpolate(get, key_index: int, t: float, key: np.ndarray, strict: bool, f
             if strict:
                 raise ImageError(f"neighbour slice {idx} of key slice {key_index} not found "
                                  f"(needed for the ±{abs(t):.2f}-slice stack)", str(folder / slice_file(idx)))
-            img = _nearest_towards_key(get, idx, key_index, key)
-        if img.shape != key.shape:
+            idx, img = _nearest_towards_key(get, idx, key_index, key)
+        if img.shape != key.shape:  # named by the file actually used
             raise ImageError(f"slice {idx} is {img.shape}, key slice is {key.shape}", str(folder / slice_file(idx)))
         got.append((img, weight))
     total = sum(w for _, w in got)
     return sum(img * (w / total) for img, w in got).astype(np.float32)  # type: ignore[return-value]
 
 
-def _nearest_towards_key(get, idx: int, key_index: int, key: np.ndarray) -> np.ndarray:
+def _nearest_towards_key(get, idx: int, key_index: int, key: np.ndarray) -> tuple[int, np.ndarray]:
+    """(index, slice) of the nearest present slice from ``idx`` back towards the key slice."""
     step = 1 if idx < key_index else -1
     i = idx + step
     while i != key_index:
         img = get(i)
         if img is not None:
-            return img
+            return i, img
         i += step
-    return key
+    return key_index, key
 
 
 # -- the ingest's reader: one series, each file once, top rows only ------------------------------------------

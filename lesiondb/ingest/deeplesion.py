@@ -16,6 +16,7 @@ from ..core.records import Annotated
 from ..datasets.deeplesion import RowError, read_dl_info
 from ..embedding.stage import EmbedOptions, embed_deeplesion
 from ..graph.engine import DEFAULT_BATCH, Engine
+from ..graph.keys import claim_pseudonym_key
 from .records import IngestReport, embed_after_ingest, write_annotated
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ def ingest_deeplesion(engine: Engine, dl_info: str | Path, ids: Pseudonymizer, *
     """Ingest ``dl_info``; with ``images`` (the Images_png folder) and ``embed``, embed the lesions
     whose key slices are there with ``model`` (default: the shipped encoder)."""
     report = IngestReport(source=str(dl_info))
+    claim_pseudonym_key(engine, ids)  # refuses a key other than the graph's, before any write
     with stage(progress, "ingest deeplesion") as b:
         def valid() -> Iterable[Annotated]:
             for item in read_dl_info(dl_info, ids, keep_source_ids=keep_source_ids):

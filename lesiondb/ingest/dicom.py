@@ -33,6 +33,7 @@ from ..datasets.dicom_tree import DicomTree, redactor
 from ..embedding.stage import EmbedOptions, embed_cohort
 from ..errors import ImageError, InputError
 from ..graph.engine import DEFAULT_BATCH, Engine
+from ..graph.keys import claim_pseudonym_key
 from ..imaging.dicom import read_series
 from ..imaging.location import lesion_location
 from .records import IngestReport, embed_after_ingest, write_annotated
@@ -76,6 +77,7 @@ def _ingest(engine: Engine, root: Path, ids: Pseudonymizer, annotations: str | o
     if not ann_path.is_file():
         raise InputError(f"no annotations file; pass --annotations FILE or add {C.ANNOTATIONS}", str(ann_path))
     report = IngestReport(source=str(ann_path))
+    claim_pseudonym_key(engine, ids)  # refuses a key other than the graph's, before any write
     meta = C.read_cohort_meta(root)
     with_images = meta.get("images", True) is not False
     z_ranges = C.body_z_ranges(meta)

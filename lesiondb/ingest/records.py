@@ -62,19 +62,30 @@ def write_annotated(
 ) -> IngestReport:
     """Write lesions (with their studies and patients) in batches; updates ``report`` in place.
 
-    A lesion id seen twice in one input (an exact duplicate row) is written once and counted in
-    ``duplicates``.
+    A lesion id seen twice in one input with the same values (an exact duplicate row) is written
+    once and counted in ``duplicates``; with other values it is rejected (the readers say which
+    lines conflict; this is the net for a reader that does not).
     """
-    seen: set[str] = set()
+    seen: dict[str, tuple[str, Any]] = {}  # lesionId → (content hash, line)
 
     def rows() -> Iterable[dict[str, Any]]:
         for a in items:
             report.read += 1
-            if a.lesion.lesion_id in seen:
-                report.duplicates += 1
+            row = a.to_row()
+            lid, digest, line = a.lesion.lesion_id, row["lesion"]["contentHash"], a.extra.get("line")
+            first = seen.get(lid)
+            if first is not None:
+                if first[0] == digest:
+                    report.duplicates += 1
+                else:
+                    where = f" on line {first[1]}" if first[1] is not None else ""
+                    report.reject(f"conflicting duplicate: same lesion as the row{where}, other values; "
+                                  "the first is kept", line=line)
+                if progress:
+                    progress(1)
                 continue
-            seen.add(a.lesion.lesion_id)
-            yield a.to_row()
+            seen[lid] = (digest, line)
+            yield row
 
     for batch in batched(rows(), batch_size):
         res = engine.write("upsert_lesions", batch, batch_size=len(batch))

@@ -25,6 +25,7 @@ from ..core.results import Result, json_field
 from ..embedding.encoder import Encoder, load_encoder
 from ..errors import InputError, LesionDBError, ModelError
 from ..graph.engine import Engine
+from ..graph.keys import check_pseudonym_key
 from ..imaging.patches import extract_patch_from_volume, stack_patches
 from .case import (
     DEFAULT_MIN_SCORE,
@@ -92,6 +93,9 @@ def mine(engine: Engine, load_volume: VolumeLoader, *, patient: str | None = Non
     if total == 0:
         raise InputError(f"no tracked patient{' ' + patient if patient else ''} in the graph: run `lesiondb match` "
                          "first" + (" (or check the --patient id)" if patient else ""))
+    ids = getattr(load_volume, "ids", None)
+    if ids is not None:  # images are found by pseudonyms: another key's would find none
+        check_pseudonym_key(engine, ids)
     check = getattr(load_volume, "check_case", None)
     if check is not None:  # one patient: cheap, and says what is missing before any work
         check(next(iter(read_cases(engine, patient, batch_size=1))))

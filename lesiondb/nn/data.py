@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.private import make_private_file
 from ..core.pseudonym import Pseudonymizer
 from ..datasets import deeplesion as DL
 from ..datasets.cohort import ANNOTATIONS, DICOM_DIR, CohortRow, read_ground_truth, read_rows
@@ -62,6 +63,7 @@ class PatchSet:
                  sizes_mm=self.sizes_mm, groups=self.groups.astype(str), ids=self.ids.astype(str),
                  meta=np.array(json.dumps({"spec": self.spec.to_dict(), "problems": self.problems,
                                            "source": self.source})))
+        make_private_file(tmp)  # crops of patient CT: 0600 (in the data dir's cache and elsewhere)
         tmp.replace(path)
 
     @classmethod

@@ -172,12 +172,10 @@ def test_mine_says_which_option_is_missing(app_engine, real, tmp_path):
     # a pseudonymised graph needs no DL_info: its lesions' seriesId pseudonyms find their folders
     out = _json(tmp_path, "mine", "--images", str(images), "--no-embed")
     assert out["candidateStudies"] == 1 and out["proposals"] == 1
-    # under another pseudonym key the folders are not found: each study says how to find its series
+    # another pseudonym key would find no folder: refused before any work, saying which key to use
     r = _cli(tmp_path, "mine", "--images", str(images), "--no-embed", "--json",
              "--pseudonym-key", "0123456789abcdef0123456789abcdef")
-    out = json.loads(r.stdout)
-    assert out["proposals"] == 0 and out["skipped"] >= 1
-    assert all("pseudonym key" in e["reason"] for e in out["errors"])
+    assert r.exit_code == 1 and "pseudonym key" in r.output and "not the key this graph" in r.output
 
 
 def test_mine_help_documents_deeplesion():

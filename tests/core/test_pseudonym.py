@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from lesiondb.core.pseudonym import KEY_FILE, Pseudonymizer
+from lesiondb.core.pseudonym import KEY_FILE, Pseudonymizer, key_bytes
 from lesiondb.errors import ConfigError
 
 
@@ -23,3 +23,49 @@ def test_user_key_and_distinct_namespaces(tmp_path):
     assert a.study("deeplesion", "1", "2") != a.study("deeplesion", "12", "")
     with pytest.raises(ConfigError):
         Pseudonymizer(b"short")
+
+
+def test_key_given_as_the_key_files_text_gives_the_same_ids(tmp_path):
+    """`--pseudonym-key "$(cat DATA_DIR/pseudonym.key)"` is the key of the file (one key format)."""
+    from_file = Pseudonymizer.from_data_dir(tmp_path)
+    text = (tmp_path / KEY_FILE).read_text()
+    for given in (text, text.strip(), text.strip().upper()):  # $(cat …) drops the newline; hex is case-free
+        passed = Pseudonymizer.from_data_dir(tmp_path / "elsewhere", key=given)
+        assert passed.patient("deeplesion", "1") == from_file.patient("deeplesion", "1")
+        assert passed.fingerprint == from_file.fingerprint
+    assert not (tmp_path / "elsewhere").exists()  # a given key creates no key file
+
+
+def test_key_formats_hex_or_text():
+    assert key_bytes("00" * 16) == bytes(16)
+    assert key_bytes("  " + "ab" * 32 + "\n") == bytes.fromhex("ab" * 32)
+    assert key_bytes("a-user-given-key-of-length") == b"a-user-given-key-of-length"  # not hex: the text
+    assert key_bytes("abc" * 11) == b"abc" * 11  # odd number of hex digits: text
+    with pytest.raises(ConfigError, match="at least 16 bytes"):
+        key_bytes("0123456789abcde")  # 15 characters, not 32 hex digits
+    with pytest.raises(ConfigError):
+        Pseudonymizer.from_text("  short \n")
+
+
+def test_fingerprint_identifies_the_key_without_revealing_it():
+    a, b = Pseudonymizer(b"k" * 32), Pseudonymizer(b"k" * 31 + b"j")
+    assert a.fingerprint == Pseudonymizer(b"k" * 32).fingerprint
+    assert a.fingerprint != b.fingerprint and a.fingerprint.startswith("K-")
+    assert (b"k" * 32).hex() not in a.fingerprint and "kkkk" not in a.fingerprint
+
+
+def test_key_file_private_whatever_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        Pseudonymizer.from_data_dir(tmp_path / "new")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "new" / KEY_FILE).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "new").st_mode) == 0o700
+    assert [p.name for p in (tmp_path / "new").iterdir()] == [KEY_FILE]  # no temporary file left
+
+
+def test_unreadable_key_file_is_a_config_error(tmp_path):
+    (tmp_path / KEY_FILE).write_bytes(b"\xff\xfe not text")
+    with pytest.raises(ConfigError):
+        Pseudonymizer.from_data_dir(tmp_path)

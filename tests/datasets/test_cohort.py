@@ -73,9 +73,12 @@ def test_bad_rows_are_reported_by_line_and_the_rest_kept(tmp_path):
     assert [g.annotation_id for g in good] == ["A1", "A2", "A3"]
     assert "type_code" in errs[5] and "bbox" in errs[6] and "study_date" in errs[7]
     assert "repeats line 3" in errs[8]
-    assert "study_uid" in errs[9] and "SYN0002" in errs[9]
+    assert "study_uid" in errs[9] and "line 3" in errs[9] and "patient_id differs" in errs[9]
+    assert "SYN0002" not in errs[9] and "SYN0001" not in errs[9]  # no patient id in error messages
     assert "location" in errs[10]
-    assert len(errs) == 7 and 11 in errs  # the garbled last line(s) are one error, not a crash
+    # the unclosed quote costs its own line only: the next line is read (and rejected) on its own
+    assert "unterminated quote" in errs[11] and "expected 29 cells, got 3" in errs[12]
+    assert len(errs) == 8
     assert all(isinstance(e, RowError) and e.source == str(path) for e in items if not isinstance(e, C.CohortRow))
 
 
@@ -126,3 +129,23 @@ def test_ground_truth_and_cohort_meta(tmp_path):
         {"series_uid": "1.1", "body_z_mm": [-400.0, 150.0]}, {"series_uid": "1.2", "body_z_mm": None},
         {"series_uid": "1.3", "body_z_mm": [5, 5]}]}))
     assert C.body_z_ranges(C.read_cohort_meta(tmp_path)) == {"1.1": (150.0, -400.0)}
+
+
+def test_row_errors_name_lines_not_identifiers(tmp_path):
+    """Row errors end up in logs and --json reports: they name the line and the column, never the
+    patient id, UID or date in it."""
+    rows = _rows()
+    bad = [dict(rows[0], annotation_id="B1", study_uid="1.2.3 45"),          # not a UID
+           dict(rows[0], annotation_id="B2", series_uid="9" * 70),            # too long
+           dict(rows[0], annotation_id="B3", study_date="2020-13-07"),        # no month 13
+           dict(rows[0], annotation_id="B4", study_date="07/03/2020"),        # not a date format
+           dict(rows[1], annotation_id="B5", patient_id="SYN7777", key_slice_index=9),  # study of another patient
+           dict(rows[1], annotation_id="B6", study_date="2020-01-03", key_slice_index=8)]  # study on another day
+    path = write_annotations(tmp_path / "a.csv", rows + bad)
+    errs = [e for e in C.read_rows(path) if isinstance(e, RowError)]
+    assert [e.line for e in errs] == [5, 6, 7, 8, 9, 10]
+    text = " ".join(str(e) for e in errs)
+    for secret in ("1.2.3 45", "9" * 70, "2020-13-07", "07/03/2020", "SYN7777", "SYN0001", UID_A, "2020-01-03",
+                   "2020-01-02"):
+        assert secret not in text, secret
+    assert "study_uid is not a UID" in str(errs[0]) and "study_date is not a valid date" in str(errs[2])

@@ -10,6 +10,7 @@ from lesiondb.core.pseudonym import Pseudonymizer
 from lesiondb.datasets.deeplesion import (
     COLUMNS,
     RowError,
+    file_names,
     key_slice_path,
     lesion_key,
     parse_file_name,
@@ -116,7 +117,9 @@ def test_not_a_dl_info_file(tmp_path, ids):
 
 def test_ids_stable_and_independent_of_row_order(tmp_path, ids):
     other = list(GOOD)
-    other[COLUMNS.index("Measurement_coordinates")] = "200, 95, 210, 106, 205, 100, 206, 101"
+    other[COLUMNS.index("Measurement_coordinates")] = "200, 95, 210, 106, 203, 102, 207, 99"
+    other[COLUMNS.index("Bounding_boxes")] = "195, 90, 215, 111"
+    other[COLUMNS.index("Lesion_diameters_Pixel_")] = "14.8661, 5"
     a = [x.lesion.lesion_id for x in read_dl_info(write_csv(tmp_path, [GOOD, other]), ids)]
     b = [x.lesion.lesion_id for x in read_dl_info(write_csv(tmp_path, [other, GOOD]), ids)]
     assert a[0] != a[1]  # two lesions on one key slice are two lesions
@@ -149,8 +152,8 @@ def test_file_names_collected_for_valid_rows_without_keeping_source_ids(tmp_path
     bad[0], bad[4] = "000001_01_01_111.png", "111"
     bad[6] = "1, 2, 3"  # wrong box arity: rejected
     p = write_csv(tmp_path, [GOOD, other, bad])
-    names: dict[str, str] = {}
-    items = list(read_dl_info(p, ids, file_names=names))
+    names = file_names(p, ids)
+    items = list(read_dl_info(p, ids))
     good = [a for a in items if not isinstance(a, RowError)]
     assert len(good) == 2 and sum(isinstance(a, RowError) for a in items) == 1
     assert all(a.lesion.source_id is None for a in good)  # the records still carry no raw ids

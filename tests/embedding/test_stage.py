@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from lesiondb.core import knn
 from lesiondb.core.pseudonym import Pseudonymizer
@@ -15,6 +16,7 @@ from lesiondb.embedding import EmbedOptions, load_encoder, services, stage
 from lesiondb.embedding import store as sim
 from lesiondb.embedding.patches import CohortImages, read_targets
 from lesiondb.embedding.region import embed_region
+from lesiondb.errors import ConfigError
 from lesiondb.imaging.patches import PatchSpec
 from lesiondb.ingest import ingest_deeplesion, ingest_dicom
 
@@ -140,10 +142,13 @@ def test_deeplesion_pngs_are_embedded(engine, shared_data, dl_info, tiny_model, 
     assert out["embedded"] == n_img and out["notEmbedded"] == 5
     assert all("not among the series folders" in p["reason"] for p in out["embedProblems"])
     assert out["seconds"]["read"] > 0 and out["seconds"]["crop"] > 0
-    # under another key the pseudonyms match no folder; the DL_info's file names still find them
-    other = Pseudonymizer(b"another-key-0123456789abcdef")
-    out = stage.embed_deeplesion(engine, images, model, other, options=EmbedOptions(k=4, workers=0, force=True))
+    # another key's pseudonyms would match no folder: refused, saying so
+    with pytest.raises(ConfigError, match="not the key this graph"):
+        stage.embed_deeplesion(engine, images, model, Pseudonymizer(b"another-key-0123456789abcdef"))
+    # lesions of a graph from before the seriesId: found through the DL_info's file names
+    engine._write("MATCH (l:Lesion) REMOVE l.seriesId", {})
+    out = stage.embed_deeplesion(engine, images, model, IDS, options=EmbedOptions(k=4, workers=0, force=True))
     assert out["embedded"] == 0 and out["notEmbedded"] == n_img + 5
-    out = stage.embed_deeplesion(engine, images, model, other, file_names=file_names(subset, IDS),
+    out = stage.embed_deeplesion(engine, images, model, IDS, file_names=file_names(subset, IDS),
                                  options=EmbedOptions(k=4, workers=0, force=True))
     assert out["embedded"] == n_img

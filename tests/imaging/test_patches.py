@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from lesiondb.errors import ImageError
+from lesiondb.imaging.limits import BOX_SLACK_PX
 from lesiondb.imaging.patches import (
     FILL_HU,
     PatchSpec,
@@ -152,6 +153,13 @@ def test_volume_path_equals_stack_path_including_boxes_at_the_border():
         box = (cx - r, cy - 0.7 * r, cx + r, cy + 0.7 * r)
         sp = (rng.uniform(0.4, 1.5), rng.uniform(0.4, 1.5))
         k, iv = int(rng.integers(0, 12)), float(rng.uniform(0.5, 6))
+        s = BOX_SLACK_PX
+        if min(box[:2]) < -s or box[2] > 110 + s or box[3] > 90 + s:  # outside the image: refused by both
+            with pytest.raises(ImageError, match="lies outside the 90×110 image"):
+                extract_patch_from_volume(vol, k, box, sp, iv, spec)
+            with pytest.raises(ImageError, match="lies outside the 90×110 image"):
+                extract_patch(stack_from_volume(vol, k, iv, spec.offset_mm), box, sp, spec)
+            continue
         a = extract_patch_from_volume(vol, k, box, sp, iv, spec)
         b = extract_patch(stack_from_volume(vol, k, iv, spec.offset_mm), box, sp, spec)
         assert np.allclose(a.box_px, b.box_px) and np.allclose(a.image, b.image, atol=1e-6)
@@ -164,7 +172,8 @@ def test_window_path_equals_whole_stack_path():
     rng = np.random.default_rng(5)
     stack = rng.normal(0, 300, (3, 200, 180)).astype(np.float32)
     spec = PatchSpec(size_px=32, spacing_mm=2.0, context_mm=10.0)
-    boxes = [(90, 100, 110, 120), (0, 0, 8, 6), (170, 190, 179, 199), (10, 20, 170, 180), (300, 300, 310, 320)]
+    boxes = [(90, 100, 110, 120), (0, 0, 8, 6), (170, 190, 179, 199), (10, 20, 170, 180), (-5, -3, 20, 20),
+             (170, 190, 186, 206)]  # the last two reach past the image, within BOX_SLACK_PX
     for box in boxes:
         ya, yb, xa, xb = source_window(box, (0.9, 0.6), spec, stack.shape[1:])
         assert 0 <= ya < yb <= 200 and 0 <= xa < xb <= 180
@@ -172,6 +181,12 @@ def test_window_path_equals_whole_stack_path():
         ref = extract_patch(stack, box, (0.9, 0.6), spec)
         np.testing.assert_array_equal(got.image, ref.image)
         np.testing.assert_allclose(got.box_px, ref.box_px, atol=1e-5)
+    # a box outside the image (drawn for another image) is refused, not embedded as air
+    for box in [(300, 300, 310, 320), (170, 190, 190, 210), (-20, 5, 10, 30)]:
+        with pytest.raises(ImageError, match="outside the 200×180 image"):
+            source_window(box, (0.9, 0.6), spec, stack.shape[1:])
+        with pytest.raises(ImageError, match="outside the 200×180 image"):
+            extract_patch(stack, box, (0.9, 0.6), spec)
     # a small central box reads a small window only
     ya, yb, xa, xb = source_window((90, 100, 110, 120), (0.9, 0.6), spec, stack.shape[1:])
     assert (yb - ya) * (xb - xa) < 0.5 * 200 * 180

@@ -48,13 +48,14 @@ def test_all_80_real_slices_have_plausible_hu(images):
 def test_hu_offset_is_applied(tmp_path):
     import png
 
-    raw = np.array([[0, 32768, 33768], [31768, 65535, 32768 + 40]], dtype=np.uint16)
+    raw = np.full((16, 16), 32768, dtype=np.uint16)  # the smallest slice read (limits.MIN_SIDE_PX)
+    raw[:2, :3] = [[0, 32768, 33768], [31768, 65535, 32768 + 40]]
     p = tmp_path / "t.png"
     with open(p, "wb") as fh:
-        png.Writer(width=3, height=2, greyscale=True, bitdepth=16).write(fh, raw.tolist())
+        png.Writer(width=16, height=16, greyscale=True, bitdepth=16).write(fh, raw.tolist())
     for use_pillow in (True, False):
         hu = P.read_slice(p, use_pillow=use_pillow)
-        assert hu.tolist() == [[-32768, 0, 1000], [-1000, 32767, 40]]
+        assert hu[:2, :3].tolist() == [[-32768, 0, 1000], [-1000, 32767, 40]] and hu.shape == (16, 16)
 
 
 def test_pillow_and_pypng_agree_on_real_slice(images):
@@ -163,7 +164,9 @@ def test_series_windows_give_the_patches_of_whole_slices(images, interval):
     folder = "series_000062_01_01"
     series = P.SeriesSlices(images / folder)
     boxes = [(240.0, 250.0, 290.0, 300.0), (3.0, 2.0, 40.0, 30.0), (470.0, 480.0, 511.0, 511.0),
-             (100.0, 60.0, 380.0, 330.0), (600.0, 600.0, 620.0, 630.0)]  # centre, corners, huge, outside
+             (100.0, 60.0, 380.0, 330.0), (-4.0, 500.0, 30.0, 518.0)]  # centre, corners, huge, a bit past
+    with pytest.raises(ImageError, match="outside the 512×512 image"):  # a box of another image
+        source_window((600.0, 600.0, 620.0, 630.0), (0.7, 0.8), spec, (512, 512))
     cases = [(key, box) for key in (56, 62, 71, 84) for box in boxes]
     plans = []
     for key, box in cases:
@@ -235,11 +238,11 @@ def test_optional_fast_decoder_equals_pillow(images, tmp_path, monkeypatch):
     # every filter type, on a synthetic image pypng writes with each
     import png
 
-    raw = (np.arange(40 * 9, dtype=np.uint32).reshape(9, 40) * 2654435761 % 65536).astype(np.uint16)
+    raw = (np.arange(40 * 17, dtype=np.uint32).reshape(17, 40) * 2654435761 % 65536).astype(np.uint16)
     for ft in range(5):
         p = tmp_path / f"f{ft}.png"
         with open(p, "wb") as fh:
-            png.Writer(width=40, height=9, greyscale=True, bitdepth=16).write_array(fh, raw.ravel())
+            png.Writer(width=40, height=17, greyscale=True, bitdepth=16).write_array(fh, raw.ravel())
         filtered = tmp_path / f"g{ft}.png"
         _rewrite_with_filter(p, filtered, ft)
         np.testing.assert_array_equal(P.read_slice_raw(filtered), raw)

@@ -21,11 +21,11 @@ def test_slab_keeps_the_present_slices_and_their_numbers(tmp_path):
     folder = tmp_path / "000001_01_01"
     folder.mkdir()
     for k in (3, 4, 5, 20, 21):
-        write_png(folder / f"{k:03d}.png", np.full((4, 6), k * 10 - 1000))
+        write_png(folder / f"{k:03d}.png", np.full((16, 18), k * 10 - 1000))
     (folder / "notes.txt").write_text("not a slice")
     hu, numbers = P.read_series_slab(folder)
     assert numbers == [3, 4, 5, 20, 21]  # the gap 6–19 is not filled
-    assert hu.shape == (5, 4, 6) and hu.dtype == np.int16
+    assert hu.shape == (5, 16, 18) and hu.dtype == np.int16
     assert [int(hu[i, 0, 0]) for i in range(5)] == [k * 10 - 1000 for k in numbers]
 
 
@@ -39,9 +39,9 @@ def test_slab_errors_name_the_file_or_folder(tmp_path):
         P.read_series_slab(empty)
     folder = tmp_path / "s"
     folder.mkdir()
-    write_png(folder / "001.png", np.zeros((4, 6)))
-    write_png(folder / "002.png", np.zeros((5, 6)))
-    with pytest.raises(ImageError, match="slice is 5×6") as e:
+    write_png(folder / "001.png", np.zeros((16, 18)))
+    write_png(folder / "002.png", np.zeros((17, 18)))
+    with pytest.raises(ImageError, match="slice is 17×18") as e:
         P.read_series_slab(folder)
     assert "002.png" in str(e.value)
     (folder / "002.png").write_bytes((folder / "001.png").read_bytes()[:40])  # truncated
