@@ -102,6 +102,21 @@ def test_similar_to_vector_exact_and_through_the_index(graph):
         services.similar_to_vector(engine, np.ones(3))
 
 
+def test_distances_through_the_vector_index_are_the_embeddings_own(graph):
+    engine, ids, patients, types, table = graph
+    for row in (10, 77, 149):
+        q = table.vectors[row]
+        fast = services.similar_to_vector(engine, q, k=8)
+        assert {r["source"] for r in fast} == {"index"}
+        ref = knn.search(table.vectors, q[None], len(table.ids))
+        true = {table.ids[j]: d for j, d in zip(ref.index[0], ref.distance[0], strict=True)}
+        # exact, whatever the index's own score (Neo4j's may be quantized), and in their order
+        got = [r["distance"] for r in fast]
+        assert np.allclose(got, [true[r["lesionId"]] for r in fast], atol=1e-3) and got == sorted(got)
+        # 150 vectors: the approximate search misses at most one of the k nearest
+        assert len({r["lesionId"] for r in fast} & {table.ids[j] for j in ref.index[0][:8]}) >= 7
+
+
 def test_vote_counts_then_distance_then_code():
     assert services.vote([4, 4, 5], [0.1, 0.2, 0.05]) == (4, pytest.approx(2 / 3), 3)
     assert services.vote([4, 5], [0.3, 0.1])[0] == 5  # tie: nearer voters win

@@ -255,3 +255,33 @@ def test_neo4j_errors_and_describe_never_show_credentials(neo4j, neo4j_engine, m
         Neo4jEngine.connect(neo4j)
     assert SECRET not in str(exc.value) and password not in str(exc.value)
     assert neo4j in str(exc.value)  # it does say where it tried
+
+
+@pytest.mark.neo4j
+def test_neo4j_vector_index_is_not_quantized(neo4j_engine):
+    """Neo4j 5.26 quantizes vector indexes by default: scores off by hundredths, close neighbours
+    reordered. lesiondb's index is created without, so its scores are the exact 1 / (1 + d²)."""
+    import numpy as np
+
+    from lesiondb import similarity as sim
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(60, 8))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    neo4j_engine._write("UNWIND $rows AS r CREATE (:Lesion {lesionId: r.id, embedding: r.v})",
+                        {"rows": [{"id": f"L{i:02d}", "v": v.tolist()} for i, v in enumerate(vectors)]})
+    sim.drop_vector_index(neo4j_engine)
+    try:
+        assert sim.ensure_vector_index(neo4j_engine, 8)
+        assert sim.vector_index(neo4j_engine) == {"dimension": 8, "state": "ONLINE"}
+        with neo4j_engine.driver.session(database=neo4j_engine.database) as session:
+            options = session.run("SHOW VECTOR INDEXES YIELD name, options WHERE name = 'lesion_embedding' "
+                                  "RETURN options").single()["options"]
+        assert options["indexConfig"]["vector.quantization.enabled"] is False
+        hits = neo4j_engine._read("CALL db.index.vector.queryNodes('lesion_embedding', 10, $v) YIELD node, score "
+                                  "RETURN node.lesionId AS id, score", {"v": vectors[0].tolist()})
+        d = {f"L{i:02d}": x for i, x in enumerate(np.linalg.norm(vectors - vectors[0], axis=1))}
+        assert [h["id"] for h in hits] == sorted(d, key=d.get)[:10]
+        assert np.allclose([h["score"] for h in hits], [1 / (1 + d[h["id"]] ** 2) for h in hits], atol=1e-6)
+    finally:
+        sim.drop_vector_index(neo4j_engine)
