@@ -299,10 +299,22 @@ def test_cluster_method_gds_needs_neo4j_with_the_plugin(graph):
     assert services.cluster(engine, method="auto", write=False)["method"] == "louvain-networkx"
 
 
-def test_gds_cluster_on_a_real_neo4j_server(graph):
-    engine = graph[0]
-    if engine.dialect != "neo4j" or not services.gds_available(engine):
-        pytest.skip("needs LESIONDB_TEST_NEO4J_URI pointing at Neo4j with the Graph Data Science plug-in")
+@pytest.fixture
+def neo4j_graph(neo4j):
+    """The ``graph`` fixture's graph on the Neo4j tier's server only."""
+    from tests.conftest import _neo4j_engine
+
+    engine = _neo4j_engine()
+    build(engine, n=160, embed=150, k=5, n_patients=20)
+    yield engine
+    engine.close()
+
+
+@pytest.mark.neo4j
+def test_gds_cluster_on_a_real_neo4j_server(neo4j_graph):
+    engine = neo4j_graph
+    if not services.gds_available(engine):
+        pytest.skip("the Neo4j tier's server has no Graph Data Science plug-in (tools/neo4j-server installs it)")
     out = services.cluster(engine)  # auto: GDS on a server with the plug-in
     assert out["method"] == "louvain-gds" and out["assigned"] == 150 and out["clusters"] >= 2
     again = services.cluster(engine, method="gds")
