@@ -2,7 +2,8 @@
 
 - ``shared_data``: the read-only real data at ``../shared/data`` (skips with a reason when absent).
 - ``engine``: a fresh, empty graph. The embedded FalkorDB always; also Neo4j when
-  ``LESIONDB_TEST_NEO4J_URI`` is set (tests using it then run once per engine).
+  ``LESIONDB_TEST_NEO4J_URI`` is set (tests using it then run once per engine; the Neo4j run is
+  marked ``neo4j``). ``tools/neo4j-server start DIR`` starts a throwaway server for it.
 - ``falkor_server``: one embedded server for the whole session (each test gets its own graph).
 """
 from __future__ import annotations
@@ -66,9 +67,10 @@ def _neo4j_engine():
     return eng
 
 
-@pytest.fixture(params=["falkordb", "neo4j"] if NEO4J_URI else ["falkordb"])
+@pytest.fixture(params=["falkordb", pytest.param("neo4j", marks=pytest.mark.neo4j)] if NEO4J_URI else ["falkordb"])
 def engine(request, falkor_server):
-    """An empty graph on each available engine."""
+    """An empty graph on each available engine (the Neo4j one carries the ``neo4j`` marker, so
+    ``pytest -m neo4j`` runs every engine-parametrised test on Neo4j with the tier)."""
     if request.param == "neo4j":
         eng = _neo4j_engine()
     else:
@@ -99,7 +101,7 @@ def neo4j():
     return NEO4J_URI
 
 
-# -- every FalkorDB-dialect query must run somewhere in the suite ------------------------------------
+# -- every query must run somewhere in the suite, on each engine the run has ---------------------
 _DESELECTED = pytest.StashKey[int]()
 
 
@@ -129,14 +131,28 @@ def _whole_suite_ran(session) -> bool:
     return True
 
 
-def falkordb_queries_never_run(executed: set[tuple[str, str]]) -> dict[str, str]:
-    """``{query name: file}`` of FalkorDB-dialect queries (schema included) missing from ``executed``."""
+def queries_never_run(dialect: str, executed: set[tuple[str, str]]) -> dict[str, str]:
+    """``{query name: file}`` of ``dialect``'s queries (portable core, plug-in folders and schema
+    included) missing from ``executed``."""
     from lesiondb.graph import queries
 
-    wanted = {n: str(queries.load(n, "falkordb").path) for n in queries.names("falkordb")}
-    wanted.update({q.name: str(q.path) for q in queries.schema("falkordb")})
-    ran = {name for dialect, name in executed if dialect == "falkordb"}
+    wanted = {n: str(queries.load(n, dialect).path) for n in queries.names(dialect)}
+    wanted.update({q.name: str(q.path) for q in queries.schema(dialect)})
+    ran = {name for d, name in executed if d == dialect}
     return {n: p for n, p in sorted(wanted.items()) if n not in ran}
+
+
+def falkordb_queries_never_run(executed: set[tuple[str, str]]) -> dict[str, str]:
+    return queries_never_run("falkordb", executed)
+
+
+def neo4j_queries_never_run(executed: set[tuple[str, str]]) -> dict[str, str]:
+    return queries_never_run("neo4j", executed)
+
+
+# What each check says about the engine it covers.
+_COVERAGE = {"falkordb": ("FalkorDB-dialect", "the embedded engine"),
+             "neo4j": ("Neo4j-dialect", "the Neo4j server (LESIONDB_TEST_NEO4J_URI)")}
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -146,19 +162,23 @@ def pytest_sessionfinish(session, exitstatus):
 
     tr = session.config.pluginmanager.get_plugin("terminalreporter")
     write = tr.write_line if tr is not None else (lambda s, **kw: print(s))
-    if not any(dialect == "falkordb" for dialect, _ in EXECUTED):
-        write("query coverage not checked: no query ran on the embedded FalkorDB engine (unavailable here?)",
-              yellow=True)
-        return
-    missing = falkordb_queries_never_run(EXECUTED)
-    if missing:
-        write("")
-        write(f"FAILED query coverage: {len(missing)} FalkorDB-dialect quer{'y' if len(missing) == 1 else 'ies'} "
-              "never ran on the embedded engine in this test run; add a test that runs "
-              "(each through Engine.run/execute/write/apply_schema):", red=True, bold=True)
-        for name, path in missing.items():
-            write(f"  {name}  ({path})", red=True)
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    # Every FalkorDB query must run somewhere in the suite; every Neo4j one too when the Neo4j
+    # tier is on (only engines connected to the server record "neo4j": the fake-driver tests
+    # keep theirs apart).
+    for dialect in ("falkordb", "neo4j") if NEO4J_URI else ("falkordb",):
+        what, where = _COVERAGE[dialect]
+        if not any(d == dialect for d, _ in EXECUTED):
+            write(f"query coverage not checked: no query ran on {where} (unavailable here?)", yellow=True)
+            continue
+        missing = queries_never_run(dialect, EXECUTED)
+        if missing:
+            write("")
+            write(f"FAILED query coverage: {len(missing)} {what} quer{'y' if len(missing) == 1 else 'ies'} "
+                  f"never ran on {where} in this test run; add a test that runs "
+                  "(each through Engine.run/execute/write/apply_schema):", red=True, bold=True)
+            for name, path in missing.items():
+                write(f"  {name}  ({path})", red=True)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 # -- a small DICOM cohort with images and a tiny encoder (pipeline, embed and similar tests) ---------

@@ -1,5 +1,6 @@
-"""docs/cookbook.md: every query runs as written (with its :param values) on the embedded engine,
-and every block passes Neo4j's own Cypher parser (tools/cypher-lint)."""
+"""docs/cookbook.md: every query runs as written (with its :param values) on the embedded engine
+and — with the Neo4j tier on — every block, the Neo4j-only ones included, on the Neo4j server as a
+Browser user would paste it; every block passes Neo4j's own Cypher parser (tools/cypher-lint)."""
 from __future__ import annotations
 
 import json
@@ -8,9 +9,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lesiondb.embedding import services
+from lesiondb.embedding import store as sim
 from tests.similarity_factory import build
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,36 +58,53 @@ def test_the_cookbook_has_queries_and_every_block_is_well_formed():
         assert not b["query"].rstrip().endswith(";")
 
 
-@pytest.fixture(scope="module")
-def cookbook_graph(falkor_server, tmp_path_factory):
+def _cookbook_graph(eng) -> dict:
     """A graph with embeddings, edges, predictions, clusters and one lesion planted with a wrong label."""
-    from tests.conftest import _falkor_engine
-
-    eng = _falkor_engine(falkor_server)
     ids, patients, types, _, _ = build(eng, n=160, embed=150, k=5, n_patients=20)
     services.predict_types(eng, k=5)
-    services.cluster(eng, seed=0)
+    services.cluster(eng, seed=0)  # GDS Louvain on a Neo4j server with the plug-in
     liver = [lid for i, lid in enumerate(ids[:150]) if i % 3 and int(types[i]) == 4]
     query_lesion = liver[0]
     planted = liver[1]  # a liver lesion relabelled bone: its liver neighbours disagree
     eng._write("MATCH (l:Lesion {lesionId: $id}) SET l.typeName = 'bone', l.typeCode = 1", {"id": planted})
     pid = dict(zip(ids, patients, strict=True))
-    yield {"engine": eng, "lesionId": query_lesion, "patientId": pid[query_lesion], "planted": planted}
+    return {"engine": eng, "lesionId": query_lesion, "patientId": pid[query_lesion], "planted": planted}
+
+
+@pytest.fixture(scope="module")
+def cookbook_graph(falkor_server):
+    from tests.conftest import _falkor_engine
+
+    eng = _falkor_engine(falkor_server)
+    yield _cookbook_graph(eng)
     eng.graph.delete()
 
 
-@pytest.mark.parametrize("block", PORTABLE, ids=[b["title"] for b in PORTABLE])
-def test_cookbook_query_runs_on_the_embedded_engine(block, cookbook_graph):
-    g = cookbook_graph
+@pytest.fixture(scope="module")
+def neo4j_cookbook_graph():
+    from tests.conftest import _neo4j_engine
+
+    eng = _neo4j_engine()  # emptied first
+    yield _cookbook_graph(eng)
+    eng.close()
+
+
+def _run_as_written(block: dict, g: dict) -> list[dict]:
+    """The block's statement with its :param values (the doc's example ids → this graph's)."""
     params = dict(block["params"])
-    for key in ("lesionId", "patientId"):  # the doc's example ids → ids of this graph
+    for key in ("lesionId", "patientId"):
         if key in params:
             params[key] = g[key]
     rows = g["engine"]._read(block["query"], params)
     assert rows, f"{block['title']}: no rows on a graph that has what it asks for"
-    title = block["title"]
+    return rows
+
+
+def _check(block: dict, g: dict, rows: list[dict]) -> None:
+    """What each block promises, beyond returning rows."""
+    title, k = block["title"], block["params"].get("k")
     if title.startswith("The lesions most similar to a lesion"):
-        want = [r["lesionId"] for r in services.similar(g["engine"], g["lesionId"], k=params["k"])]
+        want = [r["lesionId"] for r in services.similar(g["engine"], g["lesionId"], k=k)]
         assert len(rows) == 5 and [r["lesionId"] for r in rows] == want[:5]  # the graph stores k = 5
     elif title.startswith("…of one type"):
         assert all(r["patientId"] != g["patientId"] for r in rows)
@@ -97,6 +117,27 @@ def test_cookbook_query_runs_on_the_embedded_engine(block, cookbook_graph):
         assert rows[0]["modelId"] == "model-a" and rows[0]["lesions"] == 150
     elif title.startswith("Lesions without an embedding"):
         assert rows == [{"reason": "no image", "lesions": 10, "examples": rows[0]["examples"]}]
+    elif title.startswith("Nearest lesions to a lesion through the vector index"):
+        # the true distances, nearest first, and (150 vectors) at most one of the k nearest missed
+        table = sim.read_embeddings(g["engine"], "model-a")
+        q = table.vectors[table.positions([g["lesionId"]])[0]].astype(np.float64)
+        d = dict(zip(table.ids, np.linalg.norm(table.vectors.astype(np.float64) - q, axis=1), strict=True))
+        got = [r["distance"] for r in rows]
+        assert len(rows) == k and g["lesionId"] not in {r["lesionId"] for r in rows} and got == sorted(got)
+        assert np.allclose(got, [d[r["lesionId"]] for r in rows], atol=1e-4)
+        nearest = sorted((x for x in d if x != g["lesionId"]), key=d.get)[:k]
+        assert len({r["lesionId"] for r in rows} & set(nearest)) >= k - 1
+
+
+@pytest.mark.parametrize("block", PORTABLE, ids=[b["title"] for b in PORTABLE])
+def test_cookbook_query_runs_on_the_embedded_engine(block, cookbook_graph):
+    _check(block, cookbook_graph, _run_as_written(block, cookbook_graph))
+
+
+@pytest.mark.neo4j
+@pytest.mark.parametrize("block", BLOCKS, ids=[b["title"] for b in BLOCKS])
+def test_cookbook_query_runs_on_neo4j(block, neo4j, neo4j_cookbook_graph):
+    _check(block, neo4j_cookbook_graph, _run_as_written(block, neo4j_cookbook_graph))
 
 
 def _param_type(v) -> str:

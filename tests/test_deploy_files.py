@@ -20,6 +20,15 @@ yaml = pytest.importorskip("yaml", reason="PyYAML is needed to parse docker-comp
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = REPO / "docker-compose.yml"
 WORKFLOW = REPO / ".github" / "workflows" / "ci.yml"
+CI_RUN = REPO / ".ci" / "run"
+TOOL = REPO / "tools" / "neo4j-server"
+
+
+def pinned(name: str) -> str:
+    """A version pinned in tools/neo4j-server (NEO4J_VERSION, GDS_VERSION)."""
+    m = re.search(rf'^{name} = "([\d.]+)"', TOOL.read_text(), re.M)
+    assert m, f"tools/neo4j-server pins no {name}"
+    return m.group(1)
 
 
 class InterpolationError(Exception):
@@ -60,6 +69,7 @@ def compose() -> dict:
 def test_compose_runs_neo4j5_community_on_bolt_with_named_volume(compose):
     svc = compose["services"]["neo4j"]
     assert re.fullmatch(r"neo4j:5[\w.]*-community", svc["image"])
+    assert svc["image"] == f"neo4j:{pinned('NEO4J_VERSION')}-community"  # the server the tests run
     ports = [str(p) for p in svc["ports"]]
     assert any(p.endswith(":7687:7687") or p == "7687:7687" for p in ports)
     assert any(p.endswith(":7474:7474") or p == "7474:7474" for p in ports)
@@ -81,15 +91,14 @@ def test_compose_takes_the_password_from_the_environment_only(compose):
     assert not re.search(r"NEO4J_AUTH\s*[:=]\s*neo4j/[^$]", text)
 
 
-def test_compose_and_workflow_install_graph_data_science(compose, workflow):
+def test_compose_installs_graph_data_science(compose):
     """`lesiondb cluster` runs Louvain on the server where GDS is there (docs/neo4j.md)."""
     env = compose["services"]["neo4j"]["environment"]
     resolved = interpolate(env, {"LESIONDB_PASSWORD": "pw-for-test-1"})
     assert json.loads(resolved["NEO4J_PLUGINS"]) == ["graph-data-science"]
     off = interpolate(env, {"LESIONDB_PASSWORD": "pw-for-test-1", "LESIONDB_NEO4J_PLUGINS": "[]"})
     assert json.loads(off["NEO4J_PLUGINS"]) == []
-    svc = workflow["jobs"]["neo4j"]["services"]["neo4j"]
-    assert json.loads(svc["env"]["NEO4J_PLUGINS"]) == ["graph-data-science"]
+    assert pinned("GDS_VERSION").startswith("2.13.")  # the GDS line made for Neo4j 5.26
 
 
 def _fake_cypher_shell(tmp_path: Path, rc: int) -> Path:
@@ -141,17 +150,30 @@ def test_workflow_main_job_runs_the_readme_test_command(workflow):
     assert "npm ci" in _runs(job)  # so tests/test_cypher_lint.py runs instead of skipping
 
 
-def test_workflow_neo4j_job_has_a_health_checked_service(workflow):
+def test_workflow_neo4j_job_runs_the_suite_on_the_pinned_server(workflow):
     job = workflow["jobs"]["neo4j"]
-    svc = job["services"]["neo4j"]
-    assert svc["image"] == "neo4j:5-community"
-    assert any(str(p).startswith("7687:") for p in svc["ports"])
-    assert "--health-cmd" in svc["options"] and "cypher-shell" in svc["options"]
-    assert svc["env"]["NEO4J_AUTH"].startswith("neo4j/${{ secrets.")
-    assert job["env"]["LESIONDB_TEST_NEO4J_URI"] == "bolt://localhost:7687"
-    assert "secrets." in job["env"]["LESIONDB_PASSWORD"]
-    runs = _runs(job)
-    assert "pytest -m neo4j" in runs and "-k neo4j" in runs
+    steps = job["steps"]
+    runs = [s.get("run", "") for s in steps]
+    java = [s["with"]["java-version"] for s in steps if "setup-java" in s.get("uses", "")]
+    assert java == ["17"]
+    start = next(i for i, r in enumerate(runs) if "tools/neo4j-server start" in r)
+    test = next(i for i, r in enumerate(runs) if 'pip install -e ".[test]" && python -m pytest' in r)
+    stop = next(i for i, r in enumerate(runs) if "tools/neo4j-server stop" in r)
+    assert start < test < stop and steps[stop]["if"] == "always()"
+    assert "GITHUB_ENV" in runs[start] and "::add-mask::" in runs[start]  # the password stays out of logs
+    assert pinned("NEO4J_VERSION") in job["name"] and pinned("GDS_VERSION") in job["name"]
+    assert "services" not in job  # no container: the same server .ci/run starts
+
+
+def test_ci_run_starts_the_neo4j_tier_around_the_readme_command():
+    text = CI_RUN.read_text()
+    start = text.index("tools/neo4j-server start")
+    command = text.index('pip install -e ".[test]" && python -m pytest')
+    assert text.index("trap") < start < text.index('eval "$neo4j_env"') < command
+    assert 'tools/neo4j-server stop "$NEO4J_DIR"' in text[text.index("trap"):start]
+    # a failed start ends the run (set -e on the assignment), instead of eval'ing nothing
+    assert re.search(r'^neo4j_env="\$\(tools/neo4j-server start "\$NEO4J_DIR"\)"', text, re.M)
+    assert text.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in text
 
 
 def test_workflow_lints_the_cypher(workflow):

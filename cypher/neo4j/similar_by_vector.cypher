@@ -3,10 +3,12 @@
 // returns: lesionId, distance, typeName, typeCode, predictedTypeName, patientId, studyId, longDiameterMm, locationX, locationY, locationZ
 // idempotent: read-only
 // Lesions nearest to a vector through the vector index (approximate): the $k nearest embeddings,
-// then the filters (so fewer than $k rows may come back; callers ask for more). Neo4j's score is
-// a similarity, 1 / (1 + d²): turned back into the Euclidean distance d.
-CALL db.index.vector.queryNodes('lesion_embedding', $k, $vector) YIELD node, score
-WITH node AS b, CASE WHEN score >= 1.0 THEN 0.0 ELSE sqrt(1.0 / score - 1.0) END AS distance
+// then the filters (so fewer than $k rows may come back; callers ask for more). The distance is
+// the stored embedding's, as in the scan (the index's score may be quantized):
+// vector.similarity.euclidean is 1 / (1 + d²), turned back into the Euclidean distance d.
+CALL db.index.vector.queryNodes('lesion_embedding', $k, $vector) YIELD node
+WITH node AS b, vector.similarity.euclidean(node.embedding, $vector) AS sim
+WITH b, CASE WHEN sim >= 1.0 THEN 0.0 ELSE sqrt(1.0 / sim - 1.0) END AS distance
 WHERE ($modelId IS NULL OR b.modelId = $modelId) AND ($typeName IS NULL OR b.typeName = $typeName)
 MATCH (pb:Patient)-[:HAS_STUDY]->(s:Study)-[:HAS_LESION]->(b)
 WHERE $excludePatientId IS NULL OR pb.patientId <> $excludePatientId

@@ -102,6 +102,21 @@ def test_similar_to_vector_exact_and_through_the_index(graph):
         services.similar_to_vector(engine, np.ones(3))
 
 
+def test_distances_through_the_vector_index_are_the_embeddings_own(graph):
+    engine, ids, patients, types, table = graph
+    for row in (10, 77, 149):
+        q = table.vectors[row]
+        fast = services.similar_to_vector(engine, q, k=8)
+        assert {r["source"] for r in fast} == {"index"}
+        ref = knn.search(table.vectors, q[None], len(table.ids))
+        true = {table.ids[j]: d for j, d in zip(ref.index[0], ref.distance[0], strict=True)}
+        # exact, whatever the index's own score (Neo4j's may be quantized), and in their order
+        got = [r["distance"] for r in fast]
+        assert np.allclose(got, [true[r["lesionId"]] for r in fast], atol=1e-3) and got == sorted(got)
+        # 150 vectors: the approximate search misses at most one of the k nearest
+        assert len({r["lesionId"] for r in fast} & {table.ids[j] for j in ref.index[0][:8]}) >= 7
+
+
 def test_vote_counts_then_distance_then_code():
     assert services.vote([4, 4, 5], [0.1, 0.2, 0.05]) == (4, pytest.approx(2 / 3), 3)
     assert services.vote([4, 5], [0.3, 0.1])[0] == 5  # tie: nearer voters win
@@ -149,7 +164,7 @@ def test_predictions_of_lesions_labelled_since_are_cleared(graph, tmp_path):
 
 def test_cluster_writes_one_cluster_per_lesion_and_is_deterministic(graph):
     engine, ids, patients, types, table = graph
-    out = services.cluster(engine, seed=3)
+    out = services.cluster(engine, seed=3, method="networkx")  # auto is GDS on Neo4j with the plug-in
     assert out["lesions"] == 150 and out["assigned"] == 150
     assert 2 <= out["clusters"] <= 40 and out["modularity"] > 0.3
     members = engine._read("MATCH (l:Lesion)-[:IN_CLUSTER]->(c:Cluster) RETURN l.lesionId AS l, c.clusterId AS c", {})
@@ -167,7 +182,7 @@ def test_cluster_writes_one_cluster_per_lesion_and_is_deterministic(graph):
             top = max(lab.count(t) for t in set(lab))
             assert lab.count(c["dominantType"]) == top
             assert c["dominantTypeShare"] == pytest.approx(top / len(lab), abs=1e-4)
-    again = services.cluster(engine, seed=3)
+    again = services.cluster(engine, seed=3, method="networkx")
     members2 = engine._read("MATCH (l:Lesion)-[:IN_CLUSTER]->(c:Cluster) RETURN l.lesionId AS l, c.clusterId AS c", {})
     assert sorted((m["l"], m["c"]) for m in members2) == sorted((m["l"], m["c"]) for m in members)
     assert again["clusters"] == out["clusters"] and len(services.clusters(engine)) == out["clusters"]
@@ -193,10 +208,10 @@ def test_client_methods_return_dataframes(graph, tmp_path):
 
 # -- clustering on Neo4j's Graph Data Science ----------------------------------------------------
 class _GdsEmulator:
-    """The embedded engine seen as Neo4j with GDS: ``gds_*`` queries are answered from the stored
-    edges (Louvain by networkx, one lesion left out of the projection as if it had no edges);
-    everything else runs on the real engine. Checks lesiondb's side of the GDS path: projection
-    lifecycle, community → cluster rows, lesions GDS never saw."""
+    """An engine seen as Neo4j with GDS: ``gds_*`` queries are answered from the stored edges
+    (Louvain by networkx; lesions without edges are not projected, as in GDS); everything else
+    runs on the real engine. Stands in for the plug-in where there is no server with it, and
+    produces the failure a server does not (Louvain running out of heap)."""
 
     dialect = "neo4j"
 
@@ -221,8 +236,7 @@ class _GdsEmulator:
             import networkx as nx
             g = nx.Graph((e["source"], e["target"]) for e in self.inner.run("similarity_edges", modelId="model-a"))
             comms = nx.community.louvain_communities(g, seed=0)
-            left_out = min(g.nodes)
-            return [{"lesionId": m, "communityId": 1000 + i} for i, c in enumerate(comms) for m in c if m != left_out]
+            return [{"lesionId": m, "communityId": 1000 + i} for i, c in enumerate(comms) for m in c]
         if name == "gds_drop_graph":
             self.dropped.append(params["graphName"])
             self.graphs.discard(params["graphName"])
@@ -238,15 +252,20 @@ class _GdsEmulator:
 
 def test_cluster_on_gds_writes_every_lesion_and_drops_the_projection(graph):
     engine, ids, patients, types, table = graph
-    gds = _GdsEmulator(engine)
+    left_out = min(table.ids)  # embedded, but without edges: GDS never sees it
+    engine._write("MATCH (:Lesion {lesionId: $id})-[r:SIMILAR_TO]-() DELETE r", {"id": left_out})
+    real = engine.dialect == "neo4j" and services.gds_available(engine)
+    gds = engine if real else _GdsEmulator(engine)  # the plug-in itself wherever a server has it
     out = services.cluster(gds)  # auto: Neo4j with GDS, resolution 1
     assert out["method"] == "louvain-gds" and out["seed"] is None and out["modularity"] is None
     assert out["lesions"] == 150 and out["assigned"] == 150 and out["edges"] > 150
-    assert gds.dropped and not gds.graphs  # the in-memory graph is freed
+    if real:  # the in-memory graph is freed
+        assert engine._read("CALL gds.graph.list() YIELD graphName RETURN graphName", {}) == []
+    else:
+        assert gds.dropped and not gds.graphs
     stored = services.clusters(engine)
     assert sum(c["size"] for c in stored) == 150 and {c["method"] for c in stored} == {"louvain-gds"}
     # the lesion GDS did not return is a cluster of its own
-    left_out = min(table.ids)
     members = engine._read("MATCH (l:Lesion {lesionId: $id})-[:IN_CLUSTER]->(c:Cluster) RETURN c.size AS size",
                            {"id": left_out})
     assert members == [{"size": 1}]
@@ -266,21 +285,37 @@ def test_gds_projection_is_dropped_when_louvain_fails(graph):
 
 def test_cluster_method_gds_needs_neo4j_with_the_plugin(graph):
     engine, *_ = graph
+    with pytest.raises(InputError, match="unknown clustering method"):
+        services.cluster(engine, method="leiden")
     if engine.dialect == "neo4j" and services.gds_available(engine):
-        pytest.skip("this Neo4j server has GDS")
+        # A server with the plug-in: only a resolution other than 1 keeps Louvain off it.
+        assert services.cluster(engine, resolution=1.5, write=False)["method"] == "louvain-networkx"
+        with pytest.raises(InputError, match="resolution"):
+            services.cluster(engine, resolution=1.5, method="gds")
+        return
     assert not services.gds_available(engine)
     with pytest.raises(InputError, match="Graph Data Science"):
         services.cluster(engine, method="gds")
     assert services.cluster(engine, method="auto", write=False)["method"] == "louvain-networkx"
-    with pytest.raises(InputError, match="unknown clustering method"):
-        services.cluster(engine, method="leiden")
 
 
-def test_gds_cluster_on_a_real_neo4j_server(graph):
-    engine = graph[0]
-    if engine.dialect != "neo4j" or not services.gds_available(engine):
-        pytest.skip("needs LESIONDB_TEST_NEO4J_URI pointing at Neo4j with the Graph Data Science plug-in")
-    out = services.cluster(engine, method="gds")
+@pytest.fixture
+def neo4j_graph(neo4j):
+    """The ``graph`` fixture's graph on the Neo4j tier's server only."""
+    from tests.conftest import _neo4j_engine
+
+    engine = _neo4j_engine()
+    build(engine, n=160, embed=150, k=5, n_patients=20)
+    yield engine
+    engine.close()
+
+
+@pytest.mark.neo4j
+def test_gds_cluster_on_a_real_neo4j_server(neo4j_graph):
+    engine = neo4j_graph
+    if not services.gds_available(engine):
+        pytest.skip("the Neo4j tier's server has no Graph Data Science plug-in (tools/neo4j-server installs it)")
+    out = services.cluster(engine)  # auto: GDS on a server with the plug-in
     assert out["method"] == "louvain-gds" and out["assigned"] == 150 and out["clusters"] >= 2
     again = services.cluster(engine, method="gds")
     assert again["clusters"] == out["clusters"]  # one thread: the same graph gives the same communities

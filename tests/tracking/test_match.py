@@ -116,6 +116,20 @@ def test_edges_go_from_earlier_to_later_and_one_lesion_per_scan(engine):
     assert client.tracks("P-nobody").empty
 
 
+def test_match_patient_edges_lists_each_same_lesion_edge_under_its_patient(engine):
+    ingest(engine, cohort())
+    tracking.match_graph(engine, calibrate=False, workers=1)
+    links = {(r["lesion"]["lesionId"], r["target"]["lesionId"]): r["rel"]
+             for r in engine.run("patient_lesion_links", patientId="P-A") if r["type"] == "SAME_LESION"}
+    rows = engine.run("match_patient_edges", patientIds=["P-A", "P-B", "P-nobody"])
+    assert len(links) == 8 and len(rows) == 8  # patient B has a single lesion: no edge
+    assert {r["patientId"] for r in rows} == {"P-A"}
+    assert {(r["src"], r["dst"]): (r["cost"], r["confidence"], r["method"]) for r in rows} == {
+        k: (v["cost"], v["confidence"], v["method"]) for k, v in links.items()}
+    assert all(isinstance(r["cost"], float) and 0 < r["confidence"] <= 1 for r in rows)
+    assert engine.run("match_patient_edges", patientIds=["P-B"]) == []
+
+
 def test_rerun_changes_nothing_and_uids_are_stable(engine):
     ingest(engine, cohort())
     first = tracking.match_graph(engine, calibrate=False, workers=1)
