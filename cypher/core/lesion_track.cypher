@@ -1,13 +1,13 @@
 // name: lesion_track
 // params: lesionId: STRING
-// returns: trackingUid, status, studyIndex, studyDate, studyId, lesionId, longDiameterMm, response, changeFromBaselinePct, sameLesionCost, sameLesionConfidence
+// returns: trackingUid, status, studyIndex, studyDay, studyId, lesionId, longDiameterMm, response, changeFromBaselinePct, sameLesionCost, sameLesionConfidence
 // idempotent: read-only
 // The track of one lesion: every member in time order with its RECIST response, and the cost and
 // confidence of the SAME_LESION edge from the given lesion (null for the lesion itself).
 MATCH (:Lesion {lesionId: $lesionId})-[:IN_TRACK]->(t:Track)
 MATCH (s:Study)-[:HAS_LESION]->(l:Lesion)-[it:IN_TRACK]->(t)
 OPTIONAL MATCH (:Lesion {lesionId: $lesionId})-[r:SAME_LESION]-(l)
-RETURN t.trackingUid AS trackingUid, t.status AS status, s.studyIndex AS studyIndex, s.studyDate AS studyDate,
+RETURN t.trackingUid AS trackingUid, t.status AS status, s.studyIndex AS studyIndex, s.studyDay AS studyDay,
        s.studyId AS studyId, l.lesionId AS lesionId, l.longDiameterMm AS longDiameterMm, it.response AS response,
        it.changeFromBaselinePct AS changeFromBaselinePct, r.cost AS sameLesionCost,
        r.confidence AS sameLesionConfidence

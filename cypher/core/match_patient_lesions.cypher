@@ -1,6 +1,6 @@
 // name: match_patient_lesions
 // params: patientIds: LIST<STRING>
-// returns: row (STRING "patientId|studyId|studyIndex|studyDate|lesionId|source|seriesIndex|seriesUid|locationX|locationY|locationZ|positionXMm|positionYMm|positionZMm|longDiameterMm|shortDiameterMm|typeCode", lesion fields empty for a study without lesions, a missing value empty), embedding
+// returns: row (STRING "patientId|studyId|studyIndex|studyDate|lesionId|source|seriesIndex|series (seriesId, else seriesUid)|locationX|locationY|locationZ|positionXMm|positionYMm|positionZMm|longDiameterMm|shortDiameterMm|typeCode", lesion fields empty for a study without lesions, a missing value empty), embedding
 // idempotent: read-only
 // What lesion matching reads of a batch of patients, in one query: every study (a study without
 // lesions still counts as a visit) and each lesion's matching features. The fields travel as one
@@ -12,7 +12,7 @@ OPTIONAL MATCH (s)-[:HAS_LESION]->(l:Lesion)
 RETURN pid + '|' + s.studyId + '|' + coalesce(toString(s.studyIndex), '') + '|' + coalesce(s.studyDate, '') + '|' +
        CASE WHEN l IS NULL THEN '' ELSE
          l.lesionId + '|' + coalesce(l.source, '') + '|' + coalesce(toString(l.seriesIndex), '') + '|' +
-         coalesce(l.seriesUid, '') + '|' + coalesce(toString(l.locationX), '') + '|' +
+         coalesce(l.seriesId, l.seriesUid, '') + '|' + coalesce(toString(l.locationX), '') + '|' +
          coalesce(toString(l.locationY), '') + '|' + coalesce(toString(l.locationZ), '') + '|' +
          coalesce(toString(l.positionXMm), '') + '|' + coalesce(toString(l.positionYMm), '') + '|' +
          coalesce(toString(l.positionZMm), '') + '|' + coalesce(toString(l.longDiameterMm), '') + '|' +

@@ -421,7 +421,11 @@ def _predict(obs, info, hu, grid, translation, vol) -> M.Prediction | None:
 
 # -- reading the graph --------------------------------------------------------------------------
 def study_time(props: dict) -> float:
-    """Days since 1970 from ``studyDate`` (ISO), else the study index (order is what matters)."""
+    """A study's time in days: ``studyDay`` (days since the patient's first study), else days since
+    1970 of ``studyDate`` (graphs with source ids), else the study index × 30 (order is what
+    matters); only differences between a patient's studies are used."""
+    if props.get("studyDay") is not None:
+        return float(props["studyDay"])
     d = props.get("studyDate")
     if d:
         try:

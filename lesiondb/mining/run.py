@@ -127,6 +127,9 @@ def mine(engine: Engine, load_volume: VolumeLoader, *, patient: str | None = Non
                 for k, v in write_proposals(engine, props, model_id, config.min_score).items():
                     setattr(result, k, getattr(result, k) + v)
             b.update(1)
+    redact = getattr(load_volume, "redact", None)
+    if redact is not None:  # what --json reports names studies and series as the graph does
+        stats.skipped = [{k: redact(v) for k, v in e.items()} for e in stats.skipped]
     return result
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..core import mining as M
-from ..core.pseudonym import Pseudonymizer
+from ..core.pseudonym import Pseudonymizer, Redactor
 from ..datasets import deeplesion as DL
 from ..datasets.dicom_tree import SOURCE as DICOM
 from ..datasets.dicom_tree import DicomTree
@@ -125,6 +125,8 @@ class DicomVolumes:
     def __call__(self, study: StudyData):
         folder, series_uid = self.folder(study)
         v = read_series(folder, series_uid, allow_gaps=True)
+        if self.ids is not None and v.patient_id is not None:  # proposals name the series mined
+            study.series_id = self.ids.series(DICOM, v.patient_id, v.series_uid)
         return v.hu, grid_from_volume(v)
 
 
@@ -150,6 +152,7 @@ class StudyVolumes:
         self.image_format = image_format
         self._dicom = DicomVolumes(images, ids)
         self._series_ids: dict[str, str] | None = None
+        self._redactor: Redactor | None = None
         self._frames: dict[str, SeriesFrame | str] = {}  # studyId -> frame, or why there is none
         self._numbers: dict[str, list[int] | None] = {}  # studyId -> present slice numbers
 
@@ -212,6 +215,17 @@ class StudyVolumes:
             self._numbers[study_id] = nums
         return self._numbers[study_id]
 
+    def redact(self, text: str) -> str:
+        """``text`` (a skip reason) with the studies' source identifiers — DICOM UIDs and patient ids,
+        DeepLesion folder names — replaced by their pseudonyms, as the graph names them."""
+        if self.ids is None or self.images is None:
+            return text
+        if self._redactor is None:
+            self._redactor = self._dicom.tree.redactor(self.ids) if self._dicom.tree is not None else Redactor()
+            for sid, ref in DL.series_ids(self.images, self.ids).items():
+                self._redactor.add(ref, sid)
+        return self._redactor(text)
+
     # -- hooks of lesiondb.mining.mine ------------------------------------------------------------
     def check_case(self, case: PatientCase) -> None:
         """InputError when the graph holds DeepLesion studies and no images folder was given."""
@@ -233,7 +247,13 @@ class StudyVolumes:
             self._numbers.pop(s.study_id, None)
             if isinstance(frame, str):
                 continue
-            s.image_ref = frame.ref  # proposals record the series folder
+            # proposals record the series mined: by its pseudonym, and by its folder only where the
+            # graph keeps source references (--keep-source-ids)
+            if self.ids is not None:
+                s.series_id = DL.series_id(self.ids, frame.ref)
+            props = [case.lesion_props.get(o.lesion_id, {}) for o in case.lesions.get(s.study_id, [])]
+            if any(p.get("imageRef") or p.get("sourceId") for p in props):
+                s.image_ref = frame.ref
             nums = self.numbers(s.study_id)
             index = {k: i for i, k in enumerate(nums)} if nums else {}
             for o in case.lesions.get(s.study_id, []):

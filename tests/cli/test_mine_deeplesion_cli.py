@@ -133,7 +133,11 @@ def test_mine_finds_the_withheld_bookmark_in_a_pseudo_follow_up(app_engine, real
     p = props[0]
     # a slice number of the series (the PNG's name), not an index into the volume of present slices
     assert abs(p["sliceIndex"] - withheld) <= 2 and (images / "000062_02_01" / f"{p['sliceIndex']:03d}.png").is_file()
-    assert p["imageRef"] == "000062_02_01" and p["predictionMethod"] == "matched-lesions"
+    assert p["predictionMethod"] == "matched-lesions"
+    # the series mined, by its pseudonym (that of the study's lesions); its folder only with the source ids
+    lesions = _json(tmp_path, "query", "lesions", "-p", f"studyId={p['studyId']}")
+    assert {r["lesion"]["seriesId"] for r in lesions} == {p["seriesId"]}
+    assert p.get("imageRef") == ("000062_02_01" if keep_ids else None)
     row = s1[withheld]
     true = _true_mm(row)
     got = (p["positionXMm"], p["positionYMm"], p["positionZMm"])
@@ -159,7 +163,7 @@ def test_mine_on_a_real_follow_up_reports_the_study_without_images(app_engine, r
     assert out["skipped"] == 1 and "000062_02_01" in out["errors"][0]["reason"]
     assert out["candidateStudies"] == 1 and out["proposals"] == 1
     p = _json(tmp_path, "review", "list")[0]
-    assert p["imageRef"] == SERIES and 56 <= p["sliceIndex"] <= 84
+    assert p["seriesId"].startswith("R-") and "imageRef" not in p and 56 <= p["sliceIndex"] <= 84
     assert p["predictionMethod"] == "matched-lesions"  # aligned by the two lesions matched across studies
 
 

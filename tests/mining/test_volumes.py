@@ -128,7 +128,8 @@ def test_without_references_the_error_asks_for_dl_info(engine):
     # with the lesionId → File_name map of the ingested DL_info, the series is found
     loader = StudyVolumes("/nonexistent", file_names={"L-a1": "000001_01_01_014.png", "L-a2": "000001_02_01_014.png"})
     prepared = loader.prepare_case(case)
-    assert [s.image_ref for s in prepared.studies] == ["000001_01_01", "000001_02_01"]
+    assert [loader._frames[s.study_id].ref for s in prepared.studies] == ["000001_01_01", "000001_02_01"]
+    assert [s.image_ref for s in prepared.studies] == [None, None]  # not recorded: the graph keeps no folders
     o = prepared.lesions["S1"][0]
     assert o.position_mm == pytest.approx(((A[0] - 48) * SX, (A[1] - 48) * SX, -A[2] * DZ))
     assert o.slice_index is None  # no folder there: no volume index
