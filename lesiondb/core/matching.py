@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 #: DeepLesion's normalised location spans about this many mm per unit along x, y, z (measured
 #: within series from pixel spacing × pixel offset against the normalised coordinate, no labels
@@ -82,7 +84,11 @@ class MatchParams:
     gate_spread: float = 2.3  # calibrated gate = median + gate_spread × (90th percentile − median) of confident costs
     align_iterations: int = 3
     max_hypotheses: int = 16  # shift hypotheses scored exactly per scan pair (after a cheap ranking)
-    track_support: bool = True  # order track unions by triangle support (else confidence only)
+    track_support: bool = True  # order track unions by triangle support (else probability only)
+    temperature: float = 1.0  # a pair's log-odds of being one lesion: temperature × (gate_cost − cost)
+    link_probability: float = 0.5  # pairs at least this probable within their scan pair are track links
+    possible_probability: float = 0.1  # a track's best candidate in a scan it misses this probable: POSSIBLE edge
+    max_modes: int = 8  # shift modes (alignments) a scan pair's probabilities are averaged over
 
     def replace(self, **changes: Any) -> MatchParams:
         return replace(self, **changes)
@@ -175,6 +181,7 @@ class ScanPairResult:
     gate: float = 12.0
     _confidence: np.ndarray | None = field(default=None, repr=False)
     _best: tuple | None = field(default=None, repr=False)
+    probability: np.ndarray | None = field(default=None, repr=False)  # (n_a, n_b) pair marginals, see pair_probabilities
 
     @property
     def confidence(self) -> np.ndarray:
@@ -201,13 +208,27 @@ class ScanPairResult:
 
 @dataclass(frozen=True)
 class Edge:
-    """A ``SAME_LESION`` relationship, ``src`` (earlier scan) → ``dst`` (later scan), by lesion index."""
+    """A ``SAME_LESION`` relationship, ``src`` (earlier scan) → ``dst`` (later scan), by lesion index.
+    ``probability``: that the two are one lesion, from every pairwise probability of the track
+    (:func:`track_probabilities`)."""
 
     src: int
     dst: int
     cost: float
     confidence: float
     method: str
+    probability: float = math.nan
+
+
+@dataclass(frozen=True)
+class PossibleEdge:
+    """A ``POSSIBLE_SAME_LESION`` relationship: track member ``src`` → ``dst``, a lesion of a scan
+    where the track has no member, which may be the track's lesion there (``probability``)."""
+
+    src: int
+    dst: int
+    probability: float
+    cost: float
 
 
 @dataclass
@@ -221,6 +242,8 @@ class PatientMatch:
     pair_results: dict[tuple[Hashable, Hashable], ScanPairResult] = field(default_factory=dict, repr=False)
     by_scan: dict[Hashable, list[int]] = field(default_factory=dict, repr=False)
     arrays: Any = field(default=None, repr=False)  # the patient's pairwise terms (with keep_pair_results)
+    possible: list[PossibleEdge] = field(default_factory=list)
+    probability: np.ndarray | None = field(default=None, repr=False)  # (n, n) pair marginals (0 within a scan)
 
     def track_of(self) -> dict[int, int]:
         """Lesion index → track index."""
@@ -421,6 +444,283 @@ def confidence_matrix(cost: np.ndarray, gate: float) -> np.ndarray:
         srt = np.sort(c, axis=-2)
         comp = np.minimum(comp, np.where(c <= srt[..., :1, :], srt[..., 1:2, :], srt[..., :1, :]))
     return 1.0 / (1.0 + np.exp(-np.clip(comp - c, -50.0, 50.0)))
+
+
+# -- probabilities -------------------------------------------------------------------------------
+_LOG_ODDS_CAP = 30.0  # |log-odds| beyond this change no probability at double precision
+_EXACT_MAX_SIDE = 14  # the smaller side of a block whose matchings are summed exactly (2^14 subsets)
+_NEGLIGIBLE = -30.0  # pairs with lower log-odds do not connect two blocks of a scan pair
+_MODE_WINDOW = 25.0  # nats: shift hypotheses scoring worse than the best by more are not modes
+
+
+def matching_marginals(L: np.ndarray) -> tuple[np.ndarray, float]:
+    """Pair marginals and log partition function of a scan pair's partial one-to-one matchings
+    under ``P(M) ∝ exp(Σ_{(i,j)∈M} L_ij)``: ``L_ij`` are the log-odds of i ↔ j against leaving
+    both unmatched (−inf: impossible). Exact — closed forms when one side has one or two lesions,
+    else a sum over the subsets of the smaller side (scan pairs are first split into blocks no
+    non-negligible pair connects); a block with more than ``_EXACT_MAX_SIDE`` lesions on both
+    sides weighs each pair against its row and column only (an approximation; rare)."""
+    L = np.where(np.isfinite(L), np.minimum(L, _LOG_ODDS_CAP), -np.inf)
+    n, m = L.shape
+    if n == 0 or m == 0:
+        return np.zeros((n, m)), 0.0
+    if m > n:
+        P, lz = matching_marginals(L.T)
+        return P.T, lz
+    if m <= 2:
+        return _marginals_small(np.exp(np.maximum(L, -700.0)) * np.isfinite(L))
+    live = L > _NEGLIGIBLE
+    if not live.any():
+        return np.zeros((n, m)), 0.0
+    r, c = np.nonzero(live)
+    graph = coo_matrix((np.ones(len(r)), (r, n + c)), shape=(n + m, n + m))
+    k, lab = connected_components(graph, directed=False)
+    if k == 1:
+        return _marginals_block(L)
+    P = np.zeros((n, m))
+    lz = 0.0
+    for comp in range(k):
+        rows = np.flatnonzero(lab[:n] == comp)
+        cols = np.flatnonzero(lab[n:] == comp)
+        if len(rows) and len(cols):
+            Pc, lc = matching_marginals(L[np.ix_(rows, cols)])
+            P[np.ix_(rows, cols)] = Pc
+            lz += lc
+    return P, lz
+
+
+def _marginals_small(W: np.ndarray) -> tuple[np.ndarray, float]:
+    """Closed forms for weights ``W`` (n, m ≤ 2): one column, or two (pairs of rows choose distinct columns)."""
+    n, m = W.shape
+    if m == 1:
+        z = 1.0 + W[:, 0].sum()
+        return W / z, math.log(z)
+    u, v = W[:, 0], W[:, 1]
+    U, V = u.sum(), v.sum()
+    z = 1.0 + U + V + U * V - float((u * v).sum())
+    P = np.stack([u * (1.0 + V - v), v * (1.0 + U - u)], axis=1) / z
+    return P, math.log(z)
+
+
+def _marginals_block(L: np.ndarray) -> tuple[np.ndarray, float]:
+    """Exact marginals of one connected block (rows n ≥ columns m), by forward and backward sums
+    over the subsets of used columns; approximate beyond ``_EXACT_MAX_SIDE`` columns."""
+    n, m = L.shape
+    W = np.exp(np.maximum(L, -700.0)) * np.isfinite(L)
+    if m > _EXACT_MAX_SIDE:  # each pair against the alternatives of its own row and column
+        z = 1.0 + W.sum(1, keepdims=True) + W.sum(0, keepdims=True) - W
+        return W / z, float(np.log1p(W.sum()))
+    K = 1 << m
+    masks = np.arange(K)
+    free = [masks[(masks >> j) & 1 == 0] for j in range(m)]
+    F = np.zeros((n + 1, K))
+    F[0, 0] = 1.0
+    for r in range(n):
+        F[r + 1] = F[r]
+        for j in range(m):
+            if W[r, j] > 0.0:
+                F[r + 1, free[j] | (1 << j)] += F[r, free[j]] * W[r, j]
+    B = np.zeros((n + 1, K))
+    B[n] = 1.0
+    for r in range(n - 1, -1, -1):
+        B[r] = B[r + 1]
+        for j in range(m):
+            if W[r, j] > 0.0:
+                B[r, free[j]] += W[r, j] * B[r + 1, free[j] | (1 << j)]
+    z = B[0, 0]
+    P = np.zeros((n, m))
+    for r in range(n):
+        for j in range(m):
+            if W[r, j] > 0.0:
+                P[r, j] = W[r, j] * float(F[r, free[j]] @ B[r + 1, free[j] | (1 << j)]) / z
+    return P, math.log(z)
+
+
+def _shift_of(geo: _Geometry, al: Alignment) -> np.ndarray:
+    """An alignment's shift in the geometry's coordinates."""
+    if geo.kind == "both":
+        return np.concatenate([al.position_shift_mm, al.location_shift])
+    return np.asarray(al.position_shift_mm if geo.kind == "position" else al.location_shift, float)
+
+
+def scan_pair_modes(geo: _Geometry, static: np.ndarray, p: MatchParams,
+                    best: Alignment | None = None) -> list[tuple[float, np.ndarray]]:
+    """The shift modes of a scan pair: ``(negative log prior of the shift, cost under it)`` for
+    the scan pair's alignment (``best``) and the other shift hypotheses (no shift; each candidate
+    pair made to coincide) that score within ``_MODE_WINDOW`` nats of the best, each refined as
+    an alignment is (assignment, robust re-estimation) and kept when it ends more than half a
+    noise scale from every mode kept — at most ``p.max_modes``."""
+    n, m = static.shape
+    d = geo.residual.shape[-1]
+    shs, w = geo.shift_sigma, geo.prior_weight
+    hyps = [np.zeros(d)] if best is None else [_shift_of(geo, best), np.zeros(d)]
+    if n and m and geo.valid.any():
+        hyps.extend(geo.residual[geo.valid])
+    H = np.asarray(hyps)
+    prior = w * 0.5 * ((H / shs) ** 2).sum(1)
+    cost = geo.cost(H) + static[None]
+    if n and m:
+        gain = np.minimum(cost - p.gate_cost, 0.0)
+        score = prior + (gain.min(2).sum(1) if n <= m else gain.min(1).sum(1))
+    else:
+        score = prior
+    order = np.argsort(score, kind="stable")
+    if best is not None:  # the scan pair's own alignment is always a mode
+        order = np.concatenate([[0], order[order != 0]])
+    center = np.zeros(d)
+    kept: list[tuple[float, np.ndarray, np.ndarray]] = []
+    for h in order[: 2 * max(1, p.max_modes)]:
+        if len(kept) >= max(1, p.max_modes) or (kept and score[h] > score[order[0]] + _MODE_WINDOW):
+            break
+        s, c = H[h], cost[h]
+        if n and m and not (best is not None and h == 0):  # a hypothesis is refined like an alignment
+            pairs: list[tuple[int, int]] = []
+            for _ in range(max(0, p.align_iterations)):
+                new = assign(c, p.gate_cost)
+                if not new or new == pairs:
+                    break
+                pairs = new
+                s = geo.refine(pairs, s, center, shs)
+                c = geo.cost(s[None])[0] + static
+        if any((np.abs(s - k[1]) <= 0.5 * geo.sigma).all() for k in kept):
+            continue  # the same mode
+        kept.append((w * 0.5 * float(((s / shs) ** 2).sum()), s, c))
+    return [(pr, c) for pr, _s, c in kept]
+
+
+def mode_posterior(modes: Sequence[tuple[float, np.ndarray]], gate: float, temperature: float = 1.0
+                   ) -> tuple[np.ndarray, float]:
+    """Pair probabilities of a scan pair averaged over its shift modes: within a mode, the
+    matching marginals with pair log-odds ``temperature × (gate − cost)``; each mode weighs as its
+    prior times its partition function (both tempered). Returns (P, log evidence)."""
+    logw, Ps = [], []
+    for prior, cost in modes:
+        P, lz = matching_marginals(temperature * (gate - cost))
+        logw.append(lz - temperature * prior)
+        Ps.append(P)
+    lw = np.asarray(logw)
+    top = float(lw.max())
+    wts = np.exp(lw - top)
+    total = float(wts.sum())
+    P = sum(float(x) / total * q for x, q in zip(wts, Ps, strict=True))
+    return np.clip(P, 0.0, 1.0), top + math.log(total)
+
+
+def track_probabilities(tracks: Sequence[Sequence[int]], P: np.ndarray, scan_of: Sequence[Hashable],
+                        by_scan: dict[Hashable, list[int]], possible_probability: float = 0.1,
+                        cannot_link: Sequence[tuple[int, int]] = (), eps: float = 1e-6
+                        ) -> tuple[dict[tuple[int, int], float], list[tuple[int, int, float]]]:
+    """From every pairwise probability of a patient (``P``, (n, n)), for each track and scan: how
+    probable each lesion of the scan (or none) is as the track's lesion there, pooling the track's
+    members outside the scan (each member's row of ``P`` over the scan, "none" = 1 − its sum)
+    geometrically (the mean of their log-probabilities, normalised: a long track does not count
+    one observation many times). Returns
+
+    - ``{(i, j): p}`` for every pair of one track in different scans: the mean of "j is the
+      track's lesion in j's scan" (from the other members) and the same for i;
+    - ``[(member, candidate, p)]`` for each scan where a track has no member: its most probable
+      lesion there when ``p ≥ possible_probability`` (``member``: the one with the highest
+      pairwise probability to it), unless a cannot-link forbids it.
+    """
+    n = len(scan_of)
+    Pc = np.clip(P, eps, 1.0)
+    none_all = None
+    member_of = np.full(n, -1)
+    for t, ms in enumerate(tracks):
+        member_of[list(ms)] = t
+    T = len(tracks)
+    A = np.zeros((T, n))
+    A[member_of, np.arange(n)] = 1.0
+    forbidden = {(min(a, b), max(a, b)) for a, b in cannot_link}
+    single: dict[int, float] = {}  # member -> probability that it is its track's lesion in its scan
+    possible: list[tuple[int, int, float]] = []
+    for scan, idx in by_scan.items():
+        idx = list(idx)
+        R = Pc[:, idx]  # (n, k)
+        none_all = np.log(np.clip(1.0 - P[:, idx].sum(1), eps, 1.0))  # (n,)
+        logs = np.concatenate([np.log(R), none_all[:, None]], axis=1)  # (n, k + 1)
+        outside = A.copy()
+        outside[:, idx] = 0.0
+        cnt = outside.sum(1)
+        has = cnt > 0
+        if not has.any():
+            continue
+        S = outside[has] @ logs / cnt[has, None]  # (T', k + 1): mean log-probabilities
+        S -= S.max(1, keepdims=True)
+        Q = np.exp(S)
+        Q /= Q.sum(1, keepdims=True)
+        for row, t in zip(Q, np.flatnonzero(has), strict=True):
+            inside = [x for x, i in enumerate(idx) if member_of[i] == t]
+            if inside:
+                single[idx[inside[0]]] = float(row[inside[0]])
+                continue
+            x = int(np.argmax(row[:-1]))
+            q = float(row[x])
+            if q < possible_probability:
+                continue
+            cand = idx[x]
+            ms = [i for i in tracks[t] if scan_of[i] != scan]
+            if any((min(i, cand), max(i, cand)) in forbidden for i in tracks[t]):
+                continue
+            src = max(ms, key=lambda i: (P[i, cand], -i))
+            possible.append((src, cand, q))
+    pair_p: dict[tuple[int, int], float] = {}
+    for ms in tracks:
+        for a in ms:
+            for b in ms:
+                if a < b and scan_of[a] != scan_of[b]:
+                    pair_p[(a, b)] = 0.5 * (single.get(a, P[a, b]) + single.get(b, P[a, b]))
+    return pair_p, possible
+
+
+def triangle_log_likelihood(P: np.ndarray, scan_of: Sequence[Hashable]) -> float:
+    """How consistent a patient's pairwise probabilities are with transitivity: the sum over
+    lesion triples in three different scans of log P(the three pairwise events are not "exactly
+    two are one lesion") when each pair's event is drawn with its own probability. Over- and
+    under-confident probabilities both lower it; :class:`MatchCalibrator` fits the temperature
+    to it (scan pairs are matched independently, so their agreement is evidence of calibration)."""
+    n = len(scan_of)
+    if n < 3:
+        return 0.0
+    codes = {s: k for k, s in enumerate(dict.fromkeys(scan_of))}
+    if len(codes) < 3:
+        return 0.0
+    sc = np.asarray([codes[s] for s in scan_of])
+    live = P.max(1) > 1e-4  # lesions with no probable partner add (almost) nothing
+    idx = np.flatnonzero(live)
+    if len(idx) < 3:
+        return 0.0
+    Q, s = P[np.ix_(idx, idx)], sc[idx]
+    k = len(idx)
+    total = 0.0
+    for j in range(1, k - 1):  # j is the middle index of i < j < l: memory stays (k, k)
+        a, b, c = Q[:j, j][:, None], Q[j, j + 1:][None, :], Q[:j, j + 1:]  # P_ij, P_jl, P_il
+        v = a * b * (1.0 - c) + a * (1.0 - b) * c + (1.0 - a) * b * c
+        ok = (s[:j, None] != s[j]) & (s[None, j + 1:] != s[j]) & (s[:j, None] != s[None, j + 1:])
+        total += float(np.log1p(-np.clip(v[ok], 0.0, 1.0 - 1e-12)).sum())
+    return total
+
+
+def expected_calibration_error(probability: Sequence[float], outcome: Sequence[bool], bins: int = 10) -> float | None:
+    """ECE: the mean over ``bins`` equal-width probability bins of |mean probability − observed
+    frequency|, weighted by the share of predictions in the bin (None without predictions)."""
+    rows = reliability(probability, outcome, bins)
+    n = sum(r["n"] for r in rows)
+    return sum(r["n"] * abs(r["meanProbability"] - r["frequency"]) for r in rows) / n if n else None
+
+
+def reliability(probability: Sequence[float], outcome: Sequence[bool], bins: int = 10) -> list[dict[str, Any]]:
+    """The reliability diagram as rows: bin bounds, count, mean probability, observed frequency."""
+    p = np.asarray(probability, float)
+    y = np.asarray(outcome, float)
+    k = np.minimum((p * bins).astype(int), bins - 1)
+    out = []
+    for b in range(bins):
+        sel = k == b
+        if sel.any():
+            out.append({"lo": b / bins, "hi": (b + 1) / bins, "n": int(sel.sum()),
+                        "meanProbability": float(p[sel].mean()), "frequency": float(y[sel].mean())})
+    return out
 
 
 # -- one scan pair ---------------------------------------------------------------------------------
@@ -681,20 +981,26 @@ def _match_group(geos: Sequence[_Geometry], static: np.ndarray, p: MatchParams) 
 
 # -- tracks ----------------------------------------------------------------------------------------
 def build_tracks(scans: Sequence[Hashable], candidates: Sequence[tuple[float, float, int, int]],
-                 use_support: bool = True) -> list[list[int]]:
-    """Group lesions into tracks from candidate links ``(confidence, cost, i, j)``.
+                 use_support: bool = True, cannot_link: Sequence[tuple[int, int]] = ()) -> list[list[int]]:
+    """Group lesions into tracks from candidate links ``(probability, cost, i, j)``.
 
     Links are taken greedily; a link joining two groups is refused when the groups share a scan,
-    so no track ever holds two lesions of one scan. Order: links of infinite confidence (known
-    to be one lesion) first, then by *triangle support* (for each
+    so no track ever holds two lesions of one scan, or when a ``cannot_link`` pair (a reviewer's
+    rejection) would end up in one track. Order: links of infinite probability (known to be one
+    lesion) first, then by *triangle support* (for each
     third scan where both ends have a link, +1 if they link to the same lesion there, −1 if to
     different ones: links that the rest of the patient's scans contradict come last), then by
-    confidence, then by cost. ``scans[i]`` is lesion i's scan. Returns every lesion's track
+    probability, then by cost. ``scans[i]`` is lesion i's scan. Returns every lesion's track
     (singletons included), members in index order, tracks ordered by their first member.
     """
     n = len(scans)
     parent = list(range(n))
     members_scans: list[set] = [{scans[i]} for i in range(n)]
+    banned: dict[int, set[int]] = {}
+    for a, b in cannot_link:
+        banned.setdefault(a, set()).add(b)
+        banned.setdefault(b, set()).add(a)
+    members: list[list[int]] = [[i] for i in range(n)]
     partner: dict[int, dict[Hashable, int]] = {}
     if use_support:
         for _c, _k, i, j in candidates:
@@ -725,10 +1031,13 @@ def build_tracks(scans: Sequence[Hashable], candidates: Sequence[tuple[float, fl
         ri, rj = find(i), find(j)
         if ri == rj or members_scans[ri] & members_scans[rj]:
             continue
+        if banned and any(banned.get(a, ()) & set(members[rj]) for a in members[ri]):
+            continue
         if len(members_scans[ri]) < len(members_scans[rj]):
             ri, rj = rj, ri
         parent[rj] = ri
         members_scans[ri] |= members_scans[rj]
+        members[ri].extend(members[rj])
     groups: dict[int, list[int]] = {}
     for i in range(n):
         groups.setdefault(find(i), []).append(i)
@@ -736,18 +1045,22 @@ def build_tracks(scans: Sequence[Hashable], candidates: Sequence[tuple[float, fl
 
 
 def match_patient(lesions: Sequence[LesionObs], params: MatchParams | None = None,
-                  must_link: Sequence[tuple[int, int]] = (), keep_pair_results: bool = False) -> PatientMatch:
-    """Match every pair of one patient's scans and build tracks and ``SAME_LESION`` edges.
+                  must_link: Sequence[tuple[int, int]] = (), keep_pair_results: bool = False,
+                  cannot_link: Sequence[tuple[int, int]] = ()) -> PatientMatch:
+    """Match every pair of one patient's scans and build tracks, ``SAME_LESION`` and
+    ``POSSIBLE_SAME_LESION`` edges.
 
     ``must_link`` holds lesion-index pairs known to be one lesion (e.g. an accepted mining
-    proposal and its track): they are united first, as long as that keeps one lesion per scan.
+    proposal and its track, or an accepted POSSIBLE edge): they are united first, as long as that
+    keeps one lesion per scan. ``cannot_link`` pairs (rejected POSSIBLE edges) never share a track.
     """
-    return match_patients([lesions], params, [must_link], keep_pair_results)[0]
+    return match_patients([lesions], params, [must_link], keep_pair_results, [cannot_link])[0]
 
 
 def match_patients(patients: Sequence[Sequence[LesionObs]], params: MatchParams | None = None,
                    must_links: Sequence[Sequence[tuple[int, int]]] | None = None,
-                   keep_pair_results: bool = False) -> list[PatientMatch]:
+                   keep_pair_results: bool = False,
+                   cannot_links: Sequence[Sequence[tuple[int, int]]] | None = None) -> list[PatientMatch]:
     """:func:`match_patient` for many patients: the scan pairs of all of them are solved
     together (:func:`_match_blocks`), which is several times faster than one patient at a time
     on a graph of many small patients. The result of each patient is the same."""
@@ -758,7 +1071,8 @@ def match_patients(patients: Sequence[Sequence[LesionObs]], params: MatchParams 
     out, k = [], 0
     for x, pr in enumerate(preps):
         n = len(pr.scan_pairs)
-        out.append(pr.finish(solved[k:k + n], must_links[x] if must_links else (), keep_pair_results))
+        out.append(pr.finish(solved[k:k + n], must_links[x] if must_links else (), keep_pair_results,
+                             cannot_links[x] if cannot_links else ()))
         k += n
     return out
 
@@ -780,21 +1094,52 @@ class _Prepared:
     def blocks(self) -> list[tuple[_Geometry, np.ndarray]]:
         return [self.arrays.block(sa, sb) for sa, sb in self.scan_pairs]
 
+    def modes(self, solved: Sequence[ScanPairResult]) -> list[list[tuple[float, np.ndarray]]]:
+        """Each scan pair's shift modes (:func:`scan_pair_modes`), around its own alignment."""
+        return [scan_pair_modes(*self.arrays.block(sa, sb), self.p, res.alignment)
+                for (sa, sb), res in zip(self.scan_pairs, solved, strict=True)]
+
+    def probabilities(self, modes: Sequence[list[tuple[float, np.ndarray]]], temperature: float,
+                      solved: Sequence[ScanPairResult] | None = None) -> np.ndarray:
+        """(n, n) pair probabilities (0 within a scan) from each scan pair's modes; with
+        ``solved``, each result keeps its block (``ScanPairResult.probability``)."""
+        n = len(self.lesions)
+        P = np.zeros((n, n))
+        for k, ((sa, sb), ms) in enumerate(zip(self.scan_pairs, modes, strict=True)):
+            block, _ = mode_posterior(ms, self.p.gate_cost, temperature)
+            ia, ib = self.by_scan[sa], self.by_scan[sb]
+            P[np.ix_(ia, ib)] = block
+            P[np.ix_(ib, ia)] = block.T
+            if solved is not None:
+                solved[k].probability = block
+        return P
+
     def finish(self, solved: Sequence[ScanPairResult], must_link: Sequence[tuple[int, int]],
-               keep_pair_results: bool) -> PatientMatch:
+               keep_pair_results: bool, cannot_link: Sequence[tuple[int, int]] = ()) -> PatientMatch:
         lesions, by_scan, p = self.lesions, self.by_scan, self.p
         rank = {s: k for k, s in enumerate(self.scan_order)}
         scan_of = [les.scan for les in lesions]
+        P = self.probabilities(self.modes(solved), p.temperature, solved)
+        for i, j in must_link:  # a reviewer's decision is certain
+            P[i, j] = P[j, i] = 1.0
+        for i, j in cannot_link:
+            P[i, j] = P[j, i] = 0.0
         results: dict[tuple[Hashable, Hashable], ScanPairResult] = {}
-        candidates = [(math.inf, 0.0, i, j) for i, j in must_link]
         assigned: set[tuple[int, int]] = set()
+        cost = np.full(P.shape, math.inf)
         for (sa, sb), res in zip(self.scan_pairs, solved, strict=True):
             ia, ib = by_scan[sa], by_scan[sb]
             results[(sa, sb)] = res
+            cost[np.ix_(ia, ib)] = res.cost
+            cost[np.ix_(ib, ia)] = res.cost.T
             for i, j in res.pairs:
-                candidates.append((res.confidence_of(i, j), float(res.cost[i, j]), ia[i], ib[j]))
                 assigned.add((ia[i], ib[j]))
-        tracks = build_tracks(scan_of, candidates, p.track_support)
+        # links: every pair its scan pair finds probable (the pairwise wins), known pairs first
+        candidates = [(math.inf, 0.0, i, j) for i, j in must_link]
+        iu, ju = np.nonzero(np.triu(P >= p.link_probability, 1))
+        candidates += [(float(P[i, j]), float(cost[i, j]), int(i), int(j)) for i, j in zip(iu, ju, strict=True)]
+        tracks = build_tracks(scan_of, candidates, p.track_support, cannot_link)
+        pair_p, possible = track_probabilities(tracks, P, scan_of, by_scan, p.possible_probability, cannot_link)
 
         pos_in_scan = {i: (s, k) for s in self.scan_order for k, i in enumerate(by_scan[s])}
         edges: list[Edge] = []
@@ -806,10 +1151,12 @@ class _Prepared:
                     sv, kv = pos_in_scan[v]
                     res = results[(su, sv)]
                     method = METHOD_ASSIGNED if (u, v) in assigned else METHOD_TRACK
-                    edges.append(Edge(u, v, float(res.cost[ku, kv]), res.confidence_of(ku, kv), method))
+                    edges.append(Edge(u, v, float(res.cost[ku, kv]), res.confidence_of(ku, kv), method,
+                                      pair_p[(min(u, v), max(u, v))]))
+        pos = [PossibleEdge(a, b, q, float(cost[a, b])) for a, b, q in possible]
         return PatientMatch(lesions, tracks, edges, scan_pairs=len(results),
                             pair_results=results if keep_pair_results else {}, by_scan=by_scan,
-                            arrays=self.arrays if keep_pair_results else None)
+                            arrays=self.arrays if keep_pair_results else None, possible=pos, probability=P)
 
 
 def nearest_location(source: LesionObs, targets: Sequence[LesionObs]) -> int | None:
