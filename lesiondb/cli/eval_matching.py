@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from .common import emit, handle_errors, pass_app, progress_bar, reader_workers_option
+from .eval_dls import probability_lines
 
 
 @click.command("matching")
@@ -52,6 +53,7 @@ def _text(o) -> str:
         f"recall:        {f(o['recall'])}",
         f"f1:            {f(o['f1'])}",
         f"track purity:  {f(o['track_purity'])} (completeness {f(o['track_completeness'])})",
+        *probability_lines(o),
         *([f"embedded:      {o['embedding']['lesionsWithEmbedding']} of {o['lesions']} lesions "
            f"(model {o['embedding']['modelId']})"] if o.get("embedding") else []),
     ])

@@ -450,6 +450,7 @@ def confidence_matrix(cost: np.ndarray, gate: float) -> np.ndarray:
 _LOG_ODDS_CAP = 30.0  # |log-odds| beyond this change no probability at double precision
 _EXACT_MAX_SIDE = 14  # the smaller side of a block whose matchings are summed exactly (2^14 subsets)
 _NEGLIGIBLE = -30.0  # pairs with lower log-odds do not connect two blocks of a scan pair
+_SPLIT_ABOVE = 8  # a larger scan pair is first split into independent blocks (the exact sum grows as 2^side)
 _MODE_WINDOW = 25.0  # nats: shift hypotheses scoring worse than the best by more are not modes
 
 
@@ -472,9 +473,10 @@ def matching_marginals(L: np.ndarray) -> tuple[np.ndarray, float]:
     live = L > _NEGLIGIBLE
     if not live.any():
         return np.zeros((n, m)), 0.0
-    r, c = np.nonzero(live)
-    graph = coo_matrix((np.ones(len(r)), (r, n + c)), shape=(n + m, n + m))
-    k, lab = connected_components(graph, directed=False)
+    if m <= _SPLIT_ABOVE:
+        return _marginals_block(L)
+    k, lab = connected_components(coo_matrix((np.ones(int(live.sum())), (np.nonzero(live)[0], n + np.nonzero(live)[1])),
+                                             shape=(n + m, n + m)), directed=False)
     if k == 1:
         return _marginals_block(L)
     P = np.zeros((n, m))
@@ -1173,6 +1175,43 @@ def nearest_location(source: LesionObs, targets: Sequence[LesionObs]) -> int | N
     return best
 
 
+# -- scoring (the evaluations) -------------------------------------------------------------------
+FAILURE_CAUSES = ("gate", "track", "assignment")
+
+
+def failure_cause(pm: PatientMatch, i: int, j: int, link_probability: float = 0.5) -> str | None:
+    """Why lesions i and j (one lesion in truth, in different scans) are not in one track, from
+    their scan pair's own evidence (``pm.probability``): ``track`` — the scan pair links them (a
+    pairwise win that track building lost); ``assignment`` — it links i or j to another lesion of
+    the other's scan instead; ``gate`` — it links neither (no candidate probable enough). None
+    when they are in one track."""
+    if pm.probability is None:
+        raise ValueError("failure_cause needs a PatientMatch from match_patient(s)")
+    tof = pm.track_of()
+    if tof[i] == tof[j]:
+        return None
+    P, link = pm.probability, link_probability
+    if P[i, j] >= link:
+        return "track"
+    bi, bj = pm.by_scan[pm.lesions[j].scan], pm.by_scan[pm.lesions[i].scan]
+    if (P[i, bi] >= link).any() or (P[j, bj] >= link).any():
+        return "assignment"
+    return "gate"
+
+
+def calibration_summary(probability: Sequence[float], outcome: Sequence[bool], bins: int = 10) -> dict[str, Any]:
+    """Count, mean probability, observed frequency, ECE and the reliability diagram of some
+    probabilistic statements (e.g. SAME_LESION edges) whose truth is known."""
+    p = np.asarray(probability, float)
+    y = np.asarray(outcome, bool)
+    ece = expected_calibration_error(p, y, bins)
+    return {"n": int(len(p)), "meanProbability": round(float(p.mean()), 4) if len(p) else None,
+            "frequency": round(float(y.mean()), 4) if len(p) else None,
+            "ece": None if ece is None else round(ece, 4),
+            "reliability": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+                            for r in reliability(p, y, bins)]}
+
+
 # -- calibration -----------------------------------------------------------------------------------
 @dataclass
 class Calibration:
@@ -1254,6 +1293,94 @@ def calibrate(patients: Sequence[Sequence[LesionObs]], params: MatchParams | Non
     if gate is not None:  # set last: the scales are measured under the default gate
         p = p.replace(gate_cost=gate)
     return Calibration(p, n_pairs, n_scan_pairs, measured)
+
+
+#: Temperatures the calibrator scores (a factor √2 apart), refined between the best and its neighbours.
+TEMPERATURE_GRID = (0.35, 0.5, 0.71, 1.0, 1.41, 2.0, 2.83)
+
+
+class MatchCalibrator:
+    """Fits the matcher to the graph being matched, without labels (scikit-learn contract:
+    :meth:`fit` returns the calibrator, fitted state ends in ``_``).
+
+    1. Noise scales and gate (:func:`calibrate`): the robust spread of what each scale models,
+       and an outlier bound on the cost of a true pair, from the confident matches.
+    2. Temperature — how many log-odds one nat of cost is worth in the pair probabilities
+       (:func:`mode_posterior`): the value in ``temperatures`` (refined by a parabola through the
+       best and its neighbours, in log scale) that maximises the triangle consistency of the
+       patients' pairwise probabilities (:func:`triangle_log_likelihood`: scan pairs are matched
+       independently, so over-confident probabilities contradict each other around triangles of
+       scans, under-confident ones leave them undecided) plus a log-normal prior centred on 1
+       (the costs are negative log-likelihoods: 1 is the model's own scale) with spread
+       ``temperature_prior_sd``. Only patients with three or more scans say anything about it;
+       with none, it stays 1.
+
+    ``max_patients``: at most this many patients (a ``random_state`` sample) fit the temperature.
+    """
+
+    def __init__(self, params: MatchParams | None = None, rounds: int = 2, min_confidence: float = 0.9,
+                 temperatures: Sequence[float] = TEMPERATURE_GRID, temperature_prior_sd: float = 0.5,
+                 max_patients: int | None = None, random_state: int | None = None):
+        self.params = params
+        self.rounds = rounds
+        self.min_confidence = min_confidence
+        self.temperatures = temperatures
+        self.temperature_prior_sd = temperature_prior_sd
+        self.max_patients = max_patients
+        self.random_state = random_state
+
+    def fit(self, patients: Sequence[Sequence[LesionObs]], y: Any = None, mapper: Callable = map) -> MatchCalibrator:
+        """``patients``: lists of one patient's lesions; ``mapper`` maps over chunks of patients
+        (e.g. a process pool's ``map``). ``y`` is ignored (no labels)."""
+        patients = [list(x) for x in patients]
+        cal = calibrate(patients, self.params, rounds=self.rounds, min_confidence=self.min_confidence, mapper=mapper)
+        many = [x for x in patients if len({les.scan for les in x}) >= 3]
+        if self.max_patients is not None and len(many) > self.max_patients:
+            rng = np.random.default_rng(self.random_state)
+            many = [many[k] for k in sorted(rng.choice(len(many), self.max_patients, replace=False))]
+        temps = np.asarray(sorted(self.temperatures), float)
+        chunks = [many[i:i + _CHUNK] for i in range(0, len(many), _CHUNK)]
+        parts = list(mapper(_temperature_chunk, chunks, [cal.params] * len(chunks), [tuple(temps)] * len(chunks)))
+        ll = np.sum([pt for pt in parts], axis=0) if parts else np.zeros(len(temps))
+        self.triangle_log_likelihood_ = dict(zip(temps.tolist(), np.round(ll, 3).tolist(), strict=True))
+        self.n_patients_ = len(many)
+        t = 1.0
+        if parts and np.any(ll != 0.0):
+            x = np.log(temps)
+            score = ll - 0.5 * (x / self.temperature_prior_sd) ** 2
+            k = int(np.argmax(score))
+            t = float(temps[k])
+            if 0 < k < len(temps) - 1:  # the vertex of the parabola through the best and its neighbours
+                (x0, x1, x2), (y0, y1, y2) = x[k - 1:k + 2], score[k - 1:k + 2]
+                den = (x0 - x1) * (x0 - x2) * (x1 - x2)
+                a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / den
+                b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / den
+                if a < 0:
+                    t = float(np.exp(min(max(-b / (2 * a), x0), x2)))
+        self.temperature_ = round(t, 3)
+        self.params_ = cal.params.replace(temperature=self.temperature_)
+        cal.params = self.params_
+        cal.measured["temperature"] = ([self.temperature_], self.n_patients_)
+        cal.measured["triangleLogLikelihood"] = self.triangle_log_likelihood_
+        self.calibration_ = cal
+        return self
+
+
+def _temperature_chunk(patients: Sequence[Sequence[LesionObs]], p: MatchParams,
+                       temperatures: Sequence[float]) -> np.ndarray:
+    """Some patients' triangle log-likelihood at each temperature (their modes computed once)."""
+    preps = [_Prepared(list(x), p) for x in patients]
+    solved = _match_blocks([b for pr in preps for b in pr.blocks()], p)
+    out = np.zeros(len(temperatures))
+    k = 0
+    for pr in preps:
+        n = len(pr.scan_pairs)
+        modes = pr.modes(solved[k:k + n])
+        k += n
+        scans = [les.scan for les in pr.lesions]
+        for x, t in enumerate(temperatures):
+            out[x] += triangle_log_likelihood(pr.probabilities(modes, t), scans)
+    return out
 
 
 _SAMPLE_KEYS = ("location_sigma_mm", "location_shift_sigma_mm", "position_sigma_mm", "position_shift_sigma_mm",
