@@ -88,7 +88,7 @@ class MatchParams:
     temperature: float = 1.0  # a pair's log-odds of being one lesion: temperature × (gate_cost − cost)
     link_probability: float = 0.5  # pairs at least this probable within their scan pair are track links
     possible_probability: float = 0.1  # a track's best candidate in a scan it misses this probable: POSSIBLE edge
-    max_modes: int = 8  # shift modes (alignments) a scan pair's probabilities are averaged over
+    max_modes: int = 4  # shift modes (alignments) a scan pair's probabilities are averaged over
 
     def replace(self, **changes: Any) -> MatchParams:
         return replace(self, **changes)
@@ -181,7 +181,8 @@ class ScanPairResult:
     gate: float = 12.0
     _confidence: np.ndarray | None = field(default=None, repr=False)
     _best: tuple | None = field(default=None, repr=False)
-    probability: np.ndarray | None = field(default=None, repr=False)  # (n_a, n_b) pair marginals, see pair_probabilities
+    probability: np.ndarray | None = field(default=None, repr=False)  # (n_a, n_b) pair marginals, see mode_posteriors
+    hypotheses: np.ndarray | None = field(default=None, repr=False)  # the alignment's best shift hypotheses (modes)
 
     @property
     def confidence(self) -> np.ndarray:
@@ -450,8 +451,8 @@ def confidence_matrix(cost: np.ndarray, gate: float) -> np.ndarray:
 _LOG_ODDS_CAP = 30.0  # |log-odds| beyond this change no probability at double precision
 _EXACT_MAX_SIDE = 14  # the smaller side of a block whose matchings are summed exactly (2^14 subsets)
 _NEGLIGIBLE = -30.0  # pairs with lower log-odds do not connect two blocks of a scan pair
-_SPLIT_ABOVE = 8  # a larger scan pair is first split into independent blocks (the exact sum grows as 2^side)
-_MODE_WINDOW = 25.0  # nats: shift hypotheses scoring worse than the best by more are not modes
+_SPLIT_ABOVE = 10  # a block with more lesions on both sides is first split into independent blocks
+_MODE_WINDOW = 12.0  # nats: shift hypotheses scoring worse than the best by more are not modes
 
 
 def matching_marginals(L: np.ndarray) -> tuple[np.ndarray, float]:
@@ -470,13 +471,23 @@ def matching_marginals(L: np.ndarray) -> tuple[np.ndarray, float]:
         return P.T, lz
     if m <= 2:
         return _marginals_small(np.exp(np.maximum(L, -700.0)) * np.isfinite(L))
+    if _matchings(n, m) is not None:
+        return _marginals_block(L)
     live = L > _NEGLIGIBLE
+    rows, cols = live.any(1), live.any(0)
+    if not (rows.all() and cols.all()):  # lesions without a non-negligible pair take no part
+        P = np.zeros((n, m))
+        if rows.any():
+            sub = np.ix_(rows, cols)
+            P[sub], lz = matching_marginals(np.where(live[sub], L[sub], -np.inf))
+            return P, lz
+        return P, 0.0
+    if m <= _SPLIT_ABOVE:
+        return _marginals_block(np.where(live, L, -np.inf))
     if not live.any():
         return np.zeros((n, m)), 0.0
-    if m <= _SPLIT_ABOVE:
-        return _marginals_block(L)
-    k, lab = connected_components(coo_matrix((np.ones(int(live.sum())), (np.nonzero(live)[0], n + np.nonzero(live)[1])),
-                                             shape=(n + m, n + m)), directed=False)
+    r, c = np.nonzero(live)
+    k, lab = connected_components(coo_matrix((np.ones(len(r)), (r, n + c)), shape=(n + m, n + m)), directed=False)
     if k == 1:
         return _marginals_block(L)
     P = np.zeros((n, m))
@@ -504,10 +515,43 @@ def _marginals_small(W: np.ndarray) -> tuple[np.ndarray, float]:
     return P, math.log(z)
 
 
+_ENUMERATE_MAX = 20000  # blocks with at most this many partial matchings sum them outright
+
+
+def _matchings(n: int, m: int) -> np.ndarray | None:
+    """Every partial one-to-one matching of an n × m block as a 0/1 matrix (matchings × n·m),
+    or None when there are more than ``_ENUMERATE_MAX`` (cached per shape)."""
+    key = (n, m)
+    if key not in _MATCHINGS:
+        count = sum(math.comb(n, k) * math.comb(m, k) * math.factorial(k) for k in range(min(n, m) + 1))
+        if count > _ENUMERATE_MAX:
+            _MATCHINGS[key] = None
+        else:
+            rows: list[list[int]] = [[]]
+            for r in range(n):  # each row unmatched or matched to a free column
+                rows = rows + [x + [r * m + c] for x in rows for c in range(m) if all(y % m != c for y in x)]
+            E = np.zeros((len(rows), n * m))
+            for k, x in enumerate(rows):
+                E[k, x] = 1.0
+            _MATCHINGS[key] = E
+    return _MATCHINGS[key]
+
+
+_MATCHINGS: dict[tuple[int, int], np.ndarray | None] = {}
+
+
 def _marginals_block(L: np.ndarray) -> tuple[np.ndarray, float]:
-    """Exact marginals of one connected block (rows n ≥ columns m), by forward and backward sums
-    over the subsets of used columns; approximate beyond ``_EXACT_MAX_SIDE`` columns."""
+    """Exact marginals of one connected block (rows n ≥ columns m): a sum over its matchings
+    when there are few, else forward and backward sums over the subsets of used columns;
+    approximate beyond ``_EXACT_MAX_SIDE`` columns."""
     n, m = L.shape
+    E = _matchings(n, m)
+    if E is not None:
+        lw = E @ np.where(np.isfinite(L), L, -1e4).ravel()
+        top = float(lw.max())
+        w = np.exp(lw - top)
+        z = float(w.sum())
+        return (w @ E).reshape(n, m) / z, top + math.log(z)
     W = np.exp(np.maximum(L, -700.0)) * np.isfinite(L)
     if m > _EXACT_MAX_SIDE:  # each pair against the alternatives of its own row and column
         z = 1.0 + W.sum(1, keepdims=True) + W.sum(0, keepdims=True) - W
@@ -546,36 +590,37 @@ def _shift_of(geo: _Geometry, al: Alignment) -> np.ndarray:
 
 
 def scan_pair_modes(geo: _Geometry, static: np.ndarray, p: MatchParams,
-                    best: Alignment | None = None) -> list[tuple[float, np.ndarray]]:
+                    best: Alignment | None = None, hypotheses: np.ndarray | None = None
+                    ) -> list[tuple[float, np.ndarray]]:
     """The shift modes of a scan pair: ``(negative log prior of the shift, cost under it)`` for
-    the scan pair's alignment (``best``) and the other shift hypotheses (no shift; each candidate
-    pair made to coincide) that score within ``_MODE_WINDOW`` nats of the best, each refined as
+    the scan pair's alignment (``best``) and the best other shift hypotheses (no shift; each
+    candidate pair made to coincide: ``hypotheses``, best first, as the alignment ranked them —
+    else ranked here) that lie more than two noise scales from every mode kept, each refined as
     an alignment is (assignment, robust re-estimation) and kept when it ends more than half a
     noise scale from every mode kept — at most ``p.max_modes``."""
     n, m = static.shape
     d = geo.residual.shape[-1]
+    if hypotheses is None:
+        H = np.vstack([np.zeros((1, d)), geo.residual[geo.valid]]) if n and m and geo.valid.any() else np.zeros((1, d))
+        score = geo.prior_weight * 0.5 * ((H / geo.shift_sigma) ** 2).sum(1)
+        if n and m:
+            gain = np.minimum(geo.cost(H) + static[None] - p.gate_cost, 0.0)
+            score = score + (gain.min(2).sum(1) if n <= m else gain.min(1).sum(1))
+        hypotheses = _best_hypotheses(H, score, p)
     shs, w = geo.shift_sigma, geo.prior_weight
-    hyps = [np.zeros(d)] if best is None else [_shift_of(geo, best), np.zeros(d)]
-    if n and m and geo.valid.any():
-        hyps.extend(geo.residual[geo.valid])
-    H = np.asarray(hyps)
-    prior = w * 0.5 * ((H / shs) ** 2).sum(1)
-    cost = geo.cost(H) + static[None]
-    if n and m:
-        gain = np.minimum(cost - p.gate_cost, 0.0)
-        score = prior + (gain.min(2).sum(1) if n <= m else gain.min(1).sum(1))
-    else:
-        score = prior
-    order = np.argsort(score, kind="stable")
-    if best is not None:  # the scan pair's own alignment is always a mode
-        order = np.concatenate([[0], order[order != 0]])
     center = np.zeros(d)
-    kept: list[tuple[float, np.ndarray, np.ndarray]] = []
-    for h in order[: 2 * max(1, p.max_modes)]:
-        if len(kept) >= max(1, p.max_modes) or (kept and score[h] > score[order[0]] + _MODE_WINDOW):
+    kept: list[tuple[np.ndarray, np.ndarray]] = []
+    if best is not None:  # the scan pair's own alignment is always a mode
+        s = _shift_of(geo, best)
+        kept.append((s, geo.cost(s[None])[0] + static))
+    for s in hypotheses:
+        if len(kept) >= max(1, p.max_modes):
             break
-        s, c = H[h], cost[h]
-        if n and m and not (best is not None and h == 0):  # a hypothesis is refined like an alignment
+        if any((np.abs(s - k[0]) <= 2.0 * geo.sigma).all() for k in kept):
+            continue  # within noise of a mode kept: it would refine into it
+        c = geo.cost(s[None])[0] + static
+        if min(n, m) > 1:  # refined like an alignment (one lesion a side: the shift is the pair's
+            # displacement or none, as in _align_single)
             pairs: list[tuple[int, int]] = []
             for _ in range(max(0, p.align_iterations)):
                 new = assign(c, p.gate_cost)
@@ -584,10 +629,10 @@ def scan_pair_modes(geo: _Geometry, static: np.ndarray, p: MatchParams,
                 pairs = new
                 s = geo.refine(pairs, s, center, shs)
                 c = geo.cost(s[None])[0] + static
-        if any((np.abs(s - k[1]) <= 0.5 * geo.sigma).all() for k in kept):
-            continue  # the same mode
-        kept.append((w * 0.5 * float(((s / shs) ** 2).sum()), s, c))
-    return [(pr, c) for pr, _s, c in kept]
+            if any((np.abs(s - k[0]) <= 0.5 * geo.sigma).all() for k in kept):
+                continue  # the same mode
+        kept.append((s, c))
+    return [(w * 0.5 * float(((s / shs) ** 2).sum()), c) for s, c in kept]
 
 
 def mode_posterior(modes: Sequence[tuple[float, np.ndarray]], gate: float, temperature: float = 1.0
@@ -606,6 +651,66 @@ def mode_posterior(modes: Sequence[tuple[float, np.ndarray]], gate: float, tempe
     total = float(wts.sum())
     P = sum(float(x) / total * q for x, q in zip(wts, Ps, strict=True))
     return np.clip(P, 0.0, 1.0), top + math.log(total)
+
+
+def mode_posteriors(modes: Sequence[Sequence[tuple[float, np.ndarray]]], gate: float, temperature: float = 1.0
+                    ) -> list[np.ndarray]:
+    """:func:`mode_posterior` of many scan pairs (the P of each): the modes of one shape are
+    summed together in arrays, which is what makes it fast on a graph of many small patients."""
+    flat = [(k, prior, cost) for k, ms in enumerate(modes) for prior, cost in ms]
+    Ps: list[np.ndarray] = [np.zeros((0, 0))] * len(flat)
+    lz = np.zeros(len(flat))
+    groups: dict[tuple[int, int], list[int]] = {}
+    for x, (_k, _prior, cost) in enumerate(flat):
+        groups.setdefault(cost.shape, []).append(x)
+    for xs in groups.values():
+        L = temperature * (gate - np.stack([flat[x][2] for x in xs]))
+        Pg, lg = _batch_marginals(L)
+        for y, x in enumerate(xs):
+            Ps[x] = Pg[y]
+        lz[xs] = lg
+    out: list[list[tuple[float, np.ndarray]]] = [[] for _ in modes]
+    for x, (k, prior, _cost) in enumerate(flat):
+        out[k].append((float(lz[x]) - temperature * prior, Ps[x]))
+    res = []
+    for ms in out:
+        if len(ms) == 1:
+            res.append(np.clip(ms[0][1], 0.0, 1.0))
+            continue
+        lw = np.asarray([w for w, _P in ms])
+        wts = np.exp(lw - lw.max())
+        wts /= wts.sum()
+        res.append(np.clip(sum(float(w) * P for w, (_l, P) in zip(wts, ms, strict=True)), 0.0, 1.0))
+    return res
+
+
+def _batch_marginals(L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`matching_marginals` of a stack of scan pairs of one shape, (G, n, m)."""
+    G, n, m = L.shape
+    if n == 0 or m == 0:
+        return np.zeros(L.shape), np.zeros(G)
+    if m > n:
+        P, lz = _batch_marginals(L.transpose(0, 2, 1))
+        return P.transpose(0, 2, 1), lz
+    L = np.where(np.isfinite(L), np.minimum(L, _LOG_ODDS_CAP), -1e4)
+    if m == 1:
+        W = np.exp(L[..., 0])
+        z = 1.0 + W.sum(1)
+        return (W / z[:, None])[..., None], np.log(z)
+    if m == 2:
+        u, v = np.exp(L[..., 0]), np.exp(L[..., 1])
+        U, V = u.sum(1, keepdims=True), v.sum(1, keepdims=True)
+        z = 1.0 + U + V + U * V - (u * v).sum(1, keepdims=True)
+        return np.stack([u * (1.0 + V - v), v * (1.0 + U - u)], axis=2) / z[..., None], np.log(z[:, 0])
+    E = _matchings(n, m)
+    if E is None:
+        out = [matching_marginals(np.where(x > -1e3, x, -np.inf)) for x in L]
+        return np.stack([P for P, _ in out]), np.asarray([lz for _, lz in out])
+    lw = L.reshape(G, n * m) @ E.T
+    top = lw.max(1, keepdims=True)
+    w = np.exp(lw - top)
+    z = w.sum(1, keepdims=True)
+    return ((w @ E) / z).reshape(G, n, m), top[:, 0] + np.log(z[:, 0])
 
 
 def track_probabilities(tracks: Sequence[Sequence[int]], P: np.ndarray, scan_of: Sequence[Hashable],
@@ -740,9 +845,10 @@ def _align(geo: _Geometry, static: np.ndarray, p: MatchParams
     shs = geo.shift_sigma
     if n == 0 or m == 0 or not geo.valid.any():
         cost = geo.cost(center[None])[0] + static
-        return _alignment(geo, center, 0), cost, assign(cost, p.gate_cost)
+        return _alignment(geo, center, 0), cost, assign(cost, p.gate_cost), center[None]
     if n == 1 and m == 1:  # one lesion each (a fifth of DeepLesion's scan pairs): no search needed
         s = _align_single(geo, static, center, shs, p)
+        hypotheses = np.stack([center, geo.residual[0, 0]])
     else:
         # hypotheses: no shift, and the shift that makes each candidate pair coincide
         hyps = np.vstack([center[None], geo.residual[geo.valid]])
@@ -757,6 +863,7 @@ def _align(geo: _Geometry, static: np.ndarray, p: MatchParams
         else:
             score = prior + _best_matching_gain(gain)
         s = hyps[int(np.argmin(score))]
+        hypotheses = _best_hypotheses(hyps, score, p)
     pairs: list[tuple[int, int]] = []
     cost = geo.cost(s[None])[0] + static
     for _ in range(max(0, p.align_iterations)):
@@ -766,7 +873,16 @@ def _align(geo: _Geometry, static: np.ndarray, p: MatchParams
         pairs = new_pairs
         s = geo.refine(pairs, s, center, shs)
         cost = geo.cost(s[None])[0] + static
-    return _alignment(geo, s, len(pairs), geo.prior_weight * float(0.5 * (((s - center) / shs) ** 2).sum())), cost, pairs
+    al = _alignment(geo, s, len(pairs), geo.prior_weight * float(0.5 * (((s - center) / shs) ** 2).sum()))
+    return al, cost, pairs, hypotheses
+
+
+def _best_hypotheses(hyps: np.ndarray, score: np.ndarray, p: MatchParams) -> np.ndarray:
+    """The shift hypotheses that may be modes (:func:`scan_pair_modes`): best first, within
+    ``_MODE_WINDOW`` nats of the best score, at most twice ``p.max_modes``."""
+    order = np.argsort(score, kind="stable")
+    order = order[score[order] <= score[order[0]] + _MODE_WINDOW][: 2 * max(1, p.max_modes)]
+    return hyps[order]
 
 
 def _align_single(geo: _Geometry, static: np.ndarray, center: np.ndarray, shs: np.ndarray,
@@ -825,13 +941,13 @@ class _PatientArrays:
 
 
 def _match_block(geo: _Geometry, static: np.ndarray, p: MatchParams) -> ScanPairResult:
-    al, cost, pairs = _align(geo, static, p)
+    al, cost, pairs, hypotheses = _align(geo, static, p)
     if al.prior_cost > 0.0 and cost.size:
         # each matched pair carries its share of the shift's prior cost: two scans aligned on one
         # lesion pay the whole shift on that pair, so a large displacement is not explained away
         cost = cost + al.prior_cost / max(al.anchors, 1)
         pairs = assign(cost, p.gate_cost)
-    return ScanPairResult(cost, pairs, al, p.gate_cost)
+    return ScanPairResult(cost, pairs, al, p.gate_cost, hypotheses=hypotheses)
 
 
 def _match_blocks(blocks: Sequence[tuple[_Geometry, np.ndarray]], p: MatchParams) -> list[ScanPairResult]:
@@ -920,6 +1036,7 @@ def _match_group(geos: Sequence[_Geometry], static: np.ndarray, p: MatchParams) 
         prior_r = w * 0.5 * ((r / shs) ** 2).sum(-1)
         take = prior_r + np.minimum(static[:, 0, 0], gate) < np.minimum(cost_none, gate)
         s = np.where(take[:, None], r, 0.0)
+        hypotheses = [np.stack([np.zeros(d), r[k]]) for k in range(K)]
     else:
         hyps = np.concatenate([np.zeros((K, 1, d)), R.reshape(K, n * m, d)], axis=1)  # (K, H, d)
         prior = w * 0.5 * ((hyps / shs) ** 2).sum(-1)  # (K, H)
@@ -936,6 +1053,7 @@ def _match_group(geos: Sequence[_Geometry], static: np.ndarray, p: MatchParams) 
         else:
             score = np.stack([prior[k] + _best_matching_gain(gain[k]) for k in range(K)])
         s = hyps[np.arange(K), score.argmin(1)]  # (K, d)
+        hypotheses = [_best_hypotheses(hyps[k], score[k], p) for k in range(K)]
     pairs: list[list[tuple[int, int]]] = [[] for _ in range(K)]
     cost = _group_cost(rs, s[:, None], g)[:, 0] + static
     active = np.ones(K, bool)
@@ -977,7 +1095,7 @@ def _match_group(geos: Sequence[_Geometry], static: np.ndarray, p: MatchParams) 
     out = []
     for k in range(K):
         al = _alignment(g, s[k], int(anchors[k]), float(prior_cost[k]))
-        out.append(ScanPairResult(cost[k], pairs[k], al, gate, _confidence=conf[k]))
+        out.append(ScanPairResult(cost[k], pairs[k], al, gate, _confidence=conf[k], hypotheses=hypotheses[k]))
     return out
 
 
@@ -1070,11 +1188,16 @@ def match_patients(patients: Sequence[Sequence[LesionObs]], params: MatchParams 
     preps = [_Prepared(list(les), p) for les in patients]
     blocks = [b for pr in preps for b in pr.blocks()]
     solved = _match_blocks(blocks, p)
+    modes, k = [], 0
+    for pr in preps:
+        modes += pr.modes(solved[k:k + len(pr.scan_pairs)])
+        k += len(pr.scan_pairs)
+    probs = mode_posteriors(modes, p.gate_cost, p.temperature)
     out, k = [], 0
     for x, pr in enumerate(preps):
         n = len(pr.scan_pairs)
         out.append(pr.finish(solved[k:k + n], must_links[x] if must_links else (), keep_pair_results,
-                             cannot_links[x] if cannot_links else ()))
+                             cannot_links[x] if cannot_links else (), probs[k:k + n]))
         k += n
     return out
 
@@ -1098,17 +1221,17 @@ class _Prepared:
 
     def modes(self, solved: Sequence[ScanPairResult]) -> list[list[tuple[float, np.ndarray]]]:
         """Each scan pair's shift modes (:func:`scan_pair_modes`), around its own alignment."""
-        return [scan_pair_modes(*self.arrays.block(sa, sb), self.p, res.alignment)
+        return [scan_pair_modes(*self.arrays.block(sa, sb), self.p, res.alignment, res.hypotheses)
                 for (sa, sb), res in zip(self.scan_pairs, solved, strict=True)]
 
-    def probabilities(self, modes: Sequence[list[tuple[float, np.ndarray]]], temperature: float,
-                      solved: Sequence[ScanPairResult] | None = None) -> np.ndarray:
-        """(n, n) pair probabilities (0 within a scan) from each scan pair's modes; with
-        ``solved``, each result keeps its block (``ScanPairResult.probability``)."""
+    def probabilities(self, blocks: Sequence[np.ndarray], solved: Sequence[ScanPairResult] | None = None
+                      ) -> np.ndarray:
+        """(n, n) pair probabilities (0 within a scan) from each scan pair's block
+        (:func:`mode_posteriors`); with ``solved``, each result keeps its block
+        (``ScanPairResult.probability``)."""
         n = len(self.lesions)
         P = np.zeros((n, n))
-        for k, ((sa, sb), ms) in enumerate(zip(self.scan_pairs, modes, strict=True)):
-            block, _ = mode_posterior(ms, self.p.gate_cost, temperature)
+        for k, ((sa, sb), block) in enumerate(zip(self.scan_pairs, blocks, strict=True)):
             ia, ib = self.by_scan[sa], self.by_scan[sb]
             P[np.ix_(ia, ib)] = block
             P[np.ix_(ib, ia)] = block.T
@@ -1117,11 +1240,16 @@ class _Prepared:
         return P
 
     def finish(self, solved: Sequence[ScanPairResult], must_link: Sequence[tuple[int, int]],
-               keep_pair_results: bool, cannot_link: Sequence[tuple[int, int]] = ()) -> PatientMatch:
+               keep_pair_results: bool, cannot_link: Sequence[tuple[int, int]] = (),
+               blocks: Sequence[np.ndarray] | None = None) -> PatientMatch:
+        """Tracks and edges from the solved scan pairs (``blocks``: their probabilities, when
+        already computed with other patients')."""
         lesions, by_scan, p = self.lesions, self.by_scan, self.p
         rank = {s: k for k, s in enumerate(self.scan_order)}
         scan_of = [les.scan for les in lesions]
-        P = self.probabilities(self.modes(solved), p.temperature, solved)
+        if blocks is None:
+            blocks = mode_posteriors(self.modes(solved), p.gate_cost, p.temperature)
+        P = self.probabilities(blocks, solved)
         for i, j in must_link:  # a reviewer's decision is certain
             P[i, j] = P[j, i] = 1.0
         for i, j in cannot_link:
@@ -1371,15 +1499,17 @@ def _temperature_chunk(patients: Sequence[Sequence[LesionObs]], p: MatchParams,
     """Some patients' triangle log-likelihood at each temperature (their modes computed once)."""
     preps = [_Prepared(list(x), p) for x in patients]
     solved = _match_blocks([b for pr in preps for b in pr.blocks()], p)
-    out = np.zeros(len(temperatures))
-    k = 0
+    modes, k = [], 0
     for pr in preps:
-        n = len(pr.scan_pairs)
-        modes = pr.modes(solved[k:k + n])
-        k += n
-        scans = [les.scan for les in pr.lesions]
-        for x, t in enumerate(temperatures):
-            out[x] += triangle_log_likelihood(pr.probabilities(modes, t), scans)
+        modes += pr.modes(solved[k:k + len(pr.scan_pairs)])
+        k += len(pr.scan_pairs)
+    out = np.zeros(len(temperatures))
+    for x, t in enumerate(temperatures):
+        probs, k = mode_posteriors(modes, p.gate_cost, t), 0
+        for pr in preps:
+            n = len(pr.scan_pairs)
+            out[x] += triangle_log_likelihood(pr.probabilities(probs[k:k + n]), [les.scan for les in pr.lesions])
+            k += n
     return out
 
 
