@@ -62,16 +62,40 @@ class Client:
         return pd.DataFrame(flat)
 
     # -- missing-annotation proposals (lesiondb.mining.run) ----------------------------------------
-    def tracks(self, patient: str):
+    def tracks(self, patient: str, possible: bool = True):
         """One row per (track, lesion) of a patient after ``lesiondb match``: trackingUid, status
         (RECIST 1.1), nVisits, baselineMm, nadirMm, lastMm, changeFromBaselinePct,
         changeFromNadirPct, studyId, studyIndex, studyDate, lesionId, seriesIndex, typeName,
-        longDiameterMm, response (at that visit), visitChangeFromBaselinePct."""
+        longDiameterMm, response (at that visit), visitChangeFromBaselinePct, and ``membership``
+        ``member``. With ``possible``, also one row per pending POSSIBLE_SAME_LESION edge of the
+        patient (``membership`` ``possible``: a plausible lesion of a study where the track has
+        none, with its ``probability`` and ``reviewId``; RECIST columns empty)."""
         import pandas as pd
 
         q = self.engine.query("patient_tracks")
         cols = [c.strip() for c in q.returns.split(",")]
-        return pd.DataFrame(self.query("patient_tracks", patientId=patient), columns=cols)
+        df = pd.DataFrame(self.query("patient_tracks", patientId=patient), columns=cols)
+        df["membership"] = "member"
+        df["probability"] = None
+        df["reviewId"] = None
+        if not possible:
+            return df
+        from .tracking.review import list_possible
+
+        rows = [{"trackingUid": r["trackingUid"], "studyId": r["candidateStudyId"],
+                 "studyIndex": r["candidateStudyIndex"], "studyDate": r["candidateStudyDate"],
+                 "lesionId": r["candidateLesionId"], "seriesIndex": r["candidateSeriesIndex"],
+                 "typeName": r["candidateTypeName"], "longDiameterMm": r["candidateLongDiameterMm"],
+                 "membership": "possible", "probability": r["probability"], "reviewId": r["reviewId"]}
+                for r in list_possible(self.engine, status="pending", patient=patient)]
+        if not rows:
+            return df
+        status = df.drop_duplicates("trackingUid").set_index("trackingUid")["status"] if len(df) else {}
+        extra = pd.DataFrame(rows)
+        extra["status"] = extra["trackingUid"].map(status)
+        out = pd.concat([df, extra], ignore_index=True)[list(df.columns)]
+        return out.sort_values(["trackingUid", "studyIndex", "membership", "lesionId"], kind="stable",
+                               ignore_index=True)
 
     def proposals(self, status: str | None = None, patient: str | None = None, limit: int | None = None):
         """One row per mining proposal (``status`` pending / accepted / rejected, or all)."""

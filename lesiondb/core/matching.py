@@ -727,7 +727,8 @@ def track_probabilities(tracks: Sequence[Sequence[int]], P: np.ndarray, scan_of:
       track's lesion in j's scan" (from the other members) and the same for i;
     - ``[(member, candidate, p)]`` for each scan where a track has no member: its most probable
       lesion there when ``p ≥ possible_probability`` (``member``: the one with the highest
-      pairwise probability to it), unless a cannot-link forbids it.
+      pairwise probability to it), unless a cannot-link joins the two tracks; one per pair of
+      tracks (the one from the larger track, then the most probable).
     """
     n = len(scan_of)
     Pc = np.clip(P, eps, 1.0)
@@ -767,10 +768,20 @@ def track_probabilities(tracks: Sequence[Sequence[int]], P: np.ndarray, scan_of:
                 continue
             cand = idx[x]
             ms = [i for i in tracks[t] if scan_of[i] != scan]
-            if any((min(i, cand), max(i, cand)) in forbidden for i in tracks[t]):
-                continue
+            if forbidden and any((min(i, k), max(i, k)) in forbidden for i in tracks[t]
+                                 for k in tracks[member_of[cand]]):
+                continue  # a reviewer said these two tracks are not one lesion
             src = max(ms, key=lambda i: (P[i, cand], -i))
             possible.append((src, cand, q))
+    # one review item per pair of tracks: "these two may be one lesion here" from the larger track
+    best: dict[frozenset, tuple[int, int, float]] = {}
+    for src, cand, q in possible:
+        key = frozenset((int(member_of[src]), int(member_of[cand])))
+        rank = (len(tracks[member_of[src]]), q, -src, -cand)
+        old = best.get(key)
+        if old is None or rank > (len(tracks[member_of[old[0]]]), old[2], -old[0], -old[1]):
+            best[key] = (src, cand, q)
+    possible = sorted(best.values())
     pair_p: dict[tuple[int, int], float] = {}
     for ms in tracks:
         for a in ms:
@@ -1151,7 +1162,7 @@ def build_tracks(scans: Sequence[Hashable], candidates: Sequence[tuple[float, fl
         ri, rj = find(i), find(j)
         if ri == rj or members_scans[ri] & members_scans[rj]:
             continue
-        if banned and any(banned.get(a, ()) & set(members[rj]) for a in members[ri]):
+        if banned and any(not banned.get(a, set()).isdisjoint(members[rj]) for a in members[ri]):
             continue
         if len(members_scans[ri]) < len(members_scans[rj]):
             ri, rj = rj, ri
@@ -1270,6 +1281,9 @@ class _Prepared:
         candidates += [(float(P[i, j]), float(cost[i, j]), int(i), int(j)) for i, j in zip(iu, ju, strict=True)]
         tracks = build_tracks(scan_of, candidates, p.track_support, cannot_link)
         pair_p, possible = track_probabilities(tracks, P, scan_of, by_scan, p.possible_probability, cannot_link)
+        for i, j in must_link:  # a reviewer's decision is certain
+            if (min(i, j), max(i, j)) in pair_p:
+                pair_p[(min(i, j), max(i, j))] = 1.0
 
         pos_in_scan = {i: (s, k) for s in self.scan_order for k, i in enumerate(by_scan[s])}
         edges: list[Edge] = []
