@@ -1458,12 +1458,14 @@ class MatchCalibrator:
        with none, it stays 1.
 
     ``max_patients``: at most this many patients (a ``random_state`` sample) fit the temperature.
+    ``fit_scales=False`` keeps the scales and gate of ``params`` and fits the temperature only.
     """
 
     def __init__(self, params: MatchParams | None = None, rounds: int = 2, min_confidence: float = 0.9,
                  temperatures: Sequence[float] = TEMPERATURE_GRID, temperature_prior_sd: float = 0.5,
-                 max_patients: int | None = None, random_state: int | None = None):
+                 max_patients: int | None = None, random_state: int | None = None, fit_scales: bool = True):
         self.params = params
+        self.fit_scales = fit_scales
         self.rounds = rounds
         self.min_confidence = min_confidence
         self.temperatures = temperatures
@@ -1475,7 +1477,11 @@ class MatchCalibrator:
         """``patients``: lists of one patient's lesions; ``mapper`` maps over chunks of patients
         (e.g. a process pool's ``map``). ``y`` is ignored (no labels)."""
         patients = [list(x) for x in patients]
-        cal = calibrate(patients, self.params, rounds=self.rounds, min_confidence=self.min_confidence, mapper=mapper)
+        if self.fit_scales:
+            cal = calibrate(patients, self.params, rounds=self.rounds, min_confidence=self.min_confidence,
+                            mapper=mapper)
+        else:  # the scales and gate as given: only the temperature is fitted
+            cal = Calibration(self.params or MatchParams(), 0, 0, {})
         many = [x for x in patients if len({les.scan for les in x}) >= 3]
         if self.max_patients is not None and len(many) > self.max_patients:
             rng = np.random.default_rng(self.random_state)
