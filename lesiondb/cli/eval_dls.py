@@ -34,8 +34,10 @@ def command(app, pairs, dl_info, calibrate, cv_folds, seed, keep_graph, images, 
     exactly as `lesiondb match` does, and each directed pair is scored: pair_accuracy (the
     source's track holds the true target in the target scan), the same over non-trivial pairs
     (more than one candidate), DLT's cpm_radius / cpm_10mm and the mean centre distance, the
-    nearest-normalised-location baseline, and a leave-patients-out figure. The JSON lists the
-    keys of the failing pairs (failed_pairs; tools/dls_bound.py --failures reads them).
+    nearest-normalised-location baseline, and a leave-patients-out figure; the failures by cause
+    (gate, track building, assignment), the calibration (ECE) of the SAME_LESION probabilities
+    and the POSSIBLE_SAME_LESION edges' precision and recall. The JSON lists the keys of the
+    failing pairs (failed_pairs; tools/dls_bound.py --failures reads them).
 
     \b
     Examples:

@@ -30,7 +30,8 @@ def command(app, cohort, calibrate, keep_graph, embed, model_path, workers, as_j
     does. Reports precision and recall of SAME_LESION edges against every pair of annotated
     instances of one ground-truth track, F1, track purity (share of a track's lesions from its
     majority true track) and completeness (share of a true track's lesions in its majority
-    predicted track).
+    predicted track), the calibration (ECE) of the SAME_LESION probabilities and the
+    POSSIBLE_SAME_LESION edges' precision and recall.
     """
     from ..embedding.stage import default_workers
     from ..tracking.evaluate import evaluate_cohort

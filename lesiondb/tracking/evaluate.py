@@ -20,7 +20,12 @@ DeepLesion lesions of the target scan (series). Metrics:
 - ``directed_accuracy``: the cheapest target-scan lesion under the scan pair's alignment,
   without the one-to-one constraint and tracks (the DLT task: locate one lesion);
 - ``failed_pairs`` / ``failed_count``: the keys of the pairs ``pair_accuracy`` counts as wrong
-  (the first ``MAX_LISTED``);
+  (the first ``MAX_LISTED``); ``failure_causes``: how many are gate, track-building and
+  assignment losses (:func:`lesiondb.core.matching.failure_cause`);
+- ``probability``: calibration of the SAME_LESION probabilities (ECE, reliability diagram), per
+  pair: the edge from the source to its track's lesion in the target scan, right iff it is the
+  target; ``possible``: the POSSIBLE_SAME_LESION edges' precision (where DLS says the truth) and
+  recall (the failing pairs whose target one points at);
 - ``cross_validated``: a held-out figure — patients split in folds; for each fold, the setting
   of a small grid (gate, tail weight) that scores best on the other folds is applied to it.
 
