@@ -1557,9 +1557,16 @@ def _calibration_chunk(patients: Sequence[Sequence[LesionObs]], p: MatchParams,
                        min_confidence: float) -> dict[str, list]:
     """Some patients' contribution to :func:`calibrate` (see :func:`_calibration_sample`)."""
     out: dict[str, list] = {k: [] for k in _SAMPLE_KEYS}
-    for pm in match_patients(patients, p, keep_pair_results=True):
-        for k, v in _calibration_sample(pm, min_confidence).items():
-            out[k].extend(v)
+    preps = [_Prepared(list(x), p) for x in patients]
+    solved = _match_blocks([b for pr in preps for b in pr.blocks()], p)
+    k = 0
+    for pr in preps:  # the scan pairs are all the sample needs (no probabilities, no tracks)
+        n = len(pr.scan_pairs)
+        pm = PatientMatch(pr.lesions, [], [], n, dict(zip(pr.scan_pairs, solved[k:k + n], strict=True)),
+                          pr.by_scan, pr.arrays)
+        k += n
+        for key, v in _calibration_sample(pm, min_confidence).items():
+            out[key].extend(v)
     return out
 
 
