@@ -22,19 +22,30 @@ all pairs, not only consecutive ones — :func:`match_scans`
 3. assigns one-to-one (Hungarian, :func:`scipy.optimize.linear_sum_assignment`) under a gate:
    a pair costing ``gate_cost`` or more is left unmatched (new, resolved or unannotated lesions).
 
-:func:`build_tracks` unites the assigned pairs of all scan pairs into **tracks**, greedily,
-links supported by the patient's other scans first (triangle support), then by confidence; a
-union that would put two lesions of one scan in one track is refused. :func:`match_patient`
-runs it all for one patient and returns tracks and ``SAME_LESION`` edges: every pair of track
-members in different scans, from the earlier to the later scan, ``method`` ``"assigned"`` (the
-scan pair's assignment chose it) or ``"track"`` (implied by the track). :func:`match_patients`
-does the same for many patients at once, their scan pairs solved together (pairs of one shape
-in arrays), with the same result.
+Each pair then gets a **probability** of being one lesion (:func:`mode_posteriors`): its marginal
+under the scan pair's distribution of one-to-one matchings, pair log-odds ``temperature × (gate −
+cost)`` (:func:`matching_marginals`, exact), averaged over the scan pair's shift modes
+(:func:`scan_pair_modes`: the alignment is uncertain too).
+
+:func:`build_tracks` unites the pairs their scan pair finds probable (≥ ``link_probability``)
+into **tracks**, greedily, links supported by the patient's other scans first (triangle support),
+then by probability; a union that would put two lesions of one scan in one track, or a
+cannot-link pair (a reviewer's rejection), is refused. :func:`track_probabilities` pools every
+pairwise probability of a track's members into each edge's probability, and finds the lesions a
+track may be missing in the scans where it has none (``POSSIBLE_SAME_LESION``).
+:func:`match_patient` runs it all for one patient and returns tracks, ``SAME_LESION`` edges
+(every pair of track members in different scans, from the earlier to the later scan, ``method``
+``"assigned"`` (the scan pair's assignment chose it) or ``"track"`` (implied by the track)) and
+POSSIBLE edges. :func:`match_patients` does the same for many patients at once, their scan pairs
+solved together (pairs of one shape in arrays), with the same result.
 
 :func:`calibrate` fits the noise scales to the data being matched, without labels (robust
 spread of the confident matches' residuals, shifts and size ratios), and the gate (an outlier
-bound on the confident matches' costs). Defaults
-(:class:`MatchParams`) are physical, not fitted to any benchmark — see docs/matching.md.
+bound on the confident matches' costs); :class:`MatchCalibrator` does that and fits the
+temperature to the triangle consistency of the probabilities (:func:`triangle_log_likelihood`).
+:func:`failure_cause`, :func:`expected_calibration_error` and :func:`calibration_summary` score
+them for the evaluations. Defaults (:class:`MatchParams`) are physical, not fitted to any
+benchmark — see docs/matching.md.
 """
 from __future__ import annotations
 
@@ -732,7 +743,6 @@ def track_probabilities(tracks: Sequence[Sequence[int]], P: np.ndarray, scan_of:
     """
     n = len(scan_of)
     Pc = np.clip(P, eps, 1.0)
-    none_all = None
     member_of = np.full(n, -1)
     for t, ms in enumerate(tracks):
         member_of[list(ms)] = t

@@ -497,3 +497,13 @@ def test_match_calibrator_follows_the_scikit_learn_contract_and_fits_the_tempera
     # fewer than three scans per patient: nothing to fit, the temperature stays 1
     two = [_random_patient(rng, n_tracks=3, n_scans=2)[0] for _ in range(5)]
     assert M.MatchCalibrator().fit(two).temperature_ == 1.0
+
+
+def test_mode_posteriors_of_many_scan_pairs_equal_one_by_one():
+    rng = np.random.default_rng(29)
+    modes = []
+    for n, m in [(1, 1), (2, 3), (3, 3), (1, 2), (3, 3), (4, 2)]:
+        modes.append([(float(rng.random() * 3), rng.random((n, m)) * 15) for _ in range(int(rng.integers(1, 4)))])
+    together = M.mode_posteriors(modes, 10.0, 0.8)
+    for ms, P in zip(modes, together, strict=True):
+        np.testing.assert_allclose(P, M.mode_posterior(ms, 10.0, 0.8)[0], atol=1e-12)
