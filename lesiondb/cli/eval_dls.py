@@ -86,7 +86,7 @@ def _text(o) -> str:
         f"held-out (CV by patient, {cv.get('folds', 0)} folds): {f(cv.get('pair_accuracy'))}",
         f"directed (no one-to-one): {f(o['directed_accuracy'])}",
         f"baseline (nearest normalised location): {f(o['baseline_nearest_location'])}",
-        f"failures by cause:     " + ", ".join(f"{k} {v}" for k, v in (o.get("failure_causes") or {}).items()),
+        "failures by cause:     " + ", ".join(f"{k} {v}" for k, v in (o.get("failure_causes") or {}).items()),
         *probability_lines(o),
     ]
     if o.get("embedding"):

@@ -7,7 +7,6 @@ import pytest
 from lesiondb.errors import InputError
 from lesiondb.tracking import match as tracking
 from lesiondb.tracking import review
-
 from tests.tracking.test_match import counts, gap_cohort, ingest, tracks_by_key
 
 
