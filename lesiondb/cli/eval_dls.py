@@ -63,7 +63,7 @@ def probability_lines(o) -> list[str]:
 
     pr, po = o.get("probability") or {}, o.get("possible") or {}
     return [
-        f"SAME_LESION probability: ECE {f(pr.get('ece'))} over {pr.get('n', 0)} edges with known truth "
+        f"SAME_LESION probability: ECE {f(pr.get('ece'))} over {pr.get('n', 0)} scored edges "
         f"(mean probability {f(pr.get('meanProbability'))}, observed {f(pr.get('frequency'))})",
         f"POSSIBLE_SAME_LESION:  {po.get('edges', 0)} edges; precision {f(po.get('precision'))} "
         f"({po.get('labelled', 0)} with known truth), recall {f(po.get('recall'))} "
