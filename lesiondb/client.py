@@ -159,16 +159,53 @@ class Client:
         """Match lesions across each patient's studies: SAME_LESION edges, tracks, RECIST status."""
         return tracking.match_graph(self.engine, patient, calibrate=calibrate, progress=self.progress, **kw)
 
-    def tracks(self, patient: str):
+    def tracks(self, patient: str, possible: bool = True):
         """One row per (track, lesion) of a patient after :meth:`match`: trackingUid, status
         (RECIST 1.1), nVisits, baselineMm, nadirMm, lastMm, changeFromBaselinePct,
         changeFromNadirPct, studyId, studyIndex, studyDay, lesionId, seriesIndex, typeName,
-        longDiameterMm, response (at that visit), visitChangeFromBaselinePct."""
+        longDiameterMm, response (at that visit), visitChangeFromBaselinePct, and ``membership``
+        ``member``. With ``possible``, also one row per pending POSSIBLE_SAME_LESION edge of the
+        patient (``membership`` ``possible``: a plausible lesion of a study where the track has
+        none, with its ``probability`` and ``reviewId``; RECIST columns empty)."""
         import pandas as pd
 
         q = self.engine.query("patient_tracks")
         cols = [c.strip() for c in q.returns.split(",")]
-        return pd.DataFrame(self.query("patient_tracks", patientId=patient), columns=cols)
+        df = pd.DataFrame(self.query("patient_tracks", patientId=patient), columns=cols)
+        df["membership"] = "member"
+        df["probability"] = None
+        df["reviewId"] = None
+        if not possible:
+            return df
+        rows = [{"trackingUid": r["trackingUid"], "studyId": r["candidateStudyId"],
+                 "studyIndex": r["candidateStudyIndex"], "studyDay": r["candidateStudyDay"],
+                 "lesionId": r["candidateLesionId"], "seriesIndex": r["candidateSeriesIndex"],
+                 "typeName": r["candidateTypeName"], "longDiameterMm": r["candidateLongDiameterMm"],
+                 "membership": "possible", "probability": r["probability"], "reviewId": r["reviewId"]}
+                for r in tracking.list_possible(self.engine, status="pending", patient=patient)]
+        if not rows:
+            return df
+        status = df.drop_duplicates("trackingUid").set_index("trackingUid")["status"] if len(df) else {}
+        extra = pd.DataFrame(rows)
+        extra["status"] = extra["trackingUid"].map(status)
+        out = pd.concat([df, extra], ignore_index=True)[list(df.columns)]
+        return out.sort_values(["trackingUid", "studyIndex", "membership", "lesionId"], kind="stable",
+                               ignore_index=True)
+
+    def possible(self, status: str | None = "pending", patient: str | None = None, limit: int | None = None):
+        """The POSSIBLE_SAME_LESION review items: links matching found plausible but not sure enough
+        to make (``reviewId``, ``probability``, the track and the candidate lesion)."""
+        import pandas as pd
+
+        return pd.DataFrame(tracking.list_possible(self.engine, status=status, patient=patient, limit=limit))
+
+    def accept_possible(self, review_id: str, by: str | None = None):
+        """Accept a possible link: the candidate joins the track (the patient is re-matched)."""
+        return tracking.accept_possible(self.engine, review_id, by=by)
+
+    def reject_possible(self, review_id: str, by: str | None = None, reason: str | None = None):
+        """Reject a possible link: later matches keep the two apart and never propose it again."""
+        return tracking.reject_possible(self.engine, review_id, by=by, reason=reason)
 
     # -- mining and review ------------------------------------------------------------------------
     def mine(self, images: str | os.PathLike | None = None, *, patient: str | None = None,

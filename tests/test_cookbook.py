@@ -14,7 +14,9 @@ import pytest
 
 from lesiondb.embedding import services
 from lesiondb.embedding import store as sim
+from lesiondb.tracking.match import match_graph
 from tests.similarity_factory import build
+from tests.tracking.test_match import gap_cohort, ingest, lesion
 
 REPO = Path(__file__).resolve().parent.parent
 COOKBOOK = REPO / "docs" / "cookbook.md"
@@ -68,6 +70,13 @@ def _cookbook_graph(eng) -> dict:
     planted = liver[1]  # a liver lesion relabelled bone: its liver neighbours disagree
     eng._write("MATCH (l:Lesion {lesionId: $id}) SET l.typeName = 'bone', l.typeCode = 1", {"id": planted})
     pid = dict(zip(ids, patients, strict=True))
+    # a matched patient with a gap in a track: SAME_LESION probabilities and a POSSIBLE edge
+    # … and one whose study-2 twins are equally likely to be its study-1 lesion: a link at ~0.5
+    twins = [lesion("D", 1, "a", (0.5, 0.5, 0.5), 20.0), lesion("D", 2, "b", (0.5 + 10 / 370, 0.5, 0.5), 20.0),
+             lesion("D", 2, "c", (0.5 - 10 / 370, 0.5, 0.5), 20.0)]
+    ingest(eng, gap_cohort() + twins)
+    for patient in ("P-C", "P-D"):
+        match_graph(eng, patient=patient, calibrate=False, workers=1)
     return {"engine": eng, "lesionId": query_lesion, "patientId": pid[query_lesion], "planted": planted}
 
 
@@ -116,7 +125,14 @@ def _check(block: dict, g: dict, rows: list[dict]) -> None:
     elif title.startswith("Which model produced what"):
         assert rows[0]["modelId"] == "model-a" and rows[0]["lesions"] == 150
     elif title.startswith("Lesions without an embedding"):
-        assert rows == [{"reason": "no image", "lesions": 10, "examples": rows[0]["examples"]}]
+        no_image = [r for r in rows if r["reason"] == "no image"]  # (the matched patient's are not embedded yet)
+        assert no_image == [{"reason": "no image", "lesions": 10, "examples": no_image[0]["examples"]}]
+    elif title.startswith("The least certain links"):
+        assert all(r["probability"] <= block["params"]["maxProbability"] for r in rows)
+        assert rows == sorted(rows, key=lambda r: r["probability"])
+    elif title.startswith("Lesions a track may be missing"):
+        assert "L-C-2-1-a" in [r["candidate"] for r in rows] and all(r["reviewId"].startswith("PS-") for r in rows)
+        assert rows == sorted(rows, key=lambda r: -r["probability"])
     elif title.startswith("Nearest lesions to a lesion through the vector index"):
         # the true distances, nearest first, and (150 vectors) at most one of the k nearest missed
         table = sim.read_embeddings(g["engine"], "model-a")

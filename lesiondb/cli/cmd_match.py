@@ -47,15 +47,19 @@ def _text(o) -> str:
         f"patients:        {o['patients']} ({o['lesions']} lesions, {o['scanPairs']} scan pairs)",
         f"tracks:          {o['tracks']} ({st})",
         f"SAME_LESION:     {o['sameLesionEdges']}",
-        f"written:         {o['written']['edges']} edges, {o['written']['tracks']} tracks "
+        f"POSSIBLE:        {o['possibleSameLesionEdges']} (plausible lesions a track may be missing; for review)",
+        f"written:         {o['written']['edges']} edges, {o['written']['possibleEdges']} possible edges, "
+        f"{o['written']['tracks']} tracks "
         f"({o['unchangedTracks']} tracks unchanged)",
-        f"deleted:         {o['deleted']['edges']} stale edges, {o['deleted']['trackLinks']} stale track links, "
+        f"deleted:         {o['deleted']['edges']} stale edges, {o['deleted']['possibleEdges']} stale possible edges, "
+        f"{o['deleted']['trackLinks']} stale track links, "
         f"{o['deleted']['tracks']} empty tracks",
         f"seconds:         {o['seconds']:.2f}",
     ]
     if o.get("calibration"):
         c = o["calibration"]
-        lines.append(f"calibration:     {c['pairs']} pairs, {c['scanPairs']} scan pairs")
+        lines.append(f"calibration:     {c['pairs']} pairs, {c['scanPairs']} scan pairs; gate "
+                     f"{c['params']['gate_cost']:.2f} nats, temperature {c['params']['temperature']:.2f}")
     for s in o["skipped"]:
         lines.append(f"skipped:         {s['patientId']}: {s['reason']}")
     if o.get("note"):

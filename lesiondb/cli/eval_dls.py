@@ -36,8 +36,10 @@ def command(app, pairs, dl_info, calibrate, cv_folds, seed, keep_graph, images, 
     exactly as `lesiondb match` does, and each directed pair is scored: pair_accuracy (the
     source's track holds the true target in the target scan), the same over non-trivial pairs
     (more than one candidate), DLT's cpm_radius / cpm_10mm and the mean centre distance, the
-    nearest-normalised-location baseline, and a leave-patients-out figure. The JSON lists the
-    keys of the failing pairs (failed_pairs; tools/dls_bound.py --failures reads them).
+    nearest-normalised-location baseline, and a leave-patients-out figure; the failures by cause
+    (gate, track building, assignment), the calibration (ECE) of the SAME_LESION probabilities
+    and the POSSIBLE_SAME_LESION edges' precision and recall. The JSON lists the keys of the
+    failing pairs (failed_pairs; tools/dls_bound.py --failures reads them).
 
     \b
     Examples:
@@ -50,6 +52,21 @@ def command(app, pairs, dl_info, calibrate, cv_folds, seed, keep_graph, images, 
                        keep_graph=keep_graph, images=images, model_path=model_path, workers=workers,
                        progress=app.progress)
     emit(out, as_json, _text)
+
+
+def probability_lines(o) -> list[str]:
+    """The calibration of the SAME_LESION probabilities and the POSSIBLE edges' precision / recall."""
+    def f(v, fmt="{:.4f}"):
+        return "n/a" if v is None else fmt.format(v)
+
+    pr, po = o.get("probability") or {}, o.get("possible") or {}
+    return [
+        f"SAME_LESION probability: ECE {f(pr.get('ece'))} over {pr.get('n', 0)} scored edges "
+        f"(mean probability {f(pr.get('meanProbability'))}, observed {f(pr.get('frequency'))})",
+        f"POSSIBLE_SAME_LESION:  {po.get('edges', 0)} edges; precision {f(po.get('precision'))} "
+        f"({po.get('labelled', 0)} with known truth), recall {f(po.get('recall'))} "
+        f"({po.get('missedPairsPointedAt', 0)} of {po.get('missedPairs', 0)} missed pairs), ECE {f(po.get('ece'))}",
+    ]
 
 
 def _text(o) -> str:
@@ -67,6 +84,8 @@ def _text(o) -> str:
         f"held-out (CV by patient, {cv.get('folds', 0)} folds): {f(cv.get('pair_accuracy'))}",
         f"directed (no one-to-one): {f(o['directed_accuracy'])}",
         f"baseline (nearest normalised location): {f(o['baseline_nearest_location'])}",
+        "failures by cause:     " + ", ".join(f"{k} {v}" for k, v in (o.get("failure_causes") or {}).items()),
+        *probability_lines(o),
     ]
     if o.get("embedding"):
         e = o["embedding"]

@@ -6,6 +6,7 @@ import click
 from ..embedding.patches import default_workers
 from ..tracking import evaluate_cohort
 from .common import emit, handle_errors, pass_app, reader_workers_option
+from .eval_dls import probability_lines
 
 
 @click.command("matching")
@@ -31,7 +32,8 @@ def command(app, cohort, calibrate, keep_graph, embed, model_path, workers, as_j
     does. Reports precision and recall of SAME_LESION edges against every pair of annotated
     instances of one ground-truth track, F1, track purity (share of a track's lesions from its
     majority true track) and completeness (share of a true track's lesions in its majority
-    predicted track).
+    predicted track), the calibration (ECE) of the SAME_LESION probabilities and the
+    POSSIBLE_SAME_LESION edges' precision and recall.
     """
     workers = (default_workers() if workers is None else workers) if embed else 0
     out = evaluate_cohort(app.engine(), cohort, calibrate=calibrate, keep_graph=keep_graph, embed=embed,
@@ -50,6 +52,7 @@ def _text(o) -> str:
         f"recall:        {f(o['recall'])}",
         f"f1:            {f(o['f1'])}",
         f"track purity:  {f(o['track_purity'])} (completeness {f(o['track_completeness'])})",
+        *probability_lines(o),
         *([f"embedded:      {o['embedding']['lesionsWithEmbedding']} of {o['lesions']} lesions "
            f"(model {o['embedding']['modelId']})"] if o.get("embedding") else []),
     ])

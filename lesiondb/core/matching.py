@@ -22,19 +22,30 @@ all pairs, not only consecutive ones — :func:`match_scans`
 3. assigns one-to-one (Hungarian, :func:`scipy.optimize.linear_sum_assignment`) under a gate:
    a pair costing ``gate_cost`` or more is left unmatched (new, resolved or unannotated lesions).
 
-:func:`build_tracks` unites the assigned pairs of all scan pairs into **tracks**, greedily,
-links supported by the patient's other scans first (triangle support), then by confidence; a
-union that would put two lesions of one scan in one track is refused. :func:`match_patient`
-runs it all for one patient and returns tracks and ``SAME_LESION`` edges: every pair of track
-members in different scans, from the earlier to the later scan, ``method`` ``"assigned"`` (the
-scan pair's assignment chose it) or ``"track"`` (implied by the track). :func:`match_patients`
-does the same for many patients at once, their scan pairs solved together (pairs of one shape
-in arrays), with the same result.
+Each pair then gets a **probability** of being one lesion (:func:`mode_posteriors`): its marginal
+under the scan pair's distribution of one-to-one matchings, pair log-odds ``temperature × (gate −
+cost)`` (:func:`matching_marginals`, exact), averaged over the scan pair's shift modes
+(:func:`scan_pair_modes`: the alignment is uncertain too).
+
+:func:`build_tracks` unites the pairs their scan pair finds probable (≥ ``link_probability``)
+into **tracks**, greedily, links supported by the patient's other scans first (triangle support),
+then by probability; a union that would put two lesions of one scan in one track, or a
+cannot-link pair (a reviewer's rejection), is refused. :func:`track_probabilities` pools every
+pairwise probability of a track's members into each edge's probability, and finds the lesions a
+track may be missing in the scans where it has none (``POSSIBLE_SAME_LESION``).
+:func:`match_patient` runs it all for one patient and returns tracks, ``SAME_LESION`` edges
+(every pair of track members in different scans, from the earlier to the later scan, ``method``
+``"assigned"`` (the scan pair's assignment chose it) or ``"track"`` (implied by the track)) and
+POSSIBLE edges. :func:`match_patients` does the same for many patients at once, their scan pairs
+solved together (pairs of one shape in arrays), with the same result.
 
 :func:`calibrate` fits the noise scales to the data being matched, without labels (robust
 spread of the confident matches' residuals, shifts and size ratios), and the gate (an outlier
-bound on the confident matches' costs). Defaults
-(:class:`MatchParams`) are physical, not fitted to any benchmark — see docs/matching.md.
+bound on the confident matches' costs); :class:`MatchCalibrator` does that and fits the
+temperature to the triangle consistency of the probabilities (:func:`triangle_log_likelihood`).
+:func:`failure_cause`, :func:`expected_calibration_error` and :func:`calibration_summary` score
+them for the evaluations. Defaults (:class:`MatchParams`) are physical, not fitted to any
+benchmark — see docs/matching.md.
 """
 from __future__ import annotations
 
@@ -45,6 +56,8 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 #: DeepLesion's normalised location spans about this many mm per unit along x, y, z (measured
 #: within series from pixel spacing × pixel offset against the normalised coordinate, no labels
@@ -82,7 +95,11 @@ class MatchParams:
     gate_spread: float = 2.3  # calibrated gate = median + gate_spread × (90th percentile − median) of confident costs
     align_iterations: int = 3
     max_hypotheses: int = 16  # shift hypotheses scored exactly per scan pair (after a cheap ranking)
-    track_support: bool = True  # order track unions by triangle support (else confidence only)
+    track_support: bool = True  # order track unions by triangle support (else probability only)
+    temperature: float = 1.0  # a pair's log-odds of being one lesion: temperature × (gate_cost − cost)
+    link_probability: float = 0.5  # pairs at least this probable within their scan pair are track links
+    possible_probability: float = 0.1  # a track's best candidate in a scan it misses this probable: POSSIBLE edge
+    max_modes: int = 4  # shift modes (alignments) a scan pair's probabilities are averaged over
 
     def replace(self, **changes: Any) -> MatchParams:
         return replace(self, **changes)
@@ -175,6 +192,8 @@ class ScanPairResult:
     gate: float = 12.0
     _confidence: np.ndarray | None = field(default=None, repr=False)
     _best: tuple | None = field(default=None, repr=False)
+    probability: np.ndarray | None = field(default=None, repr=False)  # (n_a, n_b) pair marginals, see mode_posteriors
+    hypotheses: np.ndarray | None = field(default=None, repr=False)  # the alignment's best shift hypotheses (modes)
 
     @property
     def confidence(self) -> np.ndarray:
@@ -201,13 +220,27 @@ class ScanPairResult:
 
 @dataclass(frozen=True)
 class Edge:
-    """A ``SAME_LESION`` relationship, ``src`` (earlier scan) → ``dst`` (later scan), by lesion index."""
+    """A ``SAME_LESION`` relationship, ``src`` (earlier scan) → ``dst`` (later scan), by lesion index.
+    ``probability``: that the two are one lesion, from every pairwise probability of the track
+    (:func:`track_probabilities`)."""
 
     src: int
     dst: int
     cost: float
     confidence: float
     method: str
+    probability: float = math.nan
+
+
+@dataclass(frozen=True)
+class PossibleEdge:
+    """A ``POSSIBLE_SAME_LESION`` relationship: track member ``src`` → ``dst``, a lesion of a scan
+    where the track has no member, which may be the track's lesion there (``probability``)."""
+
+    src: int
+    dst: int
+    probability: float
+    cost: float
 
 
 @dataclass
@@ -221,6 +254,8 @@ class PatientMatch:
     pair_results: dict[tuple[Hashable, Hashable], ScanPairResult] = field(default_factory=dict, repr=False)
     by_scan: dict[Hashable, list[int]] = field(default_factory=dict, repr=False)
     arrays: Any = field(default=None, repr=False)  # the patient's pairwise terms (with keep_pair_results)
+    possible: list[PossibleEdge] = field(default_factory=list)
+    probability: np.ndarray | None = field(default=None, repr=False)  # (n, n) pair marginals (0 within a scan)
 
     def track_of(self) -> dict[int, int]:
         """Lesion index → track index."""
@@ -423,6 +458,399 @@ def confidence_matrix(cost: np.ndarray, gate: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(comp - c, -50.0, 50.0)))
 
 
+# -- probabilities -------------------------------------------------------------------------------
+_LOG_ODDS_CAP = 30.0  # |log-odds| beyond this change no probability at double precision
+_EXACT_MAX_SIDE = 14  # the smaller side of a block whose matchings are summed exactly (2^14 subsets)
+_NEGLIGIBLE = -30.0  # pairs with lower log-odds do not connect two blocks of a scan pair
+_SPLIT_ABOVE = 10  # a block with more lesions on both sides is first split into independent blocks
+_MODE_WINDOW = 12.0  # nats: shift hypotheses scoring worse than the best by more are not modes
+
+
+def matching_marginals(L: np.ndarray) -> tuple[np.ndarray, float]:
+    """Pair marginals and log partition function of a scan pair's partial one-to-one matchings
+    under ``P(M) ∝ exp(Σ_{(i,j)∈M} L_ij)``: ``L_ij`` are the log-odds of i ↔ j against leaving
+    both unmatched (−inf: impossible). Exact — closed forms when one side has one or two lesions,
+    else a sum over the subsets of the smaller side (scan pairs are first split into blocks no
+    non-negligible pair connects); a block with more than ``_EXACT_MAX_SIDE`` lesions on both
+    sides weighs each pair against its row and column only (an approximation; rare)."""
+    L = np.where(np.isfinite(L), np.minimum(L, _LOG_ODDS_CAP), -np.inf)
+    n, m = L.shape
+    if n == 0 or m == 0:
+        return np.zeros((n, m)), 0.0
+    if m > n:
+        P, lz = matching_marginals(L.T)
+        return P.T, lz
+    if m <= 2:
+        return _marginals_small(np.exp(np.maximum(L, -700.0)) * np.isfinite(L))
+    if _matchings(n, m) is not None:
+        return _marginals_block(L)
+    live = L > _NEGLIGIBLE
+    rows, cols = live.any(1), live.any(0)
+    if not (rows.all() and cols.all()):  # lesions without a non-negligible pair take no part
+        P = np.zeros((n, m))
+        if rows.any():
+            sub = np.ix_(rows, cols)
+            P[sub], lz = matching_marginals(np.where(live[sub], L[sub], -np.inf))
+            return P, lz
+        return P, 0.0
+    if m <= _SPLIT_ABOVE:
+        return _marginals_block(np.where(live, L, -np.inf))
+    if not live.any():
+        return np.zeros((n, m)), 0.0
+    r, c = np.nonzero(live)
+    k, lab = connected_components(coo_matrix((np.ones(len(r)), (r, n + c)), shape=(n + m, n + m)), directed=False)
+    if k == 1:
+        return _marginals_block(L)
+    P = np.zeros((n, m))
+    lz = 0.0
+    for comp in range(k):
+        rows = np.flatnonzero(lab[:n] == comp)
+        cols = np.flatnonzero(lab[n:] == comp)
+        if len(rows) and len(cols):
+            Pc, lc = matching_marginals(L[np.ix_(rows, cols)])
+            P[np.ix_(rows, cols)] = Pc
+            lz += lc
+    return P, lz
+
+
+def _marginals_small(W: np.ndarray) -> tuple[np.ndarray, float]:
+    """Closed forms for weights ``W`` (n, m ≤ 2): one column, or two (pairs of rows choose distinct columns)."""
+    n, m = W.shape
+    if m == 1:
+        z = 1.0 + W[:, 0].sum()
+        return W / z, math.log(z)
+    u, v = W[:, 0], W[:, 1]
+    U, V = u.sum(), v.sum()
+    z = 1.0 + U + V + U * V - float((u * v).sum())
+    P = np.stack([u * (1.0 + V - v), v * (1.0 + U - u)], axis=1) / z
+    return P, math.log(z)
+
+
+_ENUMERATE_MAX = 20000  # blocks with at most this many partial matchings sum them outright
+
+
+def _matchings(n: int, m: int) -> np.ndarray | None:
+    """Every partial one-to-one matching of an n × m block as a 0/1 matrix (matchings × n·m),
+    or None when there are more than ``_ENUMERATE_MAX`` (cached per shape)."""
+    key = (n, m)
+    if key not in _MATCHINGS:
+        count = sum(math.comb(n, k) * math.comb(m, k) * math.factorial(k) for k in range(min(n, m) + 1))
+        if count > _ENUMERATE_MAX:
+            _MATCHINGS[key] = None
+        else:
+            rows: list[list[int]] = [[]]
+            for r in range(n):  # each row unmatched or matched to a free column
+                rows = rows + [x + [r * m + c] for x in rows for c in range(m) if all(y % m != c for y in x)]
+            E = np.zeros((len(rows), n * m))
+            for k, x in enumerate(rows):
+                E[k, x] = 1.0
+            _MATCHINGS[key] = E
+    return _MATCHINGS[key]
+
+
+_MATCHINGS: dict[tuple[int, int], np.ndarray | None] = {}
+
+
+def _marginals_block(L: np.ndarray) -> tuple[np.ndarray, float]:
+    """Exact marginals of one connected block (rows n ≥ columns m): a sum over its matchings
+    when there are few, else forward and backward sums over the subsets of used columns;
+    approximate beyond ``_EXACT_MAX_SIDE`` columns."""
+    n, m = L.shape
+    E = _matchings(n, m)
+    if E is not None:
+        lw = E @ np.where(np.isfinite(L), L, -1e4).ravel()
+        top = float(lw.max())
+        w = np.exp(lw - top)
+        z = float(w.sum())
+        return (w @ E).reshape(n, m) / z, top + math.log(z)
+    W = np.exp(np.maximum(L, -700.0)) * np.isfinite(L)
+    if m > _EXACT_MAX_SIDE:  # each pair against the alternatives of its own row and column
+        z = 1.0 + W.sum(1, keepdims=True) + W.sum(0, keepdims=True) - W
+        return W / z, float(np.log1p(W.sum()))
+    K = 1 << m
+    masks = np.arange(K)
+    free = [masks[(masks >> j) & 1 == 0] for j in range(m)]
+    F = np.zeros((n + 1, K))
+    F[0, 0] = 1.0
+    for r in range(n):
+        F[r + 1] = F[r]
+        for j in range(m):
+            if W[r, j] > 0.0:
+                F[r + 1, free[j] | (1 << j)] += F[r, free[j]] * W[r, j]
+    B = np.zeros((n + 1, K))
+    B[n] = 1.0
+    for r in range(n - 1, -1, -1):
+        B[r] = B[r + 1]
+        for j in range(m):
+            if W[r, j] > 0.0:
+                B[r, free[j]] += W[r, j] * B[r + 1, free[j] | (1 << j)]
+    z = B[0, 0]
+    P = np.zeros((n, m))
+    for r in range(n):
+        for j in range(m):
+            if W[r, j] > 0.0:
+                P[r, j] = W[r, j] * float(F[r, free[j]] @ B[r + 1, free[j] | (1 << j)]) / z
+    return P, math.log(z)
+
+
+def _shift_of(geo: _Geometry, al: Alignment) -> np.ndarray:
+    """An alignment's shift in the geometry's coordinates."""
+    if geo.kind == "both":
+        return np.concatenate([al.position_shift_mm, al.location_shift])
+    return np.asarray(al.position_shift_mm if geo.kind == "position" else al.location_shift, float)
+
+
+def scan_pair_modes(geo: _Geometry, static: np.ndarray, p: MatchParams,
+                    best: Alignment | None = None, hypotheses: np.ndarray | None = None
+                    ) -> list[tuple[float, np.ndarray]]:
+    """The shift modes of a scan pair: ``(negative log prior of the shift, cost under it)`` for
+    the scan pair's alignment (``best``) and the best other shift hypotheses (no shift; each
+    candidate pair made to coincide: ``hypotheses``, best first, as the alignment ranked them —
+    else ranked here) that lie more than two noise scales from every mode kept, each refined as
+    an alignment is (assignment, robust re-estimation) and kept when it ends more than half a
+    noise scale from every mode kept — at most ``p.max_modes``."""
+    n, m = static.shape
+    d = geo.residual.shape[-1]
+    if hypotheses is None:
+        H = np.vstack([np.zeros((1, d)), geo.residual[geo.valid]]) if n and m and geo.valid.any() else np.zeros((1, d))
+        score = geo.prior_weight * 0.5 * ((H / geo.shift_sigma) ** 2).sum(1)
+        if n and m:
+            gain = np.minimum(geo.cost(H) + static[None] - p.gate_cost, 0.0)
+            score = score + (gain.min(2).sum(1) if n <= m else gain.min(1).sum(1))
+        hypotheses = _best_hypotheses(H, score, p)
+    shs, w = geo.shift_sigma, geo.prior_weight
+    center = np.zeros(d)
+    kept: list[tuple[np.ndarray, np.ndarray]] = []
+    if best is not None:  # the scan pair's own alignment is always a mode
+        s = _shift_of(geo, best)
+        kept.append((s, geo.cost(s[None])[0] + static))
+    for s in hypotheses:
+        if len(kept) >= max(1, p.max_modes):
+            break
+        if any((np.abs(s - k[0]) <= 2.0 * geo.sigma).all() for k in kept):
+            continue  # within noise of a mode kept: it would refine into it
+        c = geo.cost(s[None])[0] + static
+        if min(n, m) > 1:  # refined like an alignment (one lesion a side: the shift is the pair's
+            # displacement or none, as in _align_single)
+            pairs: list[tuple[int, int]] = []
+            for _ in range(max(0, p.align_iterations)):
+                new = assign(c, p.gate_cost)
+                if not new or new == pairs:
+                    break
+                pairs = new
+                s = geo.refine(pairs, s, center, shs)
+                c = geo.cost(s[None])[0] + static
+            if any((np.abs(s - k[0]) <= 0.5 * geo.sigma).all() for k in kept):
+                continue  # the same mode
+        kept.append((s, c))
+    return [(w * 0.5 * float(((s / shs) ** 2).sum()), c) for s, c in kept]
+
+
+def mode_posterior(modes: Sequence[tuple[float, np.ndarray]], gate: float, temperature: float = 1.0
+                   ) -> tuple[np.ndarray, float]:
+    """Pair probabilities of a scan pair averaged over its shift modes: within a mode, the
+    matching marginals with pair log-odds ``temperature × (gate − cost)``; each mode weighs as its
+    prior times its partition function (both tempered). Returns (P, log evidence)."""
+    logw, Ps = [], []
+    for prior, cost in modes:
+        P, lz = matching_marginals(temperature * (gate - cost))
+        logw.append(lz - temperature * prior)
+        Ps.append(P)
+    lw = np.asarray(logw)
+    top = float(lw.max())
+    wts = np.exp(lw - top)
+    total = float(wts.sum())
+    P = sum(float(x) / total * q for x, q in zip(wts, Ps, strict=True))
+    return np.clip(P, 0.0, 1.0), top + math.log(total)
+
+
+def mode_posteriors(modes: Sequence[Sequence[tuple[float, np.ndarray]]], gate: float, temperature: float = 1.0
+                    ) -> list[np.ndarray]:
+    """:func:`mode_posterior` of many scan pairs (the P of each): the modes of one shape are
+    summed together in arrays, which is what makes it fast on a graph of many small patients."""
+    flat = [(k, prior, cost) for k, ms in enumerate(modes) for prior, cost in ms]
+    Ps: list[np.ndarray] = [np.zeros((0, 0))] * len(flat)
+    lz = np.zeros(len(flat))
+    groups: dict[tuple[int, int], list[int]] = {}
+    for x, (_k, _prior, cost) in enumerate(flat):
+        groups.setdefault(cost.shape, []).append(x)
+    for xs in groups.values():
+        L = temperature * (gate - np.stack([flat[x][2] for x in xs]))
+        Pg, lg = _batch_marginals(L)
+        for y, x in enumerate(xs):
+            Ps[x] = Pg[y]
+        lz[xs] = lg
+    out: list[list[tuple[float, np.ndarray]]] = [[] for _ in modes]
+    for x, (k, prior, _cost) in enumerate(flat):
+        out[k].append((float(lz[x]) - temperature * prior, Ps[x]))
+    res = []
+    for ms in out:
+        if len(ms) == 1:
+            res.append(np.clip(ms[0][1], 0.0, 1.0))
+            continue
+        lw = np.asarray([w for w, _P in ms])
+        wts = np.exp(lw - lw.max())
+        wts /= wts.sum()
+        res.append(np.clip(sum(float(w) * P for w, (_l, P) in zip(wts, ms, strict=True)), 0.0, 1.0))
+    return res
+
+
+def _batch_marginals(L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`matching_marginals` of a stack of scan pairs of one shape, (G, n, m)."""
+    G, n, m = L.shape
+    if n == 0 or m == 0:
+        return np.zeros(L.shape), np.zeros(G)
+    if m > n:
+        P, lz = _batch_marginals(L.transpose(0, 2, 1))
+        return P.transpose(0, 2, 1), lz
+    L = np.where(np.isfinite(L), np.minimum(L, _LOG_ODDS_CAP), -1e4)
+    if m == 1:
+        W = np.exp(L[..., 0])
+        z = 1.0 + W.sum(1)
+        return (W / z[:, None])[..., None], np.log(z)
+    if m == 2:
+        u, v = np.exp(L[..., 0]), np.exp(L[..., 1])
+        U, V = u.sum(1, keepdims=True), v.sum(1, keepdims=True)
+        z = 1.0 + U + V + U * V - (u * v).sum(1, keepdims=True)
+        return np.stack([u * (1.0 + V - v), v * (1.0 + U - u)], axis=2) / z[..., None], np.log(z[:, 0])
+    E = _matchings(n, m)
+    if E is None:
+        out = [matching_marginals(np.where(x > -1e3, x, -np.inf)) for x in L]
+        return np.stack([P for P, _ in out]), np.asarray([lz for _, lz in out])
+    lw = L.reshape(G, n * m) @ E.T
+    top = lw.max(1, keepdims=True)
+    w = np.exp(lw - top)
+    z = w.sum(1, keepdims=True)
+    return ((w @ E) / z).reshape(G, n, m), top[:, 0] + np.log(z[:, 0])
+
+
+def track_probabilities(tracks: Sequence[Sequence[int]], P: np.ndarray, scan_of: Sequence[Hashable],
+                        by_scan: dict[Hashable, list[int]], possible_probability: float = 0.1,
+                        cannot_link: Sequence[tuple[int, int]] = (), eps: float = 1e-6
+                        ) -> tuple[dict[tuple[int, int], float], list[tuple[int, int, float]]]:
+    """From every pairwise probability of a patient (``P``, (n, n)), for each track and scan: how
+    probable each lesion of the scan (or none) is as the track's lesion there, pooling the track's
+    members outside the scan (each member's row of ``P`` over the scan, "none" = 1 − its sum)
+    geometrically (the mean of their log-probabilities, normalised: a long track does not count
+    one observation many times). Returns
+
+    - ``{(i, j): p}`` for every pair of one track in different scans: the mean of "j is the
+      track's lesion in j's scan" (from the other members) and the same for i;
+    - ``[(member, candidate, p)]`` for each scan where a track has no member: its most probable
+      lesion there when ``p ≥ possible_probability`` (``member``: the one with the highest
+      pairwise probability to it), unless a cannot-link joins the two tracks; one per pair of
+      tracks (the one from the larger track, then the most probable).
+    """
+    n = len(scan_of)
+    Pc = np.clip(P, eps, 1.0)
+    member_of = np.full(n, -1)
+    for t, ms in enumerate(tracks):
+        member_of[list(ms)] = t
+    T = len(tracks)
+    A = np.zeros((T, n))
+    A[member_of, np.arange(n)] = 1.0
+    forbidden = {(min(a, b), max(a, b)) for a, b in cannot_link}
+    single: dict[int, float] = {}  # member -> probability that it is its track's lesion in its scan
+    possible: list[tuple[int, int, float]] = []
+    for scan, idx in by_scan.items():
+        idx = list(idx)
+        R = Pc[:, idx]  # (n, k)
+        none_all = np.log(np.clip(1.0 - P[:, idx].sum(1), eps, 1.0))  # (n,)
+        logs = np.concatenate([np.log(R), none_all[:, None]], axis=1)  # (n, k + 1)
+        outside = A.copy()
+        outside[:, idx] = 0.0
+        cnt = outside.sum(1)
+        has = cnt > 0
+        if not has.any():
+            continue
+        S = outside[has] @ logs / cnt[has, None]  # (T', k + 1): mean log-probabilities
+        S -= S.max(1, keepdims=True)
+        Q = np.exp(S)
+        Q /= Q.sum(1, keepdims=True)
+        for row, t in zip(Q, np.flatnonzero(has), strict=True):
+            inside = [x for x, i in enumerate(idx) if member_of[i] == t]
+            if inside:
+                single[idx[inside[0]]] = float(row[inside[0]])
+                continue
+            x = int(np.argmax(row[:-1]))
+            q = float(row[x])
+            if q < possible_probability:
+                continue
+            cand = idx[x]
+            ms = [i for i in tracks[t] if scan_of[i] != scan]
+            if forbidden and any((min(i, k), max(i, k)) in forbidden for i in tracks[t]
+                                 for k in tracks[member_of[cand]]):
+                continue  # a reviewer said these two tracks are not one lesion
+            src = max(ms, key=lambda i: (P[i, cand], -i))
+            possible.append((src, cand, q))
+    # one review item per pair of tracks: "these two may be one lesion here" from the larger track
+    best: dict[frozenset, tuple[int, int, float]] = {}
+    for src, cand, q in possible:
+        key = frozenset((int(member_of[src]), int(member_of[cand])))
+        rank = (len(tracks[member_of[src]]), q, -src, -cand)
+        old = best.get(key)
+        if old is None or rank > (len(tracks[member_of[old[0]]]), old[2], -old[0], -old[1]):
+            best[key] = (src, cand, q)
+    possible = sorted(best.values())
+    pair_p: dict[tuple[int, int], float] = {}
+    for ms in tracks:
+        for a in ms:
+            for b in ms:
+                if a < b and scan_of[a] != scan_of[b]:
+                    pair_p[(a, b)] = 0.5 * (single.get(a, P[a, b]) + single.get(b, P[a, b]))
+    return pair_p, possible
+
+
+def triangle_log_likelihood(P: np.ndarray, scan_of: Sequence[Hashable]) -> float:
+    """How consistent a patient's pairwise probabilities are with transitivity: the sum over
+    lesion triples in three different scans of log P(the three pairwise events are not "exactly
+    two are one lesion") when each pair's event is drawn with its own probability. Over- and
+    under-confident probabilities both lower it; :class:`MatchCalibrator` fits the temperature
+    to it (scan pairs are matched independently, so their agreement is evidence of calibration)."""
+    n = len(scan_of)
+    if n < 3:
+        return 0.0
+    codes = {s: k for k, s in enumerate(dict.fromkeys(scan_of))}
+    if len(codes) < 3:
+        return 0.0
+    sc = np.asarray([codes[s] for s in scan_of])
+    live = P.max(1) > 1e-4  # lesions with no probable partner add (almost) nothing
+    idx = np.flatnonzero(live)
+    if len(idx) < 3:
+        return 0.0
+    Q, s = P[np.ix_(idx, idx)], sc[idx]
+    k = len(idx)
+    total = 0.0
+    for j in range(1, k - 1):  # j is the middle index of i < j < l: memory stays (k, k)
+        a, b, c = Q[:j, j][:, None], Q[j, j + 1:][None, :], Q[:j, j + 1:]  # P_ij, P_jl, P_il
+        v = a * b * (1.0 - c) + a * (1.0 - b) * c + (1.0 - a) * b * c
+        ok = (s[:j, None] != s[j]) & (s[None, j + 1:] != s[j]) & (s[:j, None] != s[None, j + 1:])
+        total += float(np.log1p(-np.clip(v[ok], 0.0, 1.0 - 1e-12)).sum())
+    return total
+
+
+def expected_calibration_error(probability: Sequence[float], outcome: Sequence[bool], bins: int = 10) -> float | None:
+    """ECE: the mean over ``bins`` equal-width probability bins of |mean probability − observed
+    frequency|, weighted by the share of predictions in the bin (None without predictions)."""
+    rows = reliability(probability, outcome, bins)
+    n = sum(r["n"] for r in rows)
+    return sum(r["n"] * abs(r["meanProbability"] - r["frequency"]) for r in rows) / n if n else None
+
+
+def reliability(probability: Sequence[float], outcome: Sequence[bool], bins: int = 10) -> list[dict[str, Any]]:
+    """The reliability diagram as rows: bin bounds, count, mean probability, observed frequency."""
+    p = np.asarray(probability, float)
+    y = np.asarray(outcome, float)
+    k = np.minimum((p * bins).astype(int), bins - 1)
+    out = []
+    for b in range(bins):
+        sel = k == b
+        if sel.any():
+            out.append({"lo": b / bins, "hi": (b + 1) / bins, "n": int(sel.sum()),
+                        "meanProbability": float(p[sel].mean()), "frequency": float(y[sel].mean())})
+    return out
+
+
 # -- one scan pair ---------------------------------------------------------------------------------
 def align_scans(a: ScanFeatures, b: ScanFeatures, p: MatchParams | None = None) -> Alignment:
     """Estimate the shift from scan A to scan B jointly with their matching (see module doc)."""
@@ -438,9 +866,10 @@ def _align(geo: _Geometry, static: np.ndarray, p: MatchParams
     shs = geo.shift_sigma
     if n == 0 or m == 0 or not geo.valid.any():
         cost = geo.cost(center[None])[0] + static
-        return _alignment(geo, center, 0), cost, assign(cost, p.gate_cost)
+        return _alignment(geo, center, 0), cost, assign(cost, p.gate_cost), center[None]
     if n == 1 and m == 1:  # one lesion each (a fifth of DeepLesion's scan pairs): no search needed
         s = _align_single(geo, static, center, shs, p)
+        hypotheses = np.stack([center, geo.residual[0, 0]])
     else:
         # hypotheses: no shift, and the shift that makes each candidate pair coincide
         hyps = np.vstack([center[None], geo.residual[geo.valid]])
@@ -455,6 +884,7 @@ def _align(geo: _Geometry, static: np.ndarray, p: MatchParams
         else:
             score = prior + _best_matching_gain(gain)
         s = hyps[int(np.argmin(score))]
+        hypotheses = _best_hypotheses(hyps, score, p)
     pairs: list[tuple[int, int]] = []
     cost = geo.cost(s[None])[0] + static
     for _ in range(max(0, p.align_iterations)):
@@ -464,7 +894,16 @@ def _align(geo: _Geometry, static: np.ndarray, p: MatchParams
         pairs = new_pairs
         s = geo.refine(pairs, s, center, shs)
         cost = geo.cost(s[None])[0] + static
-    return _alignment(geo, s, len(pairs), geo.prior_weight * float(0.5 * (((s - center) / shs) ** 2).sum())), cost, pairs
+    al = _alignment(geo, s, len(pairs), geo.prior_weight * float(0.5 * (((s - center) / shs) ** 2).sum()))
+    return al, cost, pairs, hypotheses
+
+
+def _best_hypotheses(hyps: np.ndarray, score: np.ndarray, p: MatchParams) -> np.ndarray:
+    """The shift hypotheses that may be modes (:func:`scan_pair_modes`): best first, within
+    ``_MODE_WINDOW`` nats of the best score, at most twice ``p.max_modes``."""
+    order = np.argsort(score, kind="stable")
+    order = order[score[order] <= score[order[0]] + _MODE_WINDOW][: 2 * max(1, p.max_modes)]
+    return hyps[order]
 
 
 def _align_single(geo: _Geometry, static: np.ndarray, center: np.ndarray, shs: np.ndarray,
@@ -523,13 +962,13 @@ class _PatientArrays:
 
 
 def _match_block(geo: _Geometry, static: np.ndarray, p: MatchParams) -> ScanPairResult:
-    al, cost, pairs = _align(geo, static, p)
+    al, cost, pairs, hypotheses = _align(geo, static, p)
     if al.prior_cost > 0.0 and cost.size:
         # each matched pair carries its share of the shift's prior cost: two scans aligned on one
         # lesion pay the whole shift on that pair, so a large displacement is not explained away
         cost = cost + al.prior_cost / max(al.anchors, 1)
         pairs = assign(cost, p.gate_cost)
-    return ScanPairResult(cost, pairs, al, p.gate_cost)
+    return ScanPairResult(cost, pairs, al, p.gate_cost, hypotheses=hypotheses)
 
 
 def _match_blocks(blocks: Sequence[tuple[_Geometry, np.ndarray]], p: MatchParams) -> list[ScanPairResult]:
@@ -618,6 +1057,7 @@ def _match_group(geos: Sequence[_Geometry], static: np.ndarray, p: MatchParams) 
         prior_r = w * 0.5 * ((r / shs) ** 2).sum(-1)
         take = prior_r + np.minimum(static[:, 0, 0], gate) < np.minimum(cost_none, gate)
         s = np.where(take[:, None], r, 0.0)
+        hypotheses = [np.stack([np.zeros(d), r[k]]) for k in range(K)]
     else:
         hyps = np.concatenate([np.zeros((K, 1, d)), R.reshape(K, n * m, d)], axis=1)  # (K, H, d)
         prior = w * 0.5 * ((hyps / shs) ** 2).sum(-1)  # (K, H)
@@ -634,6 +1074,7 @@ def _match_group(geos: Sequence[_Geometry], static: np.ndarray, p: MatchParams) 
         else:
             score = np.stack([prior[k] + _best_matching_gain(gain[k]) for k in range(K)])
         s = hyps[np.arange(K), score.argmin(1)]  # (K, d)
+        hypotheses = [_best_hypotheses(hyps[k], score[k], p) for k in range(K)]
     pairs: list[list[tuple[int, int]]] = [[] for _ in range(K)]
     cost = _group_cost(rs, s[:, None], g)[:, 0] + static
     active = np.ones(K, bool)
@@ -675,26 +1116,32 @@ def _match_group(geos: Sequence[_Geometry], static: np.ndarray, p: MatchParams) 
     out = []
     for k in range(K):
         al = _alignment(g, s[k], int(anchors[k]), float(prior_cost[k]))
-        out.append(ScanPairResult(cost[k], pairs[k], al, gate, _confidence=conf[k]))
+        out.append(ScanPairResult(cost[k], pairs[k], al, gate, _confidence=conf[k], hypotheses=hypotheses[k]))
     return out
 
 
 # -- tracks ----------------------------------------------------------------------------------------
 def build_tracks(scans: Sequence[Hashable], candidates: Sequence[tuple[float, float, int, int]],
-                 use_support: bool = True) -> list[list[int]]:
-    """Group lesions into tracks from candidate links ``(confidence, cost, i, j)``.
+                 use_support: bool = True, cannot_link: Sequence[tuple[int, int]] = ()) -> list[list[int]]:
+    """Group lesions into tracks from candidate links ``(probability, cost, i, j)``.
 
     Links are taken greedily; a link joining two groups is refused when the groups share a scan,
-    so no track ever holds two lesions of one scan. Order: links of infinite confidence (known
-    to be one lesion) first, then by *triangle support* (for each
+    so no track ever holds two lesions of one scan, or when a ``cannot_link`` pair (a reviewer's
+    rejection) would end up in one track. Order: links of infinite probability (known to be one
+    lesion) first, then by *triangle support* (for each
     third scan where both ends have a link, +1 if they link to the same lesion there, −1 if to
     different ones: links that the rest of the patient's scans contradict come last), then by
-    confidence, then by cost. ``scans[i]`` is lesion i's scan. Returns every lesion's track
+    probability, then by cost. ``scans[i]`` is lesion i's scan. Returns every lesion's track
     (singletons included), members in index order, tracks ordered by their first member.
     """
     n = len(scans)
     parent = list(range(n))
     members_scans: list[set] = [{scans[i]} for i in range(n)]
+    banned: dict[int, set[int]] = {}
+    for a, b in cannot_link:
+        banned.setdefault(a, set()).add(b)
+        banned.setdefault(b, set()).add(a)
+    members: list[list[int]] = [[i] for i in range(n)]
     partner: dict[int, dict[Hashable, int]] = {}
     if use_support:
         for _c, _k, i, j in candidates:
@@ -725,10 +1172,13 @@ def build_tracks(scans: Sequence[Hashable], candidates: Sequence[tuple[float, fl
         ri, rj = find(i), find(j)
         if ri == rj or members_scans[ri] & members_scans[rj]:
             continue
+        if banned and any(not banned.get(a, set()).isdisjoint(members[rj]) for a in members[ri]):
+            continue
         if len(members_scans[ri]) < len(members_scans[rj]):
             ri, rj = rj, ri
         parent[rj] = ri
         members_scans[ri] |= members_scans[rj]
+        members[ri].extend(members[rj])
     groups: dict[int, list[int]] = {}
     for i in range(n):
         groups.setdefault(find(i), []).append(i)
@@ -736,18 +1186,22 @@ def build_tracks(scans: Sequence[Hashable], candidates: Sequence[tuple[float, fl
 
 
 def match_patient(lesions: Sequence[LesionObs], params: MatchParams | None = None,
-                  must_link: Sequence[tuple[int, int]] = (), keep_pair_results: bool = False) -> PatientMatch:
-    """Match every pair of one patient's scans and build tracks and ``SAME_LESION`` edges.
+                  must_link: Sequence[tuple[int, int]] = (), keep_pair_results: bool = False,
+                  cannot_link: Sequence[tuple[int, int]] = ()) -> PatientMatch:
+    """Match every pair of one patient's scans and build tracks, ``SAME_LESION`` and
+    ``POSSIBLE_SAME_LESION`` edges.
 
     ``must_link`` holds lesion-index pairs known to be one lesion (e.g. an accepted mining
-    proposal and its track): they are united first, as long as that keeps one lesion per scan.
+    proposal and its track, or an accepted POSSIBLE edge): they are united first, as long as that
+    keeps one lesion per scan. ``cannot_link`` pairs (rejected POSSIBLE edges) never share a track.
     """
-    return match_patients([lesions], params, [must_link], keep_pair_results)[0]
+    return match_patients([lesions], params, [must_link], keep_pair_results, [cannot_link])[0]
 
 
 def match_patients(patients: Sequence[Sequence[LesionObs]], params: MatchParams | None = None,
                    must_links: Sequence[Sequence[tuple[int, int]]] | None = None,
-                   keep_pair_results: bool = False) -> list[PatientMatch]:
+                   keep_pair_results: bool = False,
+                   cannot_links: Sequence[Sequence[tuple[int, int]]] | None = None) -> list[PatientMatch]:
     """:func:`match_patient` for many patients: the scan pairs of all of them are solved
     together (:func:`_match_blocks`), which is several times faster than one patient at a time
     on a graph of many small patients. The result of each patient is the same."""
@@ -755,10 +1209,16 @@ def match_patients(patients: Sequence[Sequence[LesionObs]], params: MatchParams 
     preps = [_Prepared(list(les), p) for les in patients]
     blocks = [b for pr in preps for b in pr.blocks()]
     solved = _match_blocks(blocks, p)
+    modes, k = [], 0
+    for pr in preps:
+        modes += pr.modes(solved[k:k + len(pr.scan_pairs)])
+        k += len(pr.scan_pairs)
+    probs = mode_posteriors(modes, p.gate_cost, p.temperature)
     out, k = [], 0
     for x, pr in enumerate(preps):
         n = len(pr.scan_pairs)
-        out.append(pr.finish(solved[k:k + n], must_links[x] if must_links else (), keep_pair_results))
+        out.append(pr.finish(solved[k:k + n], must_links[x] if must_links else (), keep_pair_results,
+                             cannot_links[x] if cannot_links else (), probs[k:k + n]))
         k += n
     return out
 
@@ -780,21 +1240,60 @@ class _Prepared:
     def blocks(self) -> list[tuple[_Geometry, np.ndarray]]:
         return [self.arrays.block(sa, sb) for sa, sb in self.scan_pairs]
 
+    def modes(self, solved: Sequence[ScanPairResult]) -> list[list[tuple[float, np.ndarray]]]:
+        """Each scan pair's shift modes (:func:`scan_pair_modes`), around its own alignment."""
+        return [scan_pair_modes(*self.arrays.block(sa, sb), self.p, res.alignment, res.hypotheses)
+                for (sa, sb), res in zip(self.scan_pairs, solved, strict=True)]
+
+    def probabilities(self, blocks: Sequence[np.ndarray], solved: Sequence[ScanPairResult] | None = None
+                      ) -> np.ndarray:
+        """(n, n) pair probabilities (0 within a scan) from each scan pair's block
+        (:func:`mode_posteriors`); with ``solved``, each result keeps its block
+        (``ScanPairResult.probability``)."""
+        n = len(self.lesions)
+        P = np.zeros((n, n))
+        for k, ((sa, sb), block) in enumerate(zip(self.scan_pairs, blocks, strict=True)):
+            ia, ib = self.by_scan[sa], self.by_scan[sb]
+            P[np.ix_(ia, ib)] = block
+            P[np.ix_(ib, ia)] = block.T
+            if solved is not None:
+                solved[k].probability = block
+        return P
+
     def finish(self, solved: Sequence[ScanPairResult], must_link: Sequence[tuple[int, int]],
-               keep_pair_results: bool) -> PatientMatch:
+               keep_pair_results: bool, cannot_link: Sequence[tuple[int, int]] = (),
+               blocks: Sequence[np.ndarray] | None = None) -> PatientMatch:
+        """Tracks and edges from the solved scan pairs (``blocks``: their probabilities, when
+        already computed with other patients')."""
         lesions, by_scan, p = self.lesions, self.by_scan, self.p
         rank = {s: k for k, s in enumerate(self.scan_order)}
         scan_of = [les.scan for les in lesions]
+        if blocks is None:
+            blocks = mode_posteriors(self.modes(solved), p.gate_cost, p.temperature)
+        P = self.probabilities(blocks, solved)
+        for i, j in must_link:  # a reviewer's decision is certain
+            P[i, j] = P[j, i] = 1.0
+        for i, j in cannot_link:
+            P[i, j] = P[j, i] = 0.0
         results: dict[tuple[Hashable, Hashable], ScanPairResult] = {}
-        candidates = [(math.inf, 0.0, i, j) for i, j in must_link]
         assigned: set[tuple[int, int]] = set()
+        cost = np.full(P.shape, math.inf)
         for (sa, sb), res in zip(self.scan_pairs, solved, strict=True):
             ia, ib = by_scan[sa], by_scan[sb]
             results[(sa, sb)] = res
+            cost[np.ix_(ia, ib)] = res.cost
+            cost[np.ix_(ib, ia)] = res.cost.T
             for i, j in res.pairs:
-                candidates.append((res.confidence_of(i, j), float(res.cost[i, j]), ia[i], ib[j]))
                 assigned.add((ia[i], ib[j]))
-        tracks = build_tracks(scan_of, candidates, p.track_support)
+        # links: every pair its scan pair finds probable (the pairwise wins), known pairs first
+        candidates = [(math.inf, 0.0, i, j) for i, j in must_link]
+        iu, ju = np.nonzero(np.triu(P >= p.link_probability, 1))
+        candidates += [(float(P[i, j]), float(cost[i, j]), int(i), int(j)) for i, j in zip(iu, ju, strict=True)]
+        tracks = build_tracks(scan_of, candidates, p.track_support, cannot_link)
+        pair_p, possible = track_probabilities(tracks, P, scan_of, by_scan, p.possible_probability, cannot_link)
+        for i, j in must_link:  # a reviewer's decision is certain
+            if (min(i, j), max(i, j)) in pair_p:
+                pair_p[(min(i, j), max(i, j))] = 1.0
 
         pos_in_scan = {i: (s, k) for s in self.scan_order for k, i in enumerate(by_scan[s])}
         edges: list[Edge] = []
@@ -806,10 +1305,12 @@ class _Prepared:
                     sv, kv = pos_in_scan[v]
                     res = results[(su, sv)]
                     method = METHOD_ASSIGNED if (u, v) in assigned else METHOD_TRACK
-                    edges.append(Edge(u, v, float(res.cost[ku, kv]), res.confidence_of(ku, kv), method))
+                    edges.append(Edge(u, v, float(res.cost[ku, kv]), res.confidence_of(ku, kv), method,
+                                      pair_p[(min(u, v), max(u, v))]))
+        pos = [PossibleEdge(a, b, q, float(cost[a, b])) for a, b, q in possible]
         return PatientMatch(lesions, tracks, edges, scan_pairs=len(results),
                             pair_results=results if keep_pair_results else {}, by_scan=by_scan,
-                            arrays=self.arrays if keep_pair_results else None)
+                            arrays=self.arrays if keep_pair_results else None, possible=pos, probability=P)
 
 
 def nearest_location(source: LesionObs, targets: Sequence[LesionObs]) -> int | None:
@@ -824,6 +1325,43 @@ def nearest_location(source: LesionObs, targets: Sequence[LesionObs]) -> int | N
         if d < best_d:
             best, best_d = k, d
     return best
+
+
+# -- scoring (the evaluations) -------------------------------------------------------------------
+FAILURE_CAUSES = ("gate", "track", "assignment")
+
+
+def failure_cause(pm: PatientMatch, i: int, j: int, link_probability: float = 0.5) -> str | None:
+    """Why lesions i and j (one lesion in truth, in different scans) are not in one track, from
+    their scan pair's own evidence (``pm.probability``): ``track`` — the scan pair links them (a
+    pairwise win that track building lost); ``assignment`` — it links i or j to another lesion of
+    the other's scan instead; ``gate`` — it links neither (no candidate probable enough). None
+    when they are in one track."""
+    if pm.probability is None:
+        raise ValueError("failure_cause needs a PatientMatch from match_patient(s)")
+    tof = pm.track_of()
+    if tof[i] == tof[j]:
+        return None
+    P, link = pm.probability, link_probability
+    if P[i, j] >= link:
+        return "track"
+    bi, bj = pm.by_scan[pm.lesions[j].scan], pm.by_scan[pm.lesions[i].scan]
+    if (P[i, bi] >= link).any() or (P[j, bj] >= link).any():
+        return "assignment"
+    return "gate"
+
+
+def calibration_summary(probability: Sequence[float], outcome: Sequence[bool], bins: int = 10) -> dict[str, Any]:
+    """Count, mean probability, observed frequency, ECE and the reliability diagram of some
+    probabilistic statements (e.g. SAME_LESION edges) whose truth is known."""
+    p = np.asarray(probability, float)
+    y = np.asarray(outcome, bool)
+    ece = expected_calibration_error(p, y, bins)
+    return {"n": int(len(p)), "meanProbability": round(float(p.mean()), 4) if len(p) else None,
+            "frequency": round(float(y.mean()), 4) if len(p) else None,
+            "ece": None if ece is None else round(ece, 4),
+            "reliability": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+                            for r in reliability(p, y, bins)]}
 
 
 # -- calibration -----------------------------------------------------------------------------------
@@ -909,6 +1447,102 @@ def calibrate(patients: Sequence[Sequence[LesionObs]], params: MatchParams | Non
     return Calibration(p, n_pairs, n_scan_pairs, measured)
 
 
+#: Temperatures the calibrator scores (a factor √2 apart), refined between the best and its neighbours.
+TEMPERATURE_GRID = (0.35, 0.5, 0.71, 1.0, 1.41, 2.0, 2.83)
+
+
+class MatchCalibrator:
+    """Fits the matcher to the graph being matched, without labels (scikit-learn contract:
+    :meth:`fit` returns the calibrator, fitted state ends in ``_``).
+
+    1. Noise scales and gate (:func:`calibrate`): the robust spread of what each scale models,
+       and an outlier bound on the cost of a true pair, from the confident matches.
+    2. Temperature — how many log-odds one nat of cost is worth in the pair probabilities
+       (:func:`mode_posterior`): the value in ``temperatures`` (refined by a parabola through the
+       best and its neighbours, in log scale) that maximises the triangle consistency of the
+       patients' pairwise probabilities (:func:`triangle_log_likelihood`: scan pairs are matched
+       independently, so over-confident probabilities contradict each other around triangles of
+       scans, under-confident ones leave them undecided) plus a log-normal prior centred on 1
+       (the costs are negative log-likelihoods: 1 is the model's own scale) with spread
+       ``temperature_prior_sd``. Only patients with three or more scans say anything about it;
+       with none, it stays 1.
+
+    ``max_patients``: at most this many patients (a ``random_state`` sample) fit the temperature.
+    ``fit_scales=False`` keeps the scales and gate of ``params`` and fits the temperature only.
+    """
+
+    def __init__(self, params: MatchParams | None = None, rounds: int = 2, min_confidence: float = 0.9,
+                 temperatures: Sequence[float] = TEMPERATURE_GRID, temperature_prior_sd: float = 0.5,
+                 max_patients: int | None = None, random_state: int | None = None, fit_scales: bool = True):
+        self.params = params
+        self.fit_scales = fit_scales
+        self.rounds = rounds
+        self.min_confidence = min_confidence
+        self.temperatures = temperatures
+        self.temperature_prior_sd = temperature_prior_sd
+        self.max_patients = max_patients
+        self.random_state = random_state
+
+    def fit(self, patients: Sequence[Sequence[LesionObs]], y: Any = None, mapper: Callable = map) -> MatchCalibrator:
+        """``patients``: lists of one patient's lesions; ``mapper`` maps over chunks of patients
+        (e.g. a process pool's ``map``). ``y`` is ignored (no labels)."""
+        patients = [list(x) for x in patients]
+        if self.fit_scales:
+            cal = calibrate(patients, self.params, rounds=self.rounds, min_confidence=self.min_confidence,
+                            mapper=mapper)
+        else:  # the scales and gate as given: only the temperature is fitted
+            cal = Calibration(self.params or MatchParams(), 0, 0, {})
+        many = [x for x in patients if len({les.scan for les in x}) >= 3]
+        if self.max_patients is not None and len(many) > self.max_patients:
+            rng = np.random.default_rng(self.random_state)
+            many = [many[k] for k in sorted(rng.choice(len(many), self.max_patients, replace=False))]
+        temps = np.asarray(sorted(self.temperatures), float)
+        chunks = [many[i:i + _CHUNK] for i in range(0, len(many), _CHUNK)]
+        parts = list(mapper(_temperature_chunk, chunks, [cal.params] * len(chunks), [tuple(temps)] * len(chunks)))
+        ll = np.sum([pt for pt in parts], axis=0) if parts else np.zeros(len(temps))
+        self.triangle_log_likelihood_ = dict(zip(temps.tolist(), np.round(ll, 3).tolist(), strict=True))
+        self.n_patients_ = len(many)
+        t = 1.0
+        if parts and np.any(ll != 0.0):
+            x = np.log(temps)
+            score = ll - 0.5 * (x / self.temperature_prior_sd) ** 2
+            k = int(np.argmax(score))
+            t = float(temps[k])
+            if 0 < k < len(temps) - 1:  # the vertex of the parabola through the best and its neighbours
+                (x0, x1, x2), (y0, y1, y2) = x[k - 1:k + 2], score[k - 1:k + 2]
+                den = (x0 - x1) * (x0 - x2) * (x1 - x2)
+                a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / den
+                b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / den
+                if a < 0:
+                    t = float(np.exp(min(max(-b / (2 * a), x0), x2)))
+        self.temperature_ = round(t, 3)
+        self.params_ = cal.params.replace(temperature=self.temperature_)
+        cal.params = self.params_
+        cal.measured["temperature"] = ([self.temperature_], self.n_patients_)
+        cal.measured["triangleLogLikelihood"] = self.triangle_log_likelihood_
+        self.calibration_ = cal
+        return self
+
+
+def _temperature_chunk(patients: Sequence[Sequence[LesionObs]], p: MatchParams,
+                       temperatures: Sequence[float]) -> np.ndarray:
+    """Some patients' triangle log-likelihood at each temperature (their modes computed once)."""
+    preps = [_Prepared(list(x), p) for x in patients]
+    solved = _match_blocks([b for pr in preps for b in pr.blocks()], p)
+    modes, k = [], 0
+    for pr in preps:
+        modes += pr.modes(solved[k:k + len(pr.scan_pairs)])
+        k += len(pr.scan_pairs)
+    out = np.zeros(len(temperatures))
+    for x, t in enumerate(temperatures):
+        probs, k = mode_posteriors(modes, p.gate_cost, t), 0
+        for pr in preps:
+            n = len(pr.scan_pairs)
+            out[x] += triangle_log_likelihood(pr.probabilities(probs[k:k + n]), [les.scan for les in pr.lesions])
+            k += n
+    return out
+
+
 _SAMPLE_KEYS = ("location_sigma_mm", "location_shift_sigma_mm", "position_sigma_mm", "position_shift_sigma_mm",
                 "size_sigma_log", "embedding_sigma", "gate_cost")
 _GATE_BOUNDS = (0.4, 1.5)  # the calibrated gate stays within these multiples of the default
@@ -933,9 +1567,16 @@ def _calibration_chunk(patients: Sequence[Sequence[LesionObs]], p: MatchParams,
                        min_confidence: float) -> dict[str, list]:
     """Some patients' contribution to :func:`calibrate` (see :func:`_calibration_sample`)."""
     out: dict[str, list] = {k: [] for k in _SAMPLE_KEYS}
-    for pm in match_patients(patients, p, keep_pair_results=True):
-        for k, v in _calibration_sample(pm, min_confidence).items():
-            out[k].extend(v)
+    preps = [_Prepared(list(x), p) for x in patients]
+    solved = _match_blocks([b for pr in preps for b in pr.blocks()], p)
+    k = 0
+    for pr in preps:  # the scan pairs are all the sample needs (no probabilities, no tracks)
+        n = len(pr.scan_pairs)
+        pm = PatientMatch(pr.lesions, [], [], n, dict(zip(pr.scan_pairs, solved[k:k + n], strict=True)),
+                          pr.by_scan, pr.arrays)
+        k += n
+        for key, v in _calibration_sample(pm, min_confidence).items():
+            out[key].extend(v)
     return out
 
 

@@ -20,7 +20,12 @@ DeepLesion lesions of the target scan (series). Metrics:
 - ``directed_accuracy``: the cheapest target-scan lesion under the scan pair's alignment,
   without the one-to-one constraint and tracks (the DLT task: locate one lesion);
 - ``failed_pairs`` / ``failed_count``: the keys of the pairs ``pair_accuracy`` counts as wrong
-  (the first ``MAX_LISTED``);
+  (the first ``MAX_LISTED``); ``failure_causes``: how many are gate, track-building and
+  assignment losses (:func:`lesiondb.core.matching.failure_cause`);
+- ``probability``: calibration of the SAME_LESION probabilities (ECE, reliability diagram), per
+  pair: the edge from the source to its track's lesion in the target scan, right iff it is the
+  target; ``possible``: the POSSIBLE_SAME_LESION edges' precision (where DLS says the truth) and
+  recall (the failing pairs whose target one points at);
 - ``cross_validated``: a held-out figure — patients split in folds; for each fold, the setting
   of a small grid (gate, tail weight) that scores best on the other folds is applied to it.
 
@@ -217,6 +222,7 @@ def evaluate_dls(app_engine: Engine | None, pairs_path: str | Path, dl_info: str
         report = match_graph(eng, calibrate=calibrate)
         pids = [r["patientId"] for r in eng.run("match_patients", patientId=None)]
         data = list(read_patients(eng, pids))
+        edges, possible = _read_edges(eng, pids)
     steps = bar(progress, "eval dls")  # the match, then each cross-validation setting
     steps.update(1)
     by_id = {r.lesion_id: r for rs in rows.values() for r in rs}
@@ -227,7 +233,9 @@ def evaluate_dls(app_engine: Engine | None, pairs_path: str | Path, dl_info: str
 
     graph = _score_pairs(mapped, by_scan, lambda s, t: _matched_in_track(s, t, track_of, members, by_id))
     params = M.MatchParams.from_dict(report.calibration["params"]) if report.calibration else M.MatchParams()
-    directed = _score_pairs(mapped, by_scan, _directed(data, params, by_id))
+    where = _match_in_memory(data, params)
+    directed = _score_pairs(mapped, by_scan, _directed(where, by_id))
+    probs = _dls_probabilities(mapped, edges, possible, track_of, members, by_id)
     baseline = _score_pairs(mapped, by_scan, lambda s, t: _nearest(s, by_scan[t.scan]))
     cv = (_cross_validate(mapped, data, params, by_id, cv_folds, seed, steps.update, cv_grid(report.calibration))
           if cv_folds > 1 else None)
@@ -240,6 +248,8 @@ def evaluate_dls(app_engine: Engine | None, pairs_path: str | Path, dl_info: str
         "cpm_10mm": graph["cpm_10mm"], "mean_distance_mm": graph["mean_distance_mm"],
         "unmatched": graph["unmatched"],
         "failed_pairs": graph["failed"][:MAX_LISTED], "failed_count": len(graph["failed"]),
+        "failure_causes": _failure_causes(mapped, set(graph["failed"]), where, params),
+        "probability": probs["sameLesion"], "possible": probs["possible"],
         "baseline_nearest_location": baseline["accuracy"],
         "baseline_non_trivial_accuracy": baseline["non_trivial_accuracy"],
         "directed_accuracy": directed["accuracy"],
@@ -273,13 +283,84 @@ def _nearest(s: _Row, candidates: Sequence[_Row]) -> _Row | None:
     return best
 
 
-def _directed(data, params: M.MatchParams, by_id: dict[str, _Row]) -> Callable[[_Row, _Row], _Row | None]:
-    """The cheapest candidate of the target scan under the scan pair's alignment."""
+def _read_edges(eng, pids: Sequence[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The SAME_LESION and POSSIBLE_SAME_LESION edges of the patients."""
+    edges, possible = [], []
+    for i in range(0, len(pids), 200):
+        edges += eng.run("match_patient_edges", patientIds=pids[i:i + 200])
+        possible += eng.run("match_patient_possible", patientIds=pids[i:i + 200])
+    return edges, possible
+
+
+def _match_in_memory(data, params: M.MatchParams) -> dict[str, tuple[M.PatientMatch, int]]:
+    """Each lesion's patient matched again in memory (same data, same parameters: the graph's
+    tracks), keeping what the scan pairs said: lesionId → (match, index)."""
     where: dict[str, tuple[M.PatientMatch, int]] = {}
     for d in data:
         pm = M.match_patient(d.lesions, params, keep_pair_results=True)
         for i, les in enumerate(d.lesions):
             where[les.lesion_id] = (pm, i)
+    return where
+
+
+def _failure_causes(mapped, failed: set[str], where, params: M.MatchParams) -> dict[str, int]:
+    """How many failing pairs are gate, track-building and assignment losses (core.matching.failure_cause)."""
+    out = dict.fromkeys(M.FAILURE_CAUSES, 0)
+    for p, s, t in mapped:
+        if p.key in failed and s.lesion_id in where and t.lesion_id in where:
+            pm, i = where[s.lesion_id]
+            cause = M.failure_cause(pm, i, where[t.lesion_id][1], params.link_probability)
+            if cause:
+                out[cause] += 1
+    return out
+
+
+def _dls_probabilities(mapped, edges, possible, track_of, members, by_id) -> dict[str, Any]:
+    """Where DLS says the truth, per pair s → t (the unit of every DLS figure): when s's track
+    holds a lesion m of t's scan, the SAME_LESION edge s–m states "m is s's lesion there" with its
+    probability, right iff m is t (``probability``; ``probability.byEdge``: each edge once); when
+    it holds none, a POSSIBLE edge from s's track to a lesion x of t's scan states the same of x
+    (``possible``: precision over those, recall over every pair the tracks miss)."""
+    prob = {frozenset((e["src"], e["dst"])): float(e["probability"]) for e in edges
+            if e.get("probability") is not None}
+    pointed: dict[tuple[str, tuple], list[tuple[str, float]]] = {}  # (track, scan) -> [(candidate, p)]
+    for e in possible:
+        uid, x = track_of.get(e["src"]), by_id.get(e["dst"])
+        if uid is not None and x is not None and e.get("probability") is not None:
+            pointed.setdefault((uid, x.scan), []).append((x.lesion_id, float(e["probability"])))
+    same, by_edge, labelled = [], {}, []
+    missed = hit = 0
+    for _p, s, t in mapped:
+        uid = track_of.get(s.lesion_id)
+        if uid is None:
+            continue
+        m = next((lid for lid in members.get(uid, ()) if lid != s.lesion_id and lid in by_id
+                  and by_id[lid].scan == t.scan), None)
+        if m is not None and frozenset((s.lesion_id, m)) in prob:
+            same.append((prob[frozenset((s.lesion_id, m))], m == t.lesion_id))
+            by_edge[frozenset((s.lesion_id, m))] = same[-1]
+        if m == t.lesion_id:
+            continue
+        missed += 1
+        cands = pointed.get((uid, t.scan), []) if m is None else []
+        hit += any(x == t.lesion_id for x, _q in cands)
+        labelled += [(q, x == t.lesion_id) for x, q in cands]
+    out = M.calibration_summary([p for p, _y in same], [y for _p, y in same])
+    edge = M.calibration_summary([p for p, _y in by_edge.values()], [y for _p, y in by_edge.values()])
+    out["byEdge"] = {k: edge[k] for k in ("n", "meanProbability", "frequency", "ece")}
+    return {"sameLesion": out, "possible": {"edges": len(possible), **_possible_summary(labelled, hit, missed)}}
+
+
+def _possible_summary(labelled: Sequence[tuple[float, bool]], hit: int, missed: int) -> dict[str, Any]:
+    cal = M.calibration_summary([p for p, _y in labelled], [y for _p, y in labelled])
+    return {"labelled": len(labelled), "precision": _ratio(sum(y for _p, y in labelled), len(labelled)),
+            "recall": _ratio(hit, missed), "missedPairs": missed, "missedPairsPointedAt": hit,
+            "ece": cal["ece"], "meanProbability": cal["meanProbability"]}
+
+
+def _directed(where: dict[str, tuple[M.PatientMatch, int]], by_id: dict[str, _Row]
+              ) -> Callable[[_Row, _Row], _Row | None]:
+    """The cheapest candidate of the target scan under the scan pair's alignment."""
 
     def pick(s: _Row, t: _Row) -> _Row | None:
         if s.lesion_id not in where or t.lesion_id not in where:
@@ -393,8 +474,7 @@ def evaluate_cohort(app_engine: Engine | None, cohort: str | Path, *, calibrate:
             "lesions", patientId=None, studyId=None, typeName=None, limit=10 ** 9)}
         pids = [r["patientId"] for r in eng.run("match_patients", patientId=None)]
         data = list(read_patients(eng, pids))
-        edges = [e for i in range(0, len(pids), 200)
-                 for e in eng.run("match_patient_edges", patientIds=pids[i:i + 200])]
+        edges, possible = _read_edges(eng, pids)
     with stage(progress, "eval matching") as b:
         b.update(1)
     inst = gt.by_annotation_id()
@@ -422,6 +502,7 @@ def evaluate_cohort(app_engine: Engine | None, cohort: str | Path, *, calibrate:
             if ann.get(lid):
                 track_members.setdefault(uid, []).append(ann[lid])
     tp = len(pred & truth)
+    probs = _cohort_probabilities(edges, possible, ann, truth_track, truth - pred, track_members, data)
     purity_num = sum(max(_count(truth_track.get(a) for a in m).values()) for m in track_members.values())
     n_tracked = sum(len(m) for m in track_members.values())
     pred_track = {a: uid for uid, m in track_members.items() for a in m}
@@ -434,11 +515,37 @@ def evaluate_cohort(app_engine: Engine | None, cohort: str | Path, *, calibrate:
         "f1": _ratio(2 * tp, len(pred) + len(truth)),
         "track_purity": _ratio(purity_num, n_tracked), "track_completeness": _ratio(compl_num, len(scored)),
         "tracks": len(track_members), "trueTracks": len(by_track),
+        "probability": probs["sameLesion"], "possible": probs["possible"],
         "ingest": {"written": ing.written, "rejected": len(ing.rejected)},
         "calibration": report.calibration, "match": {k: v for k, v in report.to_dict().items() if k != "calibration"},
         "embedding": _embedding_summary(run, data),
         "seconds": round(time.perf_counter() - t0, 2),
     })
+
+
+def _cohort_probabilities(edges, possible, ann, truth_track, missed: set[frozenset], track_members, data
+                          ) -> dict[str, Any]:
+    """Calibration of the SAME_LESION probabilities against the ground truth, and precision /
+    recall of the POSSIBLE edges: one is right iff its two lesions are one true track; recall is
+    the share of the true pairs the tracks miss that a POSSIBLE edge joins (its candidate is one
+    of the pair, the other is in the edge's track)."""
+    def same(a: str | None, b: str | None) -> bool:
+        return a is not None and b is not None and truth_track.get(a) is not None \
+            and truth_track.get(a) == truth_track.get(b)
+
+    scored = [(float(e["probability"]), same(ann.get(e["src"]), ann.get(e["dst"])))
+              for e in edges if e.get("probability") is not None]
+    uid_of = {lid: uid for d in data for lid, (uid, _h) in d.tracks.items()}
+    labelled, joined = [], set()
+    for e in possible:
+        if e.get("probability") is None:
+            continue
+        a, x = ann.get(e["src"]), ann.get(e["dst"])
+        labelled.append((float(e["probability"]), same(a, x)))
+        if x is not None:
+            joined |= {frozenset((x, y)) for y in track_members.get(uid_of.get(e["src"]), ()) if y != x}
+    return {"sameLesion": M.calibration_summary([p for p, _y in scored], [y for _p, y in scored]),
+            "possible": {"edges": len(possible), **_possible_summary(labelled, len(missed & joined), len(missed))}}
 
 
 def _count(items) -> dict[Any, int]:

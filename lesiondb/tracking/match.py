@@ -7,8 +7,14 @@ processes when it pays: they match the next patients while this process writes t
 and calibrate while it reads), classifies each track (:mod:`lesiondb.core.recist`) and writes
 only what changed:
 
-- ``(:Lesion)-[:SAME_LESION {cost, confidence, method}]->(:Lesion)`` from the earlier to the later
-  scan, for every pair of lesions of one track; a re-matched lesion's stale edges are deleted;
+- ``(:Lesion)-[:SAME_LESION {cost, confidence, probability, method}]->(:Lesion)`` from the earlier
+  to the later scan, for every pair of lesions of one track; a re-matched lesion's stale edges are
+  deleted;
+- ``(:Lesion)-[:POSSIBLE_SAME_LESION {reviewId, status, probability, cost, trackingUid}]->(:Lesion)``
+  from a track member to a plausible lesion of a scan where the track has none (gated out, or
+  lost to another track): review items (:mod:`lesiondb.tracking.review`). Pending ones are
+  replaced on re-match like SAME_LESION edges; reviewed ones stay, and an accepted one is a
+  must-link of every later match, a rejected one a cannot-link;
 - ``(:Track {trackingUid, patientId, status, nVisits, baselineMm, nadirMm, lastMm, …, matchHash})``
   with ``(:Lesion)-[:IN_TRACK {studyIndex, response, changeFromBaselinePct, …}]->(:Track)``;
   every lesion is in exactly one track (a lesion seen once is a track of one). A track's
@@ -21,9 +27,10 @@ only what changed:
 Re-running changes nothing: ``matchHash`` (track properties, member links, edges) tells which
 tracks differ, and the second run writes no edge and no track.
 
-Noise scales are calibrated on the graph (:func:`lesiondb.core.matching.calibrate`) on a fixed
-sample (the first ``CALIBRATION_PATIENTS`` in patientId order), so matching one patient gives
-the same result as matching everyone.
+Noise scales, gate and the probabilities' temperature are calibrated on the graph
+(:class:`lesiondb.core.matching.MatchCalibrator`, no labels) on a fixed sample (the first
+``CALIBRATION_PATIENTS`` in patientId order), so matching one patient gives the same result as
+matching everyone.
 """
 from __future__ import annotations
 
@@ -73,6 +80,7 @@ class PatientData:
     lesions: list[M.LesionObs]
     props: list[dict[str, Any]]  # per lesion: lesionId, source, studyId, studyIndex
     tracks: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # lesionId -> (uid, matchHash)
+    reviews: list[tuple[str, str, str]] = field(default_factory=list)  # reviewed POSSIBLE edges: (src, dst, status)
 
 
 _FEATURES = ("lesionId", "source", "seriesIndex", "seriesUid", "locationX", "locationY", "locationZ",
@@ -113,9 +121,11 @@ def lesion_obs(p: dict[str, Any], study_id: str, study_index: int, study_date: s
 _ROW_FIELDS = ("patientId", "studyId", "studyIndex", "studyDate", *_FEATURES)
 
 
-def patients_from_rows(rows: Sequence[dict[str, Any]], track_rows: Sequence[dict[str, Any]] = ()) -> list[PatientData]:
+def patients_from_rows(rows: Sequence[dict[str, Any]], track_rows: Sequence[dict[str, Any]] = (),
+                       review_rows: Sequence[dict[str, Any]] = ()) -> list[PatientData]:
     """One :class:`PatientData` per patient from ``match_patient_lesions`` rows (and the
-    ``match_patient_tracks`` rows of the same patients), in the order the patients come."""
+    ``match_patient_tracks`` and ``match_patient_reviews`` rows of the same patients), in the
+    order the patients come."""
     by: dict[str, dict[str, Any]] = {}
     for r in rows:
         f = dict(zip(_ROW_FIELDS, (r.get("row") or "").split("|"), strict=False))
@@ -136,7 +146,11 @@ def patients_from_rows(rows: Sequence[dict[str, Any]], track_rows: Sequence[dict
     tracks: dict[str, dict[str, tuple[str, str | None]]] = {}
     for t in track_rows:
         tracks.setdefault(t["patientId"], {})[t["lesionId"]] = (t["trackingUid"], t.get("matchHash"))
-    return [PatientData(pid, sorted(d["visits"]), d["lesions"], d["props"], tracks.get(pid, {}))
+    reviews: dict[str, list[tuple[str, str, str]]] = {}
+    for r in review_rows:
+        reviews.setdefault(r["patientId"], []).append((r["src"], r["dst"], r["status"]))
+    return [PatientData(pid, sorted(d["visits"]), d["lesions"], d["props"], tracks.get(pid, {}),
+                        sorted(reviews.get(pid, [])))
             for pid, d in by.items()]
 
 
@@ -148,11 +162,23 @@ def read_patients(engine, patient_ids: Sequence[str], batch_size: int = DEFAULT_
         batch = list(patient_ids[i:i + batch_size])
         rows = engine.run("match_patient_lesions", patientIds=batch)
         tracks = engine.run("match_patient_tracks", patientIds=batch) if current else []
-        yield from patients_from_rows(rows, tracks)
+        reviews = engine.run("match_patient_reviews", patientIds=batch)
+        yield from patients_from_rows(rows, tracks, reviews)
+
+
+def cannot_links(data: PatientData) -> list[tuple[int, int]]:
+    """Rejected POSSIBLE edges: the two lesions never share a track."""
+    return _reviewed(data, "rejected")
+
+
+def _reviewed(data: PatientData, status: str) -> list[tuple[int, int]]:
+    index = {les.lesion_id: i for i, les in enumerate(data.lesions)}
+    return [(index[a], index[b]) for a, b, st in data.reviews if st == status and a in index and b in index]
 
 
 def must_links(data: PatientData) -> list[tuple[int, int]]:
-    """Accepted proposals stay with the lesions of the track they were accepted into."""
+    """Accepted proposals stay with the lesions of the track they were accepted into; an accepted
+    POSSIBLE edge joins its two lesions."""
     by_track: dict[str, list[int]] = {}
     for i, les in enumerate(data.lesions):
         t = data.tracks.get(les.lesion_id)
@@ -163,7 +189,13 @@ def must_links(data: PatientData) -> list[tuple[int, int]]:
         for i in members:
             if data.props[i].get("source") == "proposal":
                 out.extend((i, j) for j in members if j != i and data.lesions[j].scan != data.lesions[i].scan)
-    return out
+    return out + _reviewed(data, "accepted")
+
+
+def review_id(src: str, dst: str) -> str:
+    """The id of the POSSIBLE edge src → dst (what a reviewer accepts or rejects): the same on
+    every run."""
+    return "PS-" + uuid.uuid5(_UID_NAMESPACE, f"possible|{src}|{dst}").hex[:20]
 
 
 # -- desired state -------------------------------------------------------------------------------
@@ -174,6 +206,7 @@ class PatientPlan:
     patient_id: str
     tracks: list[dict[str, Any]]  # write_tracks rows (with their "edges", dropped before writing)
     n_edges: int = 0
+    n_possible: int = 0
     write_tracks: list[dict[str, Any]] = field(default_factory=list)
     delete_links: list[dict[str, Any]] = field(default_factory=list)
     stale_tracks: list[str] = field(default_factory=list)
@@ -185,14 +218,21 @@ def plan_patient(data: PatientData, params: M.MatchParams, pm: M.PatientMatch | 
     """Match one patient and work out which tracks (with their links and edges) must be written
     (``pm``: the patient's match, when already made)."""
     if pm is None:
-        pm = M.match_patient(data.lesions, params, must_link=must_links(data))
+        pm = M.match_patient(data.lesions, params, must_link=must_links(data), cannot_link=cannot_links(data))
     ids = [les.lesion_id for les in data.lesions]
     edges_of: dict[int, list[dict[str, Any]]] = {}
+    possible_of: dict[int, list[dict[str, Any]]] = {}
     track_index = pm.track_of()
     for e in pm.edges:
         edges_of.setdefault(track_index[e.src], []).append(
             {"src": ids[e.src], "dst": ids[e.dst], "cost": _rounded(e.cost),
-             "confidence": _rounded(e.confidence), "method": e.method})
+             "confidence": _rounded(e.confidence), "probability": _rounded(e.probability), "method": e.method})
+    reviewed = {(a, b) for a, b, _st in data.reviews}
+    for e in pm.possible:
+        if (ids[e.src], ids[e.dst]) not in reviewed:  # a reviewer's decision stays as it is
+            possible_of.setdefault(track_index[e.src], []).append(
+                {"src": ids[e.src], "dst": ids[e.dst], "reviewId": review_id(ids[e.src], ids[e.dst]),
+                 "probability": _rounded(e.probability), "cost": _rounded(e.cost)})
     tracks: list[dict[str, Any]] = []
     statuses: dict[str, int] = {}
     for k, members in enumerate(pm.tracks):
@@ -213,10 +253,13 @@ def plan_patient(data: PatientData, params: M.MatchParams, pm: M.PatientMatch | 
                             changeFromNadirPct=v.change_from_nadir_pct)
             member_rows.append({"lesionId": ids[i], "link": {x: y for x, y in link.items() if y is not None}})
         edges = edges_of.get(k, [])
+        possible = [{**e, "trackingUid": uid} for e in possible_of.get(k, [])]
         track = {x: y for x, y in track.items() if y is not None}
-        track["matchHash"] = content_hash({"track": track, "members": member_rows, "edges": edges})
-        tracks.append({"track": track, "members": member_rows, "edges": edges})
-    plan = PatientPlan(data.patient_id, tracks, n_edges=len(pm.edges), statuses=statuses, fresh=not data.tracks)
+        track["matchHash"] = content_hash({"track": track, "members": member_rows, "edges": edges,
+                                           "possible": possible})
+        tracks.append({"track": track, "members": member_rows, "edges": edges, "possible": possible})
+    plan = PatientPlan(data.patient_id, tracks, n_edges=len(pm.edges), n_possible=len(pm.possible),
+                       statuses=statuses, fresh=not data.tracks)
     _diff(data, plan)
     return plan
 
@@ -263,8 +306,11 @@ class MatchReport(Result):
     scan_pairs: int = 0
     tracks: int = 0
     edges: int = 0
+    possible: int = 0
     tracks_written: int = 0
     edges_written: int = 0
+    possible_written: int = 0
+    possible_deleted: int = 0
     edges_deleted: int = 0
     links_deleted: int = 0
     tracks_deleted: int = 0
@@ -279,10 +325,12 @@ class MatchReport(Result):
     def to_json(self) -> dict[str, Any]:
         return {
             "patients": self.patients, "lesions": self.lesions, "scanPairs": self.scan_pairs,
-            "tracks": self.tracks, "sameLesionEdges": self.edges,
-            "written": {"tracks": self.tracks_written, "edges": self.edges_written},
+            "tracks": self.tracks, "sameLesionEdges": self.edges, "possibleSameLesionEdges": self.possible,
+            "written": {"tracks": self.tracks_written, "edges": self.edges_written,
+                        "possibleEdges": self.possible_written},
             "unchangedTracks": self.tracks - self.tracks_written,
-            "deleted": {"edges": self.edges_deleted, "trackLinks": self.links_deleted, "tracks": self.tracks_deleted},
+            "deleted": {"edges": self.edges_deleted, "possibleEdges": self.possible_deleted,
+                        "trackLinks": self.links_deleted, "tracks": self.tracks_deleted},
             "retiredTracks": self.tracks_retired,
             "statuses": dict(sorted(self.statuses.items())),
             "calibration": self.calibration, "skipped": self.skipped, "seconds": round(self.seconds, 3),
@@ -305,7 +353,8 @@ def _plan_chunk(datas: Sequence[PatientData], params: M.MatchParams) -> list[Pat
     """Plans of some patients, their scan pairs solved together; if that fails, patient by
     patient, so that only the bad patient is reported."""
     try:
-        pms = M.match_patients([d.lesions for d in datas], params, [must_links(d) for d in datas])
+        pms = M.match_patients([d.lesions for d in datas], params, [must_links(d) for d in datas],
+                               cannot_links=[cannot_links(d) for d in datas])
         return [plan_patient(d, params, pm) for d, pm in zip(datas, pms, strict=True)]
     except Exception:
         return [_plan_or_error(d, params) for d in datas]
@@ -329,7 +378,8 @@ def match_graph(engine: Engine, patient: str | None = None, params: M.MatchParam
                 progress: Progress | None = None) -> MatchReport:
     """Match every patient (or one) and write SAME_LESION edges and tracks. Idempotent.
 
-    With ``calibrate``, the noise scales are first fitted on the first ``CALIBRATION_PATIENTS``
+    With ``calibrate``, the noise scales, gate and temperature are first fitted
+    (:class:`~lesiondb.core.matching.MatchCalibrator`) on the first ``CALIBRATION_PATIENTS``
     patients in patientId order (so one patient is matched as in a full run). ``workers``
     processes match in parallel (default: the CPU count, at most ``MAX_WORKERS``; 1 = in this
     process). A patient whose matching fails is reported in ``skipped`` and left as it was.
@@ -362,7 +412,7 @@ def match_graph(engine: Engine, patient: str | None = None, params: M.MatchParam
         with ThreadPoolExecutor(1) as side:
             # the calibration (in the worker processes) runs while this thread reads the other
             # patients (mostly waiting for the graph server): the two overlap
-            fut = side.submit(_timed, M.calibrate, [d.lesions for d in sample], p, mapper=mapper) if sample_ids else None
+            fut = side.submit(_timed, _calibrate, [d.lesions for d in sample], p, mapper) if sample_ids else None
             t = time.perf_counter()
             datas = {d.patient_id: d for d in read_patients(engine, need, batch_size)} if need else {}
             tm["read"] += time.perf_counter() - t
@@ -393,6 +443,7 @@ def match_graph(engine: Engine, patient: str | None = None, params: M.MatchParam
                 report.scan_pairs += n_scans * (n_scans - 1) // 2
                 report.tracks += len(plan.tracks)
                 report.edges += plan.n_edges
+                report.possible += plan.n_possible
                 for k, v in plan.statuses.items():
                     report.statuses[k] = report.statuses.get(k, 0) + v
             tm["match"] += time.perf_counter() - t
@@ -405,6 +456,10 @@ def match_graph(engine: Engine, patient: str | None = None, params: M.MatchParam
     return report
 
 
+def _calibrate(patients: Sequence[Sequence[M.LesionObs]], params: M.MatchParams, mapper: Callable) -> M.Calibration:
+    return M.MatchCalibrator(params).fit(patients, mapper=mapper).calibration_
+
+
 def _timed(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, float]:
     t = time.perf_counter()
     return fn(*args, **kwargs), time.perf_counter() - t
@@ -412,8 +467,8 @@ def _timed(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, float]:
 
 def _write(engine, plans: Sequence[PatientPlan], report: MatchReport) -> None:
     """A batch's writes, ordered so that a lesion is never left in two tracks: old links go, then
-    the changed tracks (links, then SAME_LESION edges, then the stale edges of their members),
-    then the tracks left empty."""
+    the changed tracks (links, then SAME_LESION and POSSIBLE_SAME_LESION edges, then the stale
+    edges of their members), then the tracks left empty."""
     del_links = [r for pl in plans for r in pl.delete_links]
     rows = [r for pl in plans for r in pl.write_tracks]
     stale = [{"trackingUid": u} for pl in plans for u in pl.stale_tracks]
@@ -427,6 +482,10 @@ def _write(engine, plans: Sequence[PatientPlan], report: MatchReport) -> None:
         if edges:
             engine.write("write_same_lesion", edges)
             report.edges_written += len(edges)
+        possible = [e for r in rows for e in r["possible"]]
+        if possible:
+            engine.write("write_possible_same_lesion", possible)
+            report.possible_written += len(possible)
         # stale edges can only leave lesions that were matched before (edges are written only for
         # lesions just linked to their track): a first match of a patient deletes nothing
         keep: dict[str, list[str]] = {m["lesionId"]: [] for pl in plans if not pl.fresh
@@ -437,6 +496,13 @@ def _write(engine, plans: Sequence[PatientPlan], report: MatchReport) -> None:
         if keep:
             res = engine.write("delete_same_lesion", [{"lesionId": k, "keep": v} for k, v in keep.items()])
             report.edges_deleted += int(sum(float(r.get("deleted") or 0) for r in res))
+            keep_possible: dict[str, list[str]] = {k: [] for k in keep}
+            for e in possible:
+                if e["src"] in keep_possible:
+                    keep_possible[e["src"]].append(e["dst"])
+            res = engine.write("delete_possible_same_lesion", [{"lesionId": k, "keep": v}
+                                                               for k, v in keep_possible.items()])
+            report.possible_deleted += int(sum(float(r.get("deleted") or 0) for r in res))
     if stale:
         res = engine.write("retire_stale_tracks", stale)
         report.tracks_retired += int(sum(float(r.get("retired") or 0) for r in res))

@@ -106,16 +106,27 @@ def test_match_cli_writes_then_changes_nothing(app_engine):
     t.ingest(app_engine, t.cohort())
     out = _json("match")
     assert out["patients"] == 2 and out["tracks"] == 5 and out["sameLesionEdges"] == 8
-    assert out["written"] == {"tracks": 5, "edges": 8} and out["calibration"]["params"]["gate_cost"] == 12.0
+    assert out["written"] == {"tracks": 5, "edges": 8, "possibleEdges": 0}
+    assert out["calibration"]["params"]["gate_cost"] == 12.0 and out["possibleSameLesionEdges"] == 0
+    assert out["calibration"]["params"]["temperature"] > 0
     again = _json("match")
-    assert again["written"] == {"tracks": 0, "edges": 0} and again["unchangedTracks"] == 5
+    assert again["written"] == {"tracks": 0, "edges": 0, "possibleEdges": 0} and again["unchangedTracks"] == 5
     text = _run("match", "--patient", "P-A").output
-    assert "patients:        1" in text and "0 edges, 0 tracks" in text
+    assert "patients:        1" in text and "0 edges, 0 possible edges, 0 tracks" in text
     # other scales give other costs: the edges are rewritten, the tracks stay the same
     other = _json("match", "--no-calibrate")
     assert other["calibration"] is None and other["tracks"] == 5 and other["deleted"]["tracks"] == 0
     r = _run("match", "--patient", "P-nobody")
     assert r.exit_code != 0 and "P-nobody" in r.output and "lesiondb query patients" in r.output
+
+
+def test_match_cli_counts_possible_edges(app_engine):
+    t = _tracking_tests()
+    t.ingest(app_engine, t.gap_cohort())
+    out = _json("match", "--no-calibrate")
+    assert out["possibleSameLesionEdges"] == 1 and out["written"]["possibleEdges"] == 1
+    text = _run("match", "--no-calibrate").output
+    assert "POSSIBLE:        1" in text and "0 possible edges" in text
 
 
 def test_match_cli_on_an_empty_graph_says_what_to_do(app_engine):
@@ -133,6 +144,12 @@ def test_eval_dls_on_a_hand_made_case(app_engine, tiny_dls):
     assert out["baseline_nearest_location"] == pytest.approx(4 / 6, abs=1e-4)
     assert out["directed_accuracy"] == 1.0 and out["cross_validated"] is None
     assert out["failed_pairs"] == [] and out["failed_count"] == 0
+    assert out["failure_causes"] == {"gate": 0, "track": 0, "assignment": 0}
+    # every pair's SAME_LESION edge is right and says so
+    prob = out["probability"]
+    assert prob["n"] == 6 and prob["frequency"] == 1.0 and prob["meanProbability"] > 0.9
+    assert prob["ece"] == pytest.approx(1.0 - prob["meanProbability"], abs=1e-4)
+    assert out["possible"]["edges"] == 0 and out["possible"]["recall"] is None
     # the user's graph is untouched: the evaluation ran in a scratch graph
     assert app_engine.run("count_nodes") == []
 
@@ -161,6 +178,12 @@ def test_eval_dls_lists_the_failing_pairs(app_engine, tiny_dls, tmp_path):
     out = _json("eval", "dls", str(wrong), "--dl-info", str(dl), "--cv-folds", "0", "--no-calibrate")
     assert out["mapped"] == 6 and out["failed_pairs"] == ["0001"] and out["failed_count"] == 1
     assert out["pair_accuracy"] == pytest.approx(5 / 6, abs=1e-4)
+    # its source is linked to the lesion its scan pair prefers: an assignment loss
+    assert out["failure_causes"] == {"gate": 0, "track": 0, "assignment": 1}
+    assert out["probability"]["n"] == 6 and out["probability"]["frequency"] == pytest.approx(5 / 6, abs=1e-4)
+    assert out["possible"]["missedPairs"] == 1
+    text = _run("eval", "dls", str(wrong), "--dl-info", str(dl), "--cv-folds", "0", "--no-calibrate").output
+    assert "assignment 1" in text and "SAME_LESION probability: ECE" in text and "POSSIBLE_SAME_LESION:" in text
 
 
 def test_eval_dls_rejects_a_non_dls_file(app_engine, tiny_dls, tmp_path):
@@ -213,6 +236,7 @@ def test_eval_matching_scores_edges_against_ground_truth(app_engine, tmp_path):
     out = _json("eval", "matching", str(_hand_cohort(tmp_path / "right", twin_tracks=False)), "--no-calibrate")
     assert out["truePairs"] == 2 and out["predictedPairs"] == 2 and out["truePositives"] == 2
     assert out["precision"] == 1.0 and out["recall"] == 1.0 and out["track_purity"] == 1.0
+    assert out["probability"]["n"] == 2 and out["probability"]["frequency"] == 1.0
     out = _json("eval", "matching", str(_hand_cohort(tmp_path / "wrong", twin_tracks=True)), "--no-calibrate")
     assert out["truePairs"] == 0 and out["predictedPairs"] == 2 and out["precision"] == 0.0
     assert out["track_purity"] == 0.5 and out["track_completeness"] == 1.0

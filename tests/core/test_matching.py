@@ -341,3 +341,169 @@ def test_patients_matched_together_match_as_one_by_one():
             np.testing.assert_allclose(other.alignment.location_shift, r.alignment.location_shift, atol=1e-12)
             n_groups += r.cost.shape == (2, 2)
     assert n_groups > 10  # many scan pairs of one shape: the array path ran
+
+
+# -- probabilities -----------------------------------------------------------------------------------
+def _brute_marginals(L):
+    """Pair marginals and log Z of P(M) ∝ exp(Σ L) over every partial matching, by enumeration."""
+    import itertools
+
+    n, m = L.shape
+    cells = [(i, j) for i in range(n) for j in range(m) if np.isfinite(L[i, j])]
+    Z, P = 0.0, np.zeros((n, m))
+    for k in range(min(n, m) + 1):
+        for sub in itertools.combinations(cells, k):
+            if len({i for i, _ in sub}) < k or len({j for _, j in sub}) < k:
+                continue
+            w = math.exp(sum(L[i, j] for i, j in sub))
+            Z += w
+            for i, j in sub:
+                P[i, j] += w
+    return P / Z, math.log(Z)
+
+
+def test_matching_marginals_are_exact_on_every_path():
+    """Closed forms (a side of one or two), the sum over enumerated matchings, the sum over
+    column subsets, pruning of negligible pairs and the batched version all agree with brute force."""
+    rng = np.random.default_rng(7)
+    for n, m in [(1, 1), (1, 4), (4, 1), (2, 2), (2, 5), (5, 2), (3, 3), (4, 5), (6, 6)]:
+        L = rng.normal(size=(n, m)) * 3
+        L[0, 0] = -np.inf
+        want, lz = _brute_marginals(L) if n * m <= 20 else (None, None)
+        got, glz = M.matching_marginals(L)
+        if want is not None:
+            np.testing.assert_allclose(got, want, atol=1e-10)
+            assert glz == pytest.approx(lz)
+        assert np.all(got.sum(0) <= 1 + 1e-9) and np.all(got.sum(1) <= 1 + 1e-9)
+        stack = np.stack([L, L[::-1], L * 0.5])
+        Pb, lb = M._batch_marginals(stack)
+        for g in range(3):
+            P1, l1 = M.matching_marginals(stack[g])
+            np.testing.assert_allclose(Pb[g], P1, atol=1e-10)
+            assert lb[g] == pytest.approx(l1)
+    # beyond the enumeration: the subset sums (and the split into blocks) give the same marginals
+    L = rng.normal(size=(9, 8)) * 3
+    L[:, 6:] = -40.0  # negligible pairs: two lesions take no part
+    got, _ = M.matching_marginals(L)
+    exact = M._marginals_block(L[:, :6])[0]
+    np.testing.assert_allclose(got[:, :6], exact, atol=1e-9)
+    assert np.all(got[:, 6:] == 0.0)
+
+
+def test_probability_is_a_margin_and_a_tie_is_even():
+    one = M.matching_marginals(np.array([[0.0]]))[0][0, 0]
+    assert one == pytest.approx(0.5)  # a pair at the gate: as likely as not
+    P = M.matching_marginals(np.array([[8.0, 8.0]]))[0]
+    assert P[0, 0] == pytest.approx(P[0, 1]) and P.sum() < 1 and P[0, 0] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_an_alignment_on_one_lesion_is_not_certain():
+    """One lesion in scan A, two alike in scan B 2 cm apart: the alignment picks one, but the shift
+    is unknown, so each keeps a substantial probability (the MAP alignment alone says ~1)."""
+    a = [les("a", "A", (0.50, 0.5, 0.5))]
+    b = [les("b0", "B", (0.50 + 10 / SCALE[0], 0.5, 0.5)), les("b1", "B", (0.50 - 10 / SCALE[0], 0.5, 0.5))]
+    pm = M.match_patient(a + b, M.MatchParams(), keep_pair_results=True)
+    res = pm.pair_results[("A", "B")]
+    map_only = M.matching_marginals(M.MatchParams().gate_cost - res.cost)[0]
+    assert map_only.max() > 0.95
+    P = res.probability
+    assert 0.3 < P[0, 0] < 0.7 and 0.3 < P[0, 1] < 0.7 and P.sum() <= 1.0
+    # one b joins a's track (the more probable), the other is a POSSIBLE edge to that track
+    tof = pm.track_of()
+    joined = [j for j in (1, 2) if tof[j] == tof[0]]
+    assert len(joined) == 1
+    other = 3 - joined[0]
+    assert len(pm.possible) == 1 and {pm.possible[0].src, pm.possible[0].dst} & {0, joined[0]}
+    assert other in (pm.possible[0].src, pm.possible[0].dst)
+    assert pm.possible[0].probability == pytest.approx(P[0, other - 1], abs=1e-6)
+
+
+def test_edge_probabilities_pool_the_whole_track():
+    """A lesion seen in three scans, the middle one displaced: the direct pair A–C is sure, the
+    pairs through B less so; every edge gets the track's pooled probability in (0, 1]."""
+    rng = np.random.default_rng(13)
+    lesions, truth = _random_patient(rng, n_tracks=4, n_scans=3, shift_mm=3.0, noise_mm=1.5, p_seen=1.0)
+    pm = M.match_patient(lesions, M.MatchParams(location_sigma_mm=(2.0, 2.0, 3.0)))
+    assert all(0.0 < e.probability <= 1.0 for e in pm.edges)
+    assert np.mean([e.probability for e in pm.edges]) > 0.95
+    P = pm.probability
+    assert np.allclose(P, P.T) and np.all(np.diag(P) == 0)
+    pair_p, possible = M.track_probabilities(pm.tracks, P, [x.scan for x in lesions], pm.by_scan)
+    assert {(min(e.src, e.dst), max(e.src, e.dst)): e.probability for e in pm.edges} == pair_p
+    # two-member track: the pooled probability is the pair's own
+    two = [[0, 5]] + [[i] for i in range(len(lesions)) if i not in (0, 5)]
+    pp, _ = M.track_probabilities(two, P, [x.scan for x in lesions], pm.by_scan)
+    if lesions[0].scan != lesions[5].scan:
+        assert pp[(0, 5)] == pytest.approx(P[0, 5], abs=1e-6)
+
+
+def test_cannot_link_keeps_lesions_apart_and_must_link_wins():
+    a = [les("a", "A", (0.5, 0.5, 0.5))]
+    b = [les("b", "B", (0.5, 0.5, 0.5))]
+    assert M.match_patient(a + b).tracks == [[0, 1]]
+    assert M.match_patient(a + b, cannot_link=[(0, 1)]).tracks == [[0], [1]]
+    far = [les("c", "B", (0.9, 0.1, 0.1), 60.0, type_code=1)]
+    pm = M.match_patient(a + far, must_link=[(0, 1)])
+    assert pm.tracks == [[0, 1]] and pm.edges[0].probability == 1.0
+
+
+def test_ece_and_reliability():
+    assert M.expected_calibration_error([0.9] * 10, [True] * 9 + [False]) == pytest.approx(0.0)
+    assert M.expected_calibration_error([1.0, 1.0], [True, False]) == pytest.approx(0.5)
+    assert M.expected_calibration_error([], []) is None
+    rows = M.reliability([0.05, 0.15, 0.95, 1.0], [False, True, True, True], bins=10)
+    assert [(r["lo"], r["n"]) for r in rows] == [(0.0, 1), (0.1, 1), (0.9, 2)]
+    s = M.calibration_summary([0.8, 0.6], [True, False])
+    assert s["n"] == 2 and s["frequency"] == 0.5 and s["ece"] == pytest.approx(0.5 * 0.2 + 0.5 * 0.6)
+
+
+def test_failure_cause_says_where_a_true_pair_was_lost():
+    a = [les("a", "A", (0.5, 0.5, 0.5))]
+    b = [les("b", "B", (0.5, 0.5, 0.5))]
+    pm = M.match_patient(a + b)
+    assert M.failure_cause(pm, 0, 1) is None
+    far = [les("c", "B", (0.9, 0.1, 0.1), 60.0, type_code=1)]
+    pm = M.match_patient(a + b + far, must_link=[(0, 2)])  # a's track takes c, a reviewer said so
+    assert M.failure_cause(pm, 0, 1) == "track"  # the scan pair links a and b, the tracks do not
+    assert M.failure_cause(M.match_patient(a + far), 0, 1) == "gate"
+    twin = [les("b0", "B", (0.5, 0.5, 0.5)), les("b1", "B", (0.5 + 15 / SCALE[0], 0.5, 0.5), 40.0, 5)]
+    pm = M.match_patient(a + twin)
+    assert M.failure_cause(pm, 0, 2) == "assignment"  # a went to b0, the other lesion of b1's scan
+
+
+# -- the calibrator ----------------------------------------------------------------------------------
+def test_match_calibrator_follows_the_scikit_learn_contract_and_fits_the_temperature():
+    rng = np.random.default_rng(17)
+    patients = [_random_patient(rng, n_tracks=5, n_scans=4, shift_mm=3.0, noise_mm=1.0, p_seen=0.8)[0]
+                for _ in range(40)]
+    cal = M.MatchCalibrator(max_patients=30, random_state=0)
+    assert cal.fit(patients) is cal
+    assert cal.params_.temperature == cal.temperature_ and cal.n_patients_ == 30
+    assert set(cal.triangle_log_likelihood_) == set(M.TEMPERATURE_GRID)
+    assert cal.calibration_.params == cal.params_ and "temperature" in cal.calibration_.to_dict()["measured"]
+    assert min(M.TEMPERATURE_GRID) <= cal.temperature_ <= max(M.TEMPERATURE_GRID)
+    again = M.MatchCalibrator(max_patients=30, random_state=0).fit(patients)
+    assert again.params_ == cal.params_  # deterministic for a random_state
+    # the same patients with noisier follow-ups than the noise scales admit: over-confident
+    # probabilities contradict each other around triangles, so the fitted temperature is lower
+    noisy = [[M.LesionObs(**{**x.__dict__, "location": tuple(np.asarray(x.location)
+                                                               + rng.normal(0, 6.0, 3) / SCALE)}) for x in p]
+             for p in patients]
+    fixed = cal.params_.replace(temperature=1.0)
+    hot = M.MatchCalibrator(fixed, max_patients=30, random_state=0, fit_scales=False).fit(patients)
+    cold = M.MatchCalibrator(fixed, max_patients=30, random_state=0, fit_scales=False).fit(noisy)
+    assert hot.params_.location_sigma_mm == cold.params_.location_sigma_mm == fixed.location_sigma_mm
+    assert cold.temperature_ < hot.temperature_
+    # fewer than three scans per patient: nothing to fit, the temperature stays 1
+    two = [_random_patient(rng, n_tracks=3, n_scans=2)[0] for _ in range(5)]
+    assert M.MatchCalibrator().fit(two).temperature_ == 1.0
+
+
+def test_mode_posteriors_of_many_scan_pairs_equal_one_by_one():
+    rng = np.random.default_rng(29)
+    modes = []
+    for n, m in [(1, 1), (2, 3), (3, 3), (1, 2), (3, 3), (4, 2)]:
+        modes.append([(float(rng.random() * 3), rng.random((n, m)) * 15) for _ in range(int(rng.integers(1, 4)))])
+    together = M.mode_posteriors(modes, 10.0, 0.8)
+    for ms, P in zip(modes, together, strict=True):
+        np.testing.assert_allclose(P, M.mode_posterior(ms, 10.0, 0.8)[0], atol=1e-12)

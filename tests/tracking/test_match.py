@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lesiondb.client import Client
+from lesiondb.core import matching as M
 from lesiondb.core.records import Annotated, Lesion, Patient, Study
 from lesiondb.ingest.records import IngestReport, write_annotated
 from lesiondb.tracking import match as tracking
@@ -215,3 +216,61 @@ def test_calibrated_run_and_empty_graph(engine):
     rep = tracking.match_graph(engine, calibrate=True, workers=1)
     assert rep.calibration is not None and rep.tracks == 5
     assert set(rep.calibration) == {"pairs", "scanPairs", "measured", "params"}
+
+
+def gap_cohort():
+    """Patient C: lesion 'a' at the same place in studies 1 and 3; in study 2 a lesion of
+    another type, three times the size, 37 mm and 22 mm away — gated out of a's track, but
+    plausible (POSSIBLE_SAME_LESION); lesion 'b' is unambiguous in all three studies."""
+    out = []
+    for st in (1, 2, 3):
+        if st == 2:
+            out.append(lesion("C", st, "a", (0.40, 0.5, 0.62), 60.0, type_code=5))
+        else:
+            out.append(lesion("C", st, "a", (0.30, 0.5, 0.60), 20.0, type_code=4))
+        out.append(lesion("C", st, "b", (0.60, 0.4, 0.40), 15.0, type_code=5))
+    return out
+
+
+def test_possible_edges_are_written_counted_and_idempotent(engine):
+    ingest(engine, gap_cohort())
+    rep = tracking.match_graph(engine, calibrate=False, workers=1)
+    _nodes, rels = counts(engine)
+    assert rep.possible == rels["POSSIBLE_SAME_LESION"] == rep.possible_written == 1
+    assert rep.to_dict()["possibleSameLesionEdges"] == 1
+    t = tracks_by_key(engine, "P-C")
+    assert t["a@1"] == t["a@3"] != t["a@2"]  # the gap: study 2's lesion is not in a's track
+    (edge,) = [r for r in engine.run("patient_lesion_links", patientId="P-C") if r["type"] == "POSSIBLE_SAME_LESION"]
+    assert edge["target"]["lesionId"] == "L-C-2-1-a" and edge["lesion"]["lesionId"] in ("L-C-1-1-a", "L-C-3-1-a")
+    rel = edge["rel"]
+    assert rel["status"] == "pending" and rel["reviewId"].startswith("PS-") and rel["trackingUid"] == t["a@1"]
+    # its probability is the track's pooled one, below the link threshold and above the POSSIBLE one
+    data = next(tracking.read_patients(engine, ["P-C"]))
+    pm = M.match_patient(data.lesions, M.MatchParams())
+    assert len(pm.possible) == 1 and rel["probability"] == pytest.approx(pm.possible[0].probability, abs=1e-4)
+    assert M.MatchParams().possible_probability <= rel["probability"] < M.MatchParams().link_probability
+    # every SAME_LESION edge has a probability in (0, 1]
+    same = [r["rel"] for r in engine.run("patient_lesion_links", patientId="P-C") if r["type"] == "SAME_LESION"]
+    assert same and all(0.0 < r["probability"] <= 1.0 for r in same)
+    again = tracking.match_graph(engine, calibrate=False, workers=1)
+    assert again.possible_written == 0 and again.possible_deleted == 0 and again.tracks_written == 0
+    assert counts(engine)[1]["POSSIBLE_SAME_LESION"] == 1
+    # Client.tracks shows it as a 'possible' row of a's track
+    df = Client(engine, owns_engine=False).tracks("P-C")
+    poss = df[df["membership"] == "possible"]
+    assert list(poss["lesionId"]) == ["L-C-2-1-a"] and list(poss["trackingUid"]) == [t["a@1"]]
+    assert poss["probability"].iloc[0] == pytest.approx(rel["probability"])
+    assert len(df[df["membership"] == "member"]) == 6
+    assert len(Client(engine, owns_engine=False).tracks("P-C", possible=False)) == 6
+
+
+def test_rematch_removes_a_stale_possible_edge(engine):
+    ingest(engine, gap_cohort())
+    tracking.match_graph(engine, calibrate=False, workers=1)
+    # the study-2 lesion is re-annotated where the track expects it: it joins, the POSSIBLE edge goes
+    ingest(engine, [lesion("C", 2, "a", (0.30, 0.5, 0.60), 21.0, type_code=4)])
+    rep = tracking.match_graph(engine, calibrate=False, workers=1)
+    assert rep.possible == 0 and rep.possible_deleted == 1
+    assert "POSSIBLE_SAME_LESION" not in counts(engine)[1]
+    t = tracks_by_key(engine, "P-C")
+    assert t["a@1"] == t["a@2"] == t["a@3"]
