@@ -914,6 +914,7 @@ def series_dataset(p: PatientPlan, s: StudyPlan):
     ds.SeriesInstanceUID = s.series_uid
     ds.StudyID = str(s.study_index)
     ds.SeriesNumber = 1
+    ds.AcquisitionNumber = 1  # Type 2 in the CT Image module (dciodvfy checks it)
     ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
     ds.FrameOfReferenceUID = s.frame_uid
     ds.PositionReferenceIndicator = ""

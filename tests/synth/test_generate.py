@@ -425,3 +425,14 @@ def test_large_cohorts_are_planned_in_worker_processes_alike(tmp_path):
     two = synth.generate_cohort(tmp_path / "two", 400, seed=9, images=False, workers=2)
     assert one.instances == two.instances and one.tracks == two.tracks
     assert (tmp_path / "one" / "annotations.csv").read_bytes() == (tmp_path / "two" / "annotations.csv").read_bytes()
+
+
+def test_ct_series_pass_dciodvfy(cohort):
+    """Every slice of a generated series passes dicom3tools' IOD validator without an error
+    (the Type 2 AcquisitionNumber was once missing from every slice)."""
+    from tests.dicom_tools import dciodvfy_errors
+
+    meta = json.loads((cohort / "cohort.json").read_text())
+    files = sorted((cohort / meta["series"][0]["series_dir"]).glob("*.dcm"))
+    assert files
+    assert dciodvfy_errors(files) == {}
