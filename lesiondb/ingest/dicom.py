@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..core.progress import Bar, Progress, stage
+from ..core.progress import Bar, NullBar, Progress, stage
 from ..core.pseudonym import Pseudonymizer
 from ..core.records import Annotated
 from ..datasets import cohort as C
@@ -78,10 +78,6 @@ def _ingest(engine: Engine, root: Path, ids: Pseudonymizer, annotations: str | o
         raise InputError(f"no annotations file; pass --annotations FILE or add {C.ANNOTATIONS}", str(ann_path))
     report = IngestReport(source=str(ann_path))
     claim_pseudonym_key(engine, ids)  # refuses a key other than the graph's, before any write
-    meta = C.read_cohort_meta(root)
-    with_images = meta.get("images", True) is not False
-    z_ranges = C.body_z_ranges(meta)
-
     rows: list[C.CohortRow] = []
     for item in C.read_rows(ann_path):
         if isinstance(item, RowError):
@@ -92,11 +88,34 @@ def _ingest(engine: Engine, root: Path, ids: Pseudonymizer, annotations: str | o
             rows.append(item)
     b.set_total(len(rows) + len(report.rejected))
     b.update(len(report.rejected))
+    write_rows(engine, root, ids, rows, report, keep_source_ids=keep_source_ids, batch_size=batch_size, bar=b)
+    return report
 
-    tree = DicomTree(root)
+
+def write_rows(engine: Engine, root: Path, ids: Pseudonymizer, rows: list[C.CohortRow], report: IngestReport, *,
+               keep_source_ids: bool = False, batch_size: int = DEFAULT_BATCH, bar: Bar | None = None,
+               where: Callable[[C.CohortRow], tuple[str, int | None]] | None = None,
+               lesion_fields: Callable[[C.CohortRow], dict[str, Any]] | None = None,
+               patients_only: set[str] | None = None, tree: DicomTree | None = None,
+               written: list[Annotated] | None = None) -> IngestReport:
+    """Annotation rows (``annotations.csv``'s, or any reader's in its terms) with the DICOM series
+    under ``root`` → patients, studies and lesions in the graph; updates ``report``.
+
+    ``where(row)`` names a row's source and line in rejections (default: the report's source and
+    the row's line); ``lesion_fields(row)`` adds lesion fields; ``patients_only`` limits the
+    studies written to those of these PatientIDs (default: every study found under ``root``);
+    ``written`` collects the lesions written.
+    """
+    b = bar if bar is not None else NullBar()
+    locate_row = where or (lambda r: (report.source, r.line))
+    meta = C.read_cohort_meta(root)
+    with_images = meta.get("images", True) is not False
+    z_ranges = C.body_z_ranges(meta)
+    tree = tree if tree is not None else DicomTree(root)
     series_found: dict[str, Any] = {}
     if with_images:
-        series_found = dict(tree.series)
+        series_found = {uid: s for uid, s in tree.series.items()
+                        if patients_only is None or s.patient_id in patients_only}
         for folder, reason in tree.problems.items():
             report.reject(reason, folder, kind="image")
 
@@ -129,9 +148,10 @@ def _ingest(engine: Engine, root: Path, ids: Pseudonymizer, annotations: str | o
         report.read += 1
         counts["rejectedAnnotations"] += 1
         rejected_rows.add(r.line)
-        report.reject(reason, str(ann_path), r.line, kind="annotation",
+        source, line = locate_row(r)
+        report.reject(reason, source, line, kind="annotation",
                       **({"annotationId": r.annotation_id} if keep_source_ids else {}))
-        log.warning("%s:%s: %s", ann_path, r.line, reason)
+        log.warning("%s:%s: %s", source, line, reason)
         b.update(1)
 
     def accepted() -> Iterator[Annotated]:
@@ -142,10 +162,19 @@ def _ingest(engine: Engine, root: Path, ids: Pseudonymizer, annotations: str | o
             if not with_images:
                 for r in members:
                     b.update(1)
-                    yield C.to_annotated(r, ids, studies[(r.patient_id, r.study_uid)], patients[r.patient_id],
-                                         keep_source_ids)
+                    yield _kept(C.to_annotated(r, ids, studies[(r.patient_id, r.study_uid)], patients[r.patient_id],
+                                               keep_source_ids, **_more(r)))
                 continue
-            yield from _series_items(series_uid, members)
+            for item in _series_items(series_uid, members):
+                yield _kept(item)
+
+    def _more(r: C.CohortRow) -> dict[str, Any]:
+        return lesion_fields(r) if lesion_fields is not None else {}
+
+    def _kept(item: Annotated) -> Annotated:
+        if written is not None:
+            written.append(item)
+        return item
 
     def locate(series_uid: str, series_ref: str) -> Path | None:
         """The contract folder, else the folder the headers say holds the series."""
@@ -209,7 +238,7 @@ def _ingest(engine: Engine, root: Path, ids: Pseudonymizer, annotations: str | o
             spacing_mm=(round(volume.spacing_xy_mm[0], 6), round(volume.spacing_xy_mm[1], 6)),
             slice_interval_mm=round(float(interval), 6), location=loc, position_mm=position,
             image_size=(int(rows_px), int(cols_px)), slice_range=(0, volume.n_slices - 1),
-            image_ref=rel if keep_source_ids else None, series_index=series_index,
+            image_ref=rel if keep_source_ids else None, series_index=series_index, **_more(r),
         )
 
     write_annotated(engine, accepted(), report, batch_size=batch_size)
@@ -243,4 +272,4 @@ def _relative(folder: Path, root: Path) -> str:
         return str(folder)
 
 
-__all__ = ["ingest_dicom"]
+__all__ = ["ingest_dicom", "write_rows"]
