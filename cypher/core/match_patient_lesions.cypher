@@ -1,11 +1,12 @@
 // name: match_patient_lesions
 // params: patientIds: LIST<STRING>
-// returns: row (STRING "patientId|studyId|studyIndex|studyDate|lesionId|source|seriesIndex|series (seriesId, else seriesUid)|locationX|locationY|locationZ|positionXMm|positionYMm|positionZMm|longDiameterMm|shortDiameterMm|typeCode", lesion fields empty for a study without lesions, a missing value empty), embedding
+// returns: row (STRING "patientId|studyId|studyIndex|studyDate|lesionId|source|seriesIndex|series (seriesId, else seriesUid)|locationX|locationY|locationZ|positionXMm|positionYMm|positionZMm|longDiameterMm|shortDiameterMm|typeCode|sourceTrackingUid", lesion fields empty for a study without lesions, a missing value empty), embedding
 // idempotent: read-only
 // What lesion matching reads of a batch of patients, in one query: every study (a study without
 // lesions still counts as a visit) and each lesion's matching features. The fields travel as one
 // '|'-separated string per row: on the embedded FalkorDB a string parses about five times faster
-// than the same values as columns or a map (the ids and UIDs never contain '|').
+// than the same values as columns or a map (the ids and UIDs never contain '|'). sourceTrackingUid
+// (the Tracking Unique Identifier a DICOM SR gave the lesion, `lesiondb ingest sr`) joins lesions.
 UNWIND $patientIds AS pid
 MATCH (:Patient {patientId: pid})-[:HAS_STUDY]->(s:Study)
 OPTIONAL MATCH (s)-[:HAS_LESION]->(l:Lesion)
@@ -16,5 +17,6 @@ RETURN pid + '|' + s.studyId + '|' + coalesce(toString(s.studyIndex), '') + '|' 
          coalesce(toString(l.locationY), '') + '|' + coalesce(toString(l.locationZ), '') + '|' +
          coalesce(toString(l.positionXMm), '') + '|' + coalesce(toString(l.positionYMm), '') + '|' +
          coalesce(toString(l.positionZMm), '') + '|' + coalesce(toString(l.longDiameterMm), '') + '|' +
-         coalesce(toString(l.shortDiameterMm), '') + '|' + coalesce(toString(l.typeCode), '') END AS row,
+         coalesce(toString(l.shortDiameterMm), '') + '|' + coalesce(toString(l.typeCode), '') + '|' +
+         coalesce(l.sourceTrackingUid, '') END AS row,
        l.embedding AS embedding

@@ -108,6 +108,11 @@ class Pseudonymizer:
     def lesion(self, source: str, key: str) -> str:
         return "L-" + self._digest("lesion", f"{source}:{key}", 20)
 
+    def uid(self, source: str, uid: str) -> str:
+        """A DICOM UID (``2.25.`` + a 128-bit keyed hash) standing for a source's UID, e.g. the
+        Tracking Unique Identifier of a DICOM SR measurement: the same UID for the same key."""
+        return "2.25." + str(int(self._digest("uid", f"{source}:{uid}", 32), 16))
+
 
 class Redactor:
     """Replaces source identifiers in free text (error messages, file paths) by their pseudonyms,

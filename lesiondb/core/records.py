@@ -101,6 +101,7 @@ class Lesion:
     image_ref: str | None = None  # relative path of the key slice or series, for image readers
     annotation_id: str | None = None  # the source's annotation id (cohort annotations.csv)
     series_id: str | None = None  # pseudonym of the series (finds its images under a folder the user passes)
+    source_tracking_uid: str | None = None  # the Tracking Unique Identifier a DICOM SR report gave the lesion
 
     @property
     def long_diameter_mm(self) -> float:
@@ -141,6 +142,7 @@ class Lesion:
             "sourceId": self.source_id,
             "imageRef": self.image_ref,
             "annotationId": self.annotation_id,
+            "sourceTrackingUid": self.source_tracking_uid,
         }
         if self.location is not None:
             props["locationX"], props["locationY"], props["locationZ"] = self.location

@@ -21,7 +21,10 @@ only what changed:
   ``trackingUid`` is a DICOM UID (``2.25.<uuid5 as integer>``) of its member lesions, so it is
   the same on every run for the same members; members made from accepted mining proposals
   (``source: 'proposal'``) do not enter the UID, and stay linked to their track (must-link).
-  Tracks left without lesions are deleted (kept as ``status: 'retired'`` when a proposal points
+  Lesions that a DICOM SR gave one Tracking Unique Identifier (``sourceTrackingUid``, written by
+  ``lesiondb ingest sr``) are must-linked across scans, their SAME_LESION edges keep the method
+  ``tracking-uid``, and their track takes that UID as its ``trackingUid`` (unless its members
+  disagree, or another track of the patient took it first). Tracks left without lesions are deleted (kept as ``status: 'retired'`` when a proposal points
   at them).
 
 Re-running changes nothing: ``matchHash`` (track properties, member links, edges) tells which
@@ -57,6 +60,8 @@ from ..graph.engine import Engine
 log = logging.getLogger(__name__)
 
 TRACK_UID_ROOT = "2.25."
+#: SAME_LESION method of lesions a DICOM SR gave one Tracking Unique Identifier (a must-link).
+METHOD_TRACKING_UID = "tracking-uid"
 _UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://lesiondb/track")
 DEFAULT_BATCH = 200
 CALIBRATION_PATIENTS = 400
@@ -84,7 +89,8 @@ class PatientData:
 
 
 _FEATURES = ("lesionId", "source", "seriesIndex", "seriesUid", "locationX", "locationY", "locationZ",
-             "positionXMm", "positionYMm", "positionZMm", "longDiameterMm", "shortDiameterMm", "typeCode")
+             "positionXMm", "positionYMm", "positionZMm", "longDiameterMm", "shortDiameterMm", "typeCode",
+             "sourceTrackingUid")
 
 
 def _num(v: Any) -> float | None:
@@ -142,7 +148,8 @@ def patients_from_rows(rows: Sequence[dict[str, Any]], track_rows: Sequence[dict
         p["embedding"] = r.get("embedding")
         d["seen"].add(lid)
         d["lesions"].append(lesion_obs(p, sid, idx, p.get("studyDate")))
-        d["props"].append({"lesionId": lid, "source": p.get("source"), "studyId": sid, "studyIndex": idx})
+        d["props"].append({"lesionId": lid, "source": p.get("source"), "studyId": sid, "studyIndex": idx,
+                           "sourceTrackingUid": p.get("sourceTrackingUid")})
     tracks: dict[str, dict[str, tuple[str, str | None]]] = {}
     for t in track_rows:
         tracks.setdefault(t["patientId"], {})[t["lesionId"]] = (t["trackingUid"], t.get("matchHash"))
@@ -178,7 +185,8 @@ def _reviewed(data: PatientData, status: str) -> list[tuple[int, int]]:
 
 def must_links(data: PatientData) -> list[tuple[int, int]]:
     """Accepted proposals stay with the lesions of the track they were accepted into; an accepted
-    POSSIBLE edge joins its two lesions."""
+    POSSIBLE edge joins its two lesions; lesions of different scans that a DICOM SR gave one
+    Tracking Unique Identifier (``sourceTrackingUid``) are one lesion."""
     by_track: dict[str, list[int]] = {}
     for i, les in enumerate(data.lesions):
         t = data.tracks.get(les.lesion_id)
@@ -189,7 +197,17 @@ def must_links(data: PatientData) -> list[tuple[int, int]]:
         for i in members:
             if data.props[i].get("source") == "proposal":
                 out.extend((i, j) for j in members if j != i and data.lesions[j].scan != data.lesions[i].scan)
-    return out + _reviewed(data, "accepted")
+    return out + _reviewed(data, "accepted") + _same_tracking_uid(data)
+
+
+def _same_tracking_uid(data: PatientData) -> list[tuple[int, int]]:
+    """Pairs of lesions in different scans with the same ``sourceTrackingUid``."""
+    by_uid: dict[str, list[int]] = {}
+    for i, p in enumerate(data.props):
+        if p.get("sourceTrackingUid"):
+            by_uid.setdefault(p["sourceTrackingUid"], []).append(i)
+    return [(i, j) for members in by_uid.values() for x, i in enumerate(members) for j in members[x + 1:]
+            if data.lesions[i].scan != data.lesions[j].scan]
 
 
 def review_id(src: str, dst: str) -> str:
@@ -223,10 +241,13 @@ def plan_patient(data: PatientData, params: M.MatchParams, pm: M.PatientMatch | 
     edges_of: dict[int, list[dict[str, Any]]] = {}
     possible_of: dict[int, list[dict[str, Any]]] = {}
     track_index = pm.track_of()
+    src_uid = [p.get("sourceTrackingUid") for p in data.props]
     for e in pm.edges:
+        same_uid = src_uid[e.src] is not None and src_uid[e.src] == src_uid[e.dst]
         edges_of.setdefault(track_index[e.src], []).append(
             {"src": ids[e.src], "dst": ids[e.dst], "cost": _rounded(e.cost),
-             "confidence": _rounded(e.confidence), "probability": _rounded(e.probability), "method": e.method})
+             "confidence": _rounded(e.confidence), "probability": _rounded(e.probability),
+             "method": METHOD_TRACKING_UID if same_uid else e.method})
     reviewed = {(a, b) for a, b, _st in data.reviews}
     for e in pm.possible:
         if (ids[e.src], ids[e.dst]) not in reviewed:  # a reviewer's decision stays as it is
@@ -235,9 +256,10 @@ def plan_patient(data: PatientData, params: M.MatchParams, pm: M.PatientMatch | 
                  "probability": _rounded(e.probability), "cost": _rounded(e.cost)})
     tracks: list[dict[str, Any]] = []
     statuses: dict[str, int] = {}
+    taken: set[str] = set()
     for k, members in enumerate(pm.tracks):
         annotated = [ids[i] for i in members if data.props[i].get("source") != "proposal"]
-        uid = tracking_uid(annotated or [ids[i] for i in members])
+        uid = _source_uid(members, src_uid, taken) or tracking_uid(annotated or [ids[i] for i in members])
         ch = _classify(data, members)
         statuses[ch.status] = statuses.get(ch.status, 0) + 1
         by_visit = {v.visit: v for v in ch.visits}
@@ -262,6 +284,19 @@ def plan_patient(data: PatientData, params: M.MatchParams, pm: M.PatientMatch | 
                        statuses=statuses, fresh=not data.tracks)
     _diff(data, plan)
     return plan
+
+
+def _source_uid(members: Sequence[int], src_uid: Sequence[str | None], taken: set[str]) -> str | None:
+    """The Tracking Unique Identifier the members came with (DICOM SR ingest), when they agree on
+    one and no other track of the patient took it first; else None (the track's own UID)."""
+    uids = {src_uid[i] for i in members if src_uid[i]}
+    if len(uids) != 1:
+        return None
+    uid = uids.pop()
+    if uid in taken:
+        return None
+    taken.add(uid)
+    return uid
 
 
 def _rounded(x: float) -> float | None:
