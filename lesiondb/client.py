@@ -76,6 +76,26 @@ class Client:
                                    model=model, embed_options=self._embed_options(**embed_options),
                                    keep_source_ids=keep_source_ids, progress=self.progress)
 
+    def ingest_sr(self, reports: str | os.PathLike, images: str | os.PathLike, *, embed: bool = True,
+                  model: str | os.PathLike | None = None, keep_source_ids: bool = False,
+                  **embed_options: Any) -> ingest.IngestReport:
+        """Ingest DICOM SR measurement reports (a folder or one file) over the CT series under
+        ``images``, and embed their lesions (``lesiondb ingest sr``)."""
+        from .interop import ingest_sr  # highdicom: loaded by the calls that need it
+
+        return ingest_sr(self.engine, reports, images, self.workspace.ids(), keep_source_ids=keep_source_ids,
+                         embed=embed, model=model, embed_options=self._embed_options(**embed_options),
+                         progress=self.progress)
+
+    def export_sr(self, out_dir: str | os.PathLike, images: str | os.PathLike, *, patient: str | None = None,
+                  include_proposals: bool = False, overwrite: bool = False):
+        """One DICOM SR measurement report per study into ``out_dir`` (``lesiondb export sr``);
+        returns :class:`lesiondb.interop.SRExportResult`."""
+        from .interop import export_sr  # highdicom: loaded by the calls that need it
+
+        return export_sr(self.engine, out_dir, images, self.workspace.ids(), patient=patient,
+                         include_proposals=include_proposals, overwrite=overwrite, progress=self.progress)
+
     def embed(self, images: str | os.PathLike | None = None, cohort: str | os.PathLike | None = None, *,
               model: str | os.PathLike | None = None, dl_info: str | os.PathLike | None = None,
               **embed_options: Any) -> dict[str, Any]:
