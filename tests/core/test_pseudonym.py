@@ -69,3 +69,14 @@ def test_unreadable_key_file_is_a_config_error(tmp_path):
     (tmp_path / KEY_FILE).write_bytes(b"\xff\xfe not text")
     with pytest.raises(ConfigError):
         Pseudonymizer.from_data_dir(tmp_path)
+
+
+def test_uid_pseudonyms_are_dicom_uids_stable_per_key():
+    import re
+
+    a, b = Pseudonymizer(b"k" * 32), Pseudonymizer(b"j" * 32)
+    uid = "1.2.826.0.1.3680043.8.498.1"
+    u = a.uid("dicom", uid)
+    assert re.fullmatch(r"2\.25\.[1-9][0-9]*", u) and len(u) <= 64
+    assert u == a.uid("dicom", uid) != b.uid("dicom", uid) != uid
+    assert a.uid("dicom", uid + "2") != u

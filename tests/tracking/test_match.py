@@ -274,3 +274,32 @@ def test_rematch_removes_a_stale_possible_edge(engine):
     assert "POSSIBLE_SAME_LESION" not in counts(engine)[1]
     t = tracks_by_key(engine, "P-C")
     assert t["a@1"] == t["a@2"] == t["a@3"]
+
+
+def test_a_shared_tracking_uid_is_a_must_link_and_names_the_track(engine):
+    """Lesions a DICOM SR gave one Tracking Unique Identifier (sourceTrackingUid) end in one track
+    even when far apart, that track takes the UID, their SAME_LESION edge keeps the method
+    'tracking-uid', and a re-run changes nothing; a UID on lesions of one scan links nothing."""
+    from dataclasses import replace
+
+    uid = "2.25.12345678901234567890"
+    items = [lesion("C", 1, "x", (0.20, 0.30, 0.20), 20.0), lesion("C", 2, "x", (0.80, 0.75, 0.85), 21.0),
+             lesion("C", 2, "y", (0.21, 0.30, 0.20), 20.0)]
+    items = [replace(a, lesion=replace(a.lesion, source_tracking_uid=uid)) if a.lesion.lesion_id.endswith("-x")
+             else a for a in items]
+    ingest(engine, items)
+    tracking.match_graph(engine, calibrate=False, workers=1)
+    t = tracks_by_key(engine, "P-C")
+    assert t["x@1"] == t["x@2"] == uid  # far apart, yet one track: the must-link
+    assert t["y@2"] != uid  # 'y' sits where x@1 was: without the UID it would have matched x@1
+    edges = engine.run("match_patient_edges", patientIds=["P-C"])
+    assert [(e["src"], e["dst"], e["method"]) for e in edges] == [("L-C-1-1-x", "L-C-2-1-x", "tracking-uid")]
+    again = tracking.match_graph(engine, calibrate=False, workers=1)
+    assert again.tracks_written == 0 and again.edges_written == 0
+
+    # one UID on two lesions of one scan: no must-link between them, the UID names one track only
+    data = tracking.patients_from_rows([{"row": f"P-D|S-D-1|1||L-D-{k}|dicom|1|R-1|0.{k}|0.5|0.5||||10|5|4|{uid}"}
+                                        for k in (1, 2)])[0]
+    assert tracking.must_links(data) == []
+    plan = tracking.plan_patient(data, M.MatchParams())
+    assert [r["track"]["trackingUid"] == uid for r in plan.tracks].count(True) == 1
