@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -129,13 +130,36 @@ def _read(p: Path) -> Dataset:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(str(p))
-            ds.walk(lambda _ds, _elem: None)  # decode every element now: a truncated file fails here
+            if len(ds) == 0:
+                raise InputError("truncated DICOM file: nothing after the file meta header", str(p))
+            short = _cut_short(ds)
+            if short:
+                raise InputError(f"truncated DICOM file: element {short} ends before its length", str(p))
+            ds.walk(lambda _ds, _elem: None)  # decode every element now: a corrupt one fails here
     except InvalidDicomError as exc:
-        raise InputError(f"not a DICOM file ({exc})", str(p)) from exc
-    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError) as exc:
-        raise InputError(f"unreadable DICOM file, probably truncated or corrupt ({type(exc).__name__}: {exc})",
-                         str(p)) from exc
+        raise InputError("not a DICOM file (no DICOM file meta header)", str(p)) from exc
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on corrupt input; all mean the same
+        raise InputError(f"unreadable DICOM file, probably truncated or corrupt ({type(exc).__name__}: "
+                         f"{_last_line(exc)})", str(p)) from exc
     return ds
+
+
+def _cut_short(ds: Dataset) -> str | None:
+    """The tag of a top-level element whose value the file ends before (pydicom reads what is
+    there without complaint), else None."""
+    for raw in ds._dict.values():  # still raw: dcmread converts on access
+        if isinstance(raw, RawDataElement) and raw.length != 0xFFFFFFFF and raw.value is not None \
+                and len(raw.value) != raw.length:
+            return str(raw.tag)
+    return None
+
+
+def _last_line(exc: Exception) -> str:
+    """pydicom's messages can carry whole tracebacks: their last line says what went wrong."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and ln.strip() != ")"]
+    return (lines[-1] if lines else type(exc).__name__)[:200]
 
 
 def _str(ds: Dataset, keyword: str) -> str | None:
