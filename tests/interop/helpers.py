@@ -1,0 +1,81 @@
+"""Helpers of the interop tests: engines, proposals, the graph's lesions in the images' terms."""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from lesiondb.core.pseudonym import Pseudonymizer
+from lesiondb.datasets import cohort as C
+from lesiondb.datasets.dicom_tree import SOURCE, DicomTree
+
+
+def falkor_engine(server):
+    from falkordb import FalkorDB
+
+    from lesiondb.graph.falkor_engine import FalkorEngine
+
+    return FalkorEngine(FalkorDB(unix_socket_path=str(server.socket_path)), graph="t_" + uuid.uuid4().hex[:12])
+
+
+def propose(engine, ids: Pseudonymizer, root: Path, n: int = 2) -> list[str]:
+    """Proposals for ``n`` annotations the cohort withheld (real lesions in the images), each for
+    the graph track its annotated instances are in: what mining would propose, made directly."""
+    gt = C.read_ground_truth(root)
+    by_ann = {r.annotation_id: r for r in C.read_rows(root / C.ANNOTATIONS) if isinstance(r, C.CohortRow)}
+    track_of = {r["lesionId"]: r["trackingUid"] for r in engine.run("sr_export_lesions", patientId=None)}
+    graph_track = {}
+    for inst in gt.annotated():
+        lid = ids.lesion(SOURCE, by_ann[inst["annotation_id"]].lesion_key())
+        graph_track.setdefault(inst["track_id"], track_of.get(lid))
+    spacing = {s["study_uid"]: s["spacing_mm"] for s in gt.studies}
+    rows = []
+    for inst in sorted(gt.withheld(), key=lambda i: i["annotation_id"]):
+        uid = graph_track.get(inst["track_id"])
+        if uid is None or len(rows) == n:
+            continue
+        p = inst["patient_id"]
+        sx, sy = spacing[inst["study_uid"]]
+        pid = f"PR-{inst['annotation_id']}"
+        rec = inst["recist_px"]
+        rows.append({"proposalId": pid, "studyId": ids.study(SOURCE, p, inst["study_uid"]), "trackingUid": uid,
+                     "createdAt": "2024-01-01T00:00:00Z", "props": {
+                         "score": 0.9, "sliceIndex": inst["key_slice_index"], "bboxPx": inst["bbox_px"],
+                         "recistLongAxisPx": rec[:4], "recistShortAxisPx": rec[4:],
+                         "longDiameterPx": inst["long_diameter_px"], "shortDiameterPx": inst["short_diameter_px"],
+                         "longDiameterMm": round(inst["long_diameter_px"] * sx, 3),
+                         "shortDiameterMm": round(inst["short_diameter_px"] * sx, 3),
+                         "spacingXMm": sx, "spacingYMm": sy, "typeCode": inst["type_code"],
+                         "seriesId": ids.series(SOURCE, p, inst["series_uid"]), "trackingUid": uid}})
+    assert len(rows) == n, "the cohort withheld too few annotations of matched tracks"
+    engine.write("upsert_proposals", rows)
+    return [r["proposalId"] for r in rows]
+
+
+
+def lesion_table(engine, ids: Pseudonymizer, root: Path) -> dict[tuple, dict[str, Any]]:
+    """Every lesion of a graph keyed by what does not depend on the pseudonym key (series UID, key
+    slice, long axis to 0.1 px), with its study index, track, response and track status."""
+    by_series = DicomTree(root).by_series_id(ids)
+    rows = engine._read(
+        "MATCH (s:Study)-[:HAS_LESION]->(l:Lesion) OPTIONAL MATCH (l)-[it:IN_TRACK]->(t:Track) "
+        "RETURN s.studyIndex AS studyIndex, properties(l) AS l, t.trackingUid AS track, t.status AS status, "
+        "it.response AS response", {})
+    out = {}
+    for r in rows:
+        les = r["l"]
+        key = (by_series[les["seriesId"]].series_uid, les["keySliceIndex"],
+               tuple(round(float(v), 1) for v in les["recistLongAxisPx"]))
+        assert key not in out
+        out[key] = {**les, "studyIndex": r["studyIndex"], "track": r["track"], "status": r["status"],
+                    "response": r["response"]}
+    return out
+
+
+def graph_text(engine) -> str:
+    """Every property of every node and relationship, as text."""
+    import json
+
+    nodes = engine._read("MATCH (n) RETURN labels(n) AS l, properties(n) AS p", {})
+    rels = engine._read("MATCH ()-[r]->() RETURN type(r) AS t, properties(r) AS p", {})
+    return json.dumps([nodes, rels], default=str)
