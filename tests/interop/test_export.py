@@ -15,8 +15,8 @@ from lesiondb.datasets.dicom_tree import DicomTree
 from lesiondb.errors import InputError
 from lesiondb.imaging.dicom import read_series_lazy
 from lesiondb.interop import export_sr
-from lesiondb.mining.review import list_proposals
 from lesiondb.interop.content import NOT_REVIEWED, RESPONSES, TYPE_SITES
+from lesiondb.mining.review import list_proposals
 from tests.dicom_tools import dciodvfy_errors, dsrdump
 
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
@@ -35,7 +35,7 @@ def _groups(ds):
     return hd.sr.srread(ds.filename).content.get_image_measurement_groups()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _volume(root, ids, series_id):
     info = DicomTree(root).by_series_id(ids)[series_id]
     return read_series_lazy(info.folder, info.series_uid).volume
