@@ -194,3 +194,13 @@ def image_cohort(tmp_path_factory):
     from tests.similarity_factory import make_cohort
 
     return make_cohort(tmp_path_factory.mktemp("cohort"))
+
+
+@pytest.fixture(scope="session")
+def sr_source(tmp_path_factory, falkor_server):
+    """A synthetic cohort ingested, matched, with mining proposals, exported as DICOM SR reports
+    (the interop and CLI tests read it; none writes to it)."""
+    pytest.importorskip("highdicom")
+    from tests.interop.helpers import make_source
+
+    return make_source(tmp_path_factory.mktemp("interop"), falkor_server)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PKG = REPO / "lesiondb"
-FEATURES = ("ingest", "embedding", "tracking", "mining", "synth")
+FEATURES = ("ingest", "embedding", "tracking", "mining", "synth", "interop")
 
 
 def _imports(path: Path) -> set[str]:
@@ -84,6 +84,6 @@ def test_help_lists_every_command_without_importing_one():
         "mods = sorted(m for m in sys.modules if m.startswith('lesiondb.cli.cmd_'))\n"
         "print(json.dumps({'code': r.exit_code, 'text': r.output, 'imported': mods}))")
     assert out["code"] == 0 and out["imported"] == []
-    for name in ("demo", "ingest", "embed", "match", "mine", "review", "similar", "stats", "synth", "train"):
+    for name in ("demo", "ingest", "embed", "export", "match", "mine", "review", "similar", "stats", "synth", "train"):
         assert f"  {name} " in out["text"]
     assert "Run the whole pipeline" in out["text"]  # one-line help read from the command's source

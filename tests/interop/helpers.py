@@ -1,20 +1,28 @@
-"""Helpers of the interop tests: engines, proposals, the graph's lesions in the images' terms."""
+"""Helpers of the interop tests: the exported cohort (``sr_source`` in tests/conftest.py), engines,
+proposals, the graph's lesions in the images' terms."""
 from __future__ import annotations
 
+import json
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from falkordb import FalkorDB
+
+from lesiondb import synth
 from lesiondb.core.pseudonym import Pseudonymizer
 from lesiondb.datasets import cohort as C
 from lesiondb.datasets.dicom_tree import SOURCE, DicomTree
+from lesiondb.graph.falkor_engine import FalkorEngine
+from lesiondb.ingest import ingest_dicom
+from lesiondb.interop import export_sr
+from lesiondb.mining.review import accept
+from lesiondb.tracking.match import match_graph
 
 
 def falkor_engine(server):
-    from falkordb import FalkorDB
-
-    from lesiondb.graph.falkor_engine import FalkorEngine
-
+    """A fresh graph on the session's embedded FalkorDB."""
     return FalkorEngine(FalkorDB(unix_socket_path=str(server.socket_path)), graph="t_" + uuid.uuid4().hex[:12])
 
 
@@ -74,8 +82,38 @@ def lesion_table(engine, ids: Pseudonymizer, root: Path) -> dict[tuple, dict[str
 
 def graph_text(engine) -> str:
     """Every property of every node and relationship, as text."""
-    import json
-
     nodes = engine._read("MATCH (n) RETURN labels(n) AS l, properties(n) AS p", {})
     rels = engine._read("MATCH ()-[r]->() RETURN type(r) AS t, properties(r) AS p", {})
     return json.dumps([nodes, rels], default=str)
+
+
+KEY = b"interop-tests-key-0123456789abcdef"
+
+
+@dataclass
+class Source:
+    """A synthetic cohort ingested, matched, with one accepted and one pending mining proposal, and
+    exported as DICOM SR reports (with the pending one)."""
+
+    root: Path  # the cohort (images)
+    engine: object  # the graph the reports were exported from
+    ids: Pseudonymizer
+    out: Path  # the export (with the pending proposal)
+    result: object  # its SRExportResult
+    accepted: str  # proposalId
+    pending: str  # proposalId
+
+
+def make_source(base: Path, server) -> Source:
+    """The cohort, its graph and its export (see :class:`Source`)."""
+    root = base / "cohort"
+    synth.generate_cohort(root, 3, seed=11, workers=1)
+    eng = falkor_engine(server)
+    ids = Pseudonymizer(KEY)
+    ingest_dicom(eng, root, ids, embed=False)
+    match_graph(eng, workers=1)
+    accepted, pending = propose(eng, ids, root)
+    accept(eng, accepted, by="tester")
+    match_graph(eng, workers=1)  # the accepted lesion's visit gets its response
+    res = export_sr(eng, base / "sr", root, ids, include_proposals=True)
+    return Source(root, eng, ids, base / "sr", res, accepted, pending)

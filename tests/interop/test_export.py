@@ -22,8 +22,8 @@ from tests.dicom_tools import dciodvfy_errors, dsrdump
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 
 
-def _graph_lesions(source):
-    return source.engine.run("sr_export_lesions", patientId=None)
+def _graph_lesions(sr_source):
+    return sr_source.engine.run("sr_export_lesions", patientId=None)
 
 
 def _reports(out):
@@ -41,30 +41,30 @@ def _volume(root, ids, series_id):
     return read_series_lazy(info.folder, info.series_uid).volume
 
 
-def _key_slice(source, series_id, index):
-    return pydicom.dcmread(_volume(source.root, source.ids, series_id).files[index], stop_before_pixels=True)
+def _key_slice(sr_source, series_id, index):
+    return pydicom.dcmread(_volume(sr_source.root, sr_source.ids, series_id).files[index], stop_before_pixels=True)
 
 
-def test_every_exported_report_passes_dciodvfy(source):
-    files = sorted(source.out.glob("*.dcm"))
-    assert len(files) == source.result.reports >= 4
+def test_every_exported_report_passes_dciodvfy(sr_source):
+    files = sorted(sr_source.out.glob("*.dcm"))
+    assert len(files) == sr_source.result.reports >= 4
     assert dciodvfy_errors(files) == {}
 
 
-def test_one_report_per_study_named_by_its_pseudonym_and_nothing_else(source):
-    studies = {r["studyId"] for r in _graph_lesions(source)}
-    assert sorted(os.listdir(source.out)) == sorted(f"{s}.dcm" for s in studies)
-    res = source.result
+def test_one_report_per_study_named_by_its_pseudonym_and_nothing_else(sr_source):
+    studies = {r["studyId"] for r in _graph_lesions(sr_source)}
+    assert sorted(os.listdir(sr_source.out)) == sorted(f"{s}.dcm" for s in studies)
+    res = sr_source.result
     assert res.files == sorted(f"{s}.dcm" for s in studies) and res.skipped == []
-    assert res.lesions == len(_graph_lesions(source)) and res.accepted_proposals == 1
+    assert res.lesions == len(_graph_lesions(sr_source)) and res.accepted_proposals == 1
     assert res.pending_proposals == 1 and res.unmatched_lesions == 0 and res.patients == 3
 
 
-def test_reports_carry_the_images_identity_and_reference_their_series(source):
-    rows = _graph_lesions(source)
-    for study_id, ds in _reports(source.out).items():
+def test_reports_carry_the_images_identity_and_reference_their_series(sr_source):
+    rows = _graph_lesions(sr_source)
+    for study_id, ds in _reports(sr_source.out).items():
         mine = [r for r in rows if r["studyId"] == study_id]
-        image = _key_slice(source, mine[0]["seriesId"], mine[0]["keySliceIndex"])
+        image = _key_slice(sr_source, mine[0]["seriesId"], mine[0]["keySliceIndex"])
         assert ds.SOPClassUID == COMPREHENSIVE_SR and ds.Modality == "SR"
         for kw in ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate"):
             assert ds[kw].value == image[kw].value, kw
@@ -78,15 +78,15 @@ def test_reports_carry_the_images_identity_and_reference_their_series(source):
         assert mine[0]["patientId"].encode() not in text and study_id.encode() not in text  # no pseudonym
 
 
-def test_each_lesion_is_a_group_with_its_axes_track_type_and_response(source):
-    rows = _graph_lesions(source)
+def test_each_lesion_is_a_group_with_its_axes_track_type_and_response(sr_source):
+    rows = _graph_lesions(sr_source)
     seen = 0
-    for study_id, ds in _reports(source.out).items():
+    for study_id, ds in _reports(sr_source.out).items():
         groups = {g.tracking_uid: g for g in _groups(ds)}
         for r in (r for r in rows if r["studyId"] == study_id):
             seen += 1
             g = groups[r["trackingUid"]]  # the track's UID, the same in each study it is seen in
-            image = _key_slice(source, r["seriesId"], r["keySliceIndex"])
+            image = _key_slice(sr_source, r["seriesId"], r["keySliceIndex"])
             by_name = {m.name.value: m for m in g.get_measurements()}
             for code, axis, mm in (("103339001", r["recistLongAxisPx"], r["longDiameterMm"]),
                                    ("103340004", r["recistShortAxisPx"], r["shortDiameterMm"])):
@@ -104,34 +104,34 @@ def test_each_lesion_is_a_group_with_its_axes_track_type_and_response(source):
             assert evals["112048"].value == RESPONSES[r["response"]].value
             assert g.method.value == "126081"  # RECIST 1.1
         assert len(groups) == sum(1 for r in rows if r["studyId"] == study_id) + (
-            1 if study_id == _pending(source)["studyId"] else 0)
+            1 if study_id == _pending(sr_source)["studyId"] else 0)
     assert seen == len(rows)
     # the same track, the same identifier in every report
     names = {}
-    for ds in _reports(source.out).values():
+    for ds in _reports(sr_source.out).values():
         for g in _groups(ds):
             names.setdefault(g.tracking_uid, set()).add(str(g.tracking_identifier).split(" (")[0])
     assert all(len(v) == 1 for v in names.values())
 
 
-def _pending(source):
-    (p,) = list_proposals(source.engine, proposal=source.pending)
+def _pending(sr_source):
+    (p,) = list_proposals(sr_source.engine, proposal=sr_source.pending)
     return p
 
 
-def test_pending_proposals_only_on_request_and_marked_not_reviewed(source, tmp_path):
-    pending = _pending(source)
+def test_pending_proposals_only_on_request_and_marked_not_reviewed(sr_source, tmp_path):
+    pending = _pending(sr_source)
     marked = []
-    for study_id, ds in _reports(source.out).items():
+    for study_id, ds in _reports(sr_source.out).items():
         for g in _groups(ds):
             evals = {q.name.value: q.value.value for q in g.get_qualitative_evaluations()}
             if evals.get("REVIEW-STATUS") == NOT_REVIEWED.value:
                 marked.append((study_id, g.tracking_uid, str(g.tracking_identifier)))
     assert marked == [(pending["studyId"], pending["trackingUid"], marked[0][2])]
     assert marked[0][2].endswith("(proposal, not yet reviewed)")
-    accepted_lesion = next(r for r in _graph_lesions(source) if r["source"] == "proposal")
+    accepted_lesion = next(r for r in _graph_lesions(sr_source) if r["source"] == "proposal")
 
-    res = export_sr(source.engine, tmp_path / "plain", source.root, source.ids)
+    res = export_sr(sr_source.engine, tmp_path / "plain", sr_source.root, sr_source.ids)
     assert res.pending_proposals == 0 and res.accepted_proposals == 1
     uids = {(sid, g.tracking_uid) for sid, ds in _reports(tmp_path / "plain").items() for g in _groups(ds)}
     assert (accepted_lesion["studyId"], accepted_lesion["trackingUid"]) in uids  # exported like an annotation
@@ -139,57 +139,57 @@ def test_pending_proposals_only_on_request_and_marked_not_reviewed(source, tmp_p
     assert b"NOT-REVIEWED" not in b"".join(f.read_bytes() for f in (tmp_path / "plain").iterdir())
 
 
-def test_out_must_be_empty_unless_replacing_a_previous_export(source, tmp_path):
+def test_out_must_be_empty_unless_replacing_a_previous_export(sr_source, tmp_path):
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="not empty"):
-        export_sr(source.engine, busy, source.root, source.ids)
+        export_sr(sr_source.engine, busy, sr_source.root, sr_source.ids)
     assert sorted(os.listdir(busy)) == ["notes.txt"]
     with pytest.raises(InputError, match="not a folder|must be a folder"):
-        export_sr(source.engine, busy / "notes.txt", source.root, source.ids)
+        export_sr(sr_source.engine, busy / "notes.txt", sr_source.root, sr_source.ids)
 
     out = tmp_path / "out"
-    pid = _graph_lesions(source)[0]["patientId"]
-    first = export_sr(source.engine, out, source.root, source.ids, patient=pid)
+    pid = _graph_lesions(sr_source)[0]["patientId"]
+    first = export_sr(sr_source.engine, out, sr_source.root, sr_source.ids, patient=pid)
     (out / "S-0000000000000000.dcm").write_bytes(b"stale report of a study gone since")
     with pytest.raises(InputError, match="--overwrite"):
-        export_sr(source.engine, out, source.root, source.ids, patient=pid)
-    again = export_sr(source.engine, out, source.root, source.ids, patient=pid, overwrite=True)
+        export_sr(sr_source.engine, out, sr_source.root, sr_source.ids, patient=pid)
+    again = export_sr(sr_source.engine, out, sr_source.root, sr_source.ids, patient=pid, overwrite=True)
     assert sorted(os.listdir(out)) == again.files == first.files  # the stale one is gone
 
 
-def test_one_patient_and_an_unknown_patient(source, tmp_path):
-    rows = _graph_lesions(source)
+def test_one_patient_and_an_unknown_patient(sr_source, tmp_path):
+    rows = _graph_lesions(sr_source)
     pid = rows[0]["patientId"]
-    res = export_sr(source.engine, tmp_path / "one", source.root, source.ids, patient=pid)
+    res = export_sr(sr_source.engine, tmp_path / "one", sr_source.root, sr_source.ids, patient=pid)
     assert res.files == sorted({f"{r['studyId']}.dcm" for r in rows if r["patientId"] == pid})
     with pytest.raises(InputError, match="no patient"):
-        export_sr(source.engine, tmp_path / "none", source.root, source.ids, patient="P-nobody")
+        export_sr(sr_source.engine, tmp_path / "none", sr_source.root, sr_source.ids, patient="P-nobody")
     assert not (tmp_path / "none").exists()
 
 
-def test_lesions_whose_images_are_missing_are_skipped_by_pseudonym(source, tmp_path):
+def test_lesions_whose_images_are_missing_are_skipped_by_pseudonym(sr_source, tmp_path):
     """A folder without one patient's series: that patient's lesions are listed by lesionId and
     series pseudonym (no UID, no path); no report is written for them."""
-    dicom = source.root / "dicom"
+    dicom = sr_source.root / "dicom"
     patients = sorted(p.name for p in dicom.iterdir())
     images = tmp_path / "images"
     (images / "dicom").mkdir(parents=True)
     for p in patients[1:]:
         (images / "dicom" / p).symlink_to(dicom / p)
-    gone = source.ids.patient("dicom", patients[0])
-    res = export_sr(source.engine, tmp_path / "out", images, source.ids, patient=gone)
-    rows = _graph_lesions(source)
+    gone = sr_source.ids.patient("dicom", patients[0])
+    res = export_sr(sr_source.engine, tmp_path / "out", images, sr_source.ids, patient=gone)
+    rows = _graph_lesions(sr_source)
     assert {s["lesionId"] for s in res.skipped} == {r["lesionId"] for r in rows if r["patientId"] == gone} != set()
     assert all("not found under the image folder" in s["reason"] and "R-" in s["reason"] for s in res.skipped)
     assert res.reports == 0 and os.listdir(tmp_path / "out") == []
     text = json.dumps(res.to_json())
-    assert patients[0] not in text and str(source.root) not in text and "1.2.826" not in text
+    assert patients[0] not in text and str(sr_source.root) not in text and "1.2.826" not in text
 
 
-def test_dsrdump_reads_the_content_tree(source):
-    text = dsrdump(sorted(source.out.glob("*.dcm"))[0])
+def test_dsrdump_reads_the_content_tree(sr_source):
+    text = dsrdump(sorted(sr_source.out.glob("*.dcm"))[0])
     for part in ('(126000,DCM,"Imaging Measurement Report")', '(125007,DCM,"Measurement Group")',
                  '(112040,DCM,"Tracking Unique Identifier")', '(103339001,SCT,"Long axis")', "POLYLINE",
                  '(126081,DCM,"RECIST 1.1")', '(363698007,SCT,"Finding Site")', '(112048,DCM,"Current Response")'):

@@ -29,15 +29,15 @@ def _partition(table):
     return {frozenset(v) for v in tracks.values()}
 
 
-def test_round_trip_gives_the_same_lesions_tracks_and_responses(source, engine):
-    rep = ingest_sr(engine, source.out, source.root, OTHER_KEY, embed=False)
+def test_round_trip_gives_the_same_lesions_tracks_and_responses(sr_source, engine):
+    rep = ingest_sr(engine, sr_source.out, sr_source.root, OTHER_KEY, embed=False)
     assert rep.rejected == [] and rep.extra["unreviewedSkipped"] == 1  # the pending proposal
-    assert rep.written == source.result.lesions and rep.extra["reports"] == source.result.reports
+    assert rep.written == sr_source.result.lesions and rep.extra["reports"] == sr_source.result.reports
     assert rep.extra["trackingUidEdges"] > 0
     match_graph(engine, workers=1)
 
-    before = lesion_table(source.engine, source.ids, source.root)
-    after = lesion_table(engine, OTHER_KEY, source.root)
+    before = lesion_table(sr_source.engine, sr_source.ids, sr_source.root)
+    after = lesion_table(engine, OTHER_KEY, sr_source.root)
     assert set(after) == set(before)
     for key, a in after.items():
         b = before[key]
@@ -59,9 +59,9 @@ def test_round_trip_gives_the_same_lesions_tracks_and_responses(source, engine):
     methods = engine._read("MATCH ()-[r:SAME_LESION]->() RETURN DISTINCT r.method AS m", {})
     assert [r["m"] for r in methods] == ["tracking-uid"]
     n_edges = engine._read("MATCH ()-[r:SAME_LESION]->() RETURN count(r) AS n", {})[0]["n"]
-    assert n_edges == source.engine._read("MATCH ()-[r:SAME_LESION]->() RETURN count(r) AS n", {})[0]["n"]
+    assert n_edges == sr_source.engine._read("MATCH ()-[r:SAME_LESION]->() RETURN count(r) AS n", {})[0]["n"]
 
-    again = ingest_sr(engine, source.out, source.root, OTHER_KEY, embed=False)
+    again = ingest_sr(engine, sr_source.out, sr_source.root, OTHER_KEY, embed=False)
     assert again.written == 0 and again.unchanged == rep.written
     assert match_graph(engine, workers=1).tracks_written == 0
 
@@ -116,25 +116,25 @@ def _foreign_report(image, line_px, tracking_uid, *, with_area=False):
                                    manufacturer="Manufacturer")
 
 
-def test_a_report_written_with_highdicoms_example_api_ingests(source, engine, tmp_path):
+def test_a_report_written_with_highdicoms_example_api_ingests(sr_source, engine, tmp_path):
     """Two studies' reports from another tool: one length each, one Tracking UID; the first also
     has the documentation's area ROI, which is no measurement lesiondb can use (named, skipped)."""
-    (first, second), gt = _track_instances(source.root)
+    (first, second), gt = _track_instances(sr_source.root)
     folder = tmp_path / "foreign"
     folder.mkdir()
     uid = hd.UID()
     for k, inst in enumerate((first, second)):
-        image, _ = _slice(source.root, gt, inst)
+        image, _ = _slice(sr_source.root, gt, inst)
         _foreign_report(image, inst["recist_px"][:4], uid, with_area=k == 0).save_as(folder / f"r{k}.dcm")
-    rep = ingest_sr(engine, folder, source.root, OTHER_KEY, embed=False)
+    rep = ingest_sr(engine, folder, sr_source.root, OTHER_KEY, embed=False)
     assert rep.written == 2 and rep.extra["trackingUidEdges"] == 1
     assert [(e["source"], e["line"]) for e in rep.rejected] == [(str(folder / "r0.dcm"), 2)]
     assert "closed polygon" in rep.rejected[0]["reason"]
     match_graph(engine, workers=1)
-    table = lesion_table(engine, OTHER_KEY, source.root)
+    table = lesion_table(engine, OTHER_KEY, sr_source.root)
     assert len(table) == 2 and len({les["track"] for les in table.values()}) == 1
     for inst in (first, second):
-        image, study = _slice(source.root, gt, inst)
+        image, study = _slice(sr_source.root, gt, inst)
         key = (inst["series_uid"], inst["key_slice_index"], tuple(round(v, 1) for v in inst["recist_px"][:4]))
         les = table[key]
         long_px = math.dist(inst["recist_px"][:2], inst["recist_px"][2:4])
@@ -146,15 +146,15 @@ def test_a_report_written_with_highdicoms_example_api_ingests(source, engine, tm
     assert [e["m"] for e in edges] == ["tracking-uid"]
 
 
-def test_bad_files_are_named_and_the_rest_ingests(source, engine, tmp_path):
+def test_bad_files_are_named_and_the_rest_ingests(sr_source, engine, tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()
-    good = sorted(source.out.glob("*.dcm"))[0]
+    good = sorted(sr_source.out.glob("*.dcm"))[0]
     shutil.copy(good, folder / "good.dcm")
     data = good.read_bytes()
     (folder / "truncated.dcm").write_bytes(data[: len(data) // 2])
     (folder / "notes.txt").write_text("not a DICOM file at all")
-    ct = next((source.root / "dicom").rglob("0000.dcm"))
+    ct = next((sr_source.root / "dicom").rglob("0000.dcm"))
     shutil.copy(ct, folder / "ct.dcm")
     empty = pydicom.dcmread(good)  # the report with its measurement groups taken out
     for item in empty.ContentSequence:
@@ -162,7 +162,7 @@ def test_bad_files_are_named_and_the_rest_ingests(source, engine, tmp_path):
             item.ContentSequence = []
     empty.save_as(folder / "empty.dcm")
 
-    rep = ingest_sr(engine, folder, source.root, OTHER_KEY, embed=False)
+    rep = ingest_sr(engine, folder, sr_source.root, OTHER_KEY, embed=False)
     why = {e["source"].rsplit("/", 1)[-1]: e["reason"] for e in rep.rejected}
     assert set(why) == {"truncated.dcm", "notes.txt", "ct.dcm", "empty.dcm"}
     assert "truncated" in why["truncated.dcm"]
@@ -173,27 +173,27 @@ def test_bad_files_are_named_and_the_rest_ingests(source, engine, tmp_path):
     assert rep.written == groups - rep.extra["unreviewedSkipped"] > 0 and rep.extra["reports"] == 1
 
 
-def test_reports_on_images_not_in_the_folder_are_skipped(source, engine, tmp_path):
-    dicom = source.root / "dicom"
+def test_reports_on_images_not_in_the_folder_are_skipped(sr_source, engine, tmp_path):
+    dicom = sr_source.root / "dicom"
     patients = sorted(p.name for p in dicom.iterdir())
     images = tmp_path / "images"
     (images / "dicom").mkdir(parents=True)
     for p in patients[1:]:
         (images / "dicom" / p).symlink_to(dicom / p)
-    rep = ingest_sr(engine, source.out, images, OTHER_KEY, embed=False)
-    gone = {r for r in (f for f in source.out.glob("*.dcm"))
+    rep = ingest_sr(engine, sr_source.out, images, OTHER_KEY, embed=False)
+    gone = {r for r in (f for f in sr_source.out.glob("*.dcm"))
             if pydicom.dcmread(r, stop_before_pixels=True).PatientID == patients[0]}
     assert gone and {e["source"] for e in rep.rejected} == {str(f) for f in gone}
     assert all("not among the DICOM series under the image folder" in e["reason"] and e["line"] >= 1
                for e in rep.rejected)
-    assert rep.written == source.result.lesions - len(rep.rejected) > 0
+    assert rep.written == sr_source.result.lesions - len(rep.rejected) > 0
     assert "1.2.826" not in json.dumps(rep.to_json())  # no image UID named
 
 
-def _identifiers(source) -> tuple[set[str], set[str]]:
+def _identifiers(sr_source) -> tuple[set[str], set[str]]:
     """The cohort's patient ids, UIDs and dates, the key slices' and the reports' SOP UIDs, the
     reports' Tracking UIDs; and the Tracking UIDs alone."""
-    gt = C.read_ground_truth(source.root)
+    gt = C.read_ground_truth(sr_source.root)
     out, tracking = set(), set()
     for p in gt.patients:
         out.add(p["patient_id"])
@@ -206,16 +206,16 @@ def _identifiers(source) -> tuple[set[str], set[str]]:
         if elem.keyword == "UID" and ds.ConceptNameCodeSequence[0].CodeValue == "112040":  # Tracking UID
             tracking.add(str(elem.value))
 
-    for f in source.out.glob("*.dcm"):
+    for f in sr_source.out.glob("*.dcm"):
         pydicom.dcmread(f).walk(visit)
     return out - {"2.25.149847931925608631667477075560494021032"}, tracking  # lesiondb's device UID
 
 
-def test_the_graph_holds_pseudonyms_only_unless_asked(source, engine, falkor_server):
-    ids, tracking = _identifiers(source)
-    report = next(iter(source.out.glob("*.dcm")))
+def test_the_graph_holds_pseudonyms_only_unless_asked(sr_source, engine, falkor_server):
+    ids, tracking = _identifiers(sr_source)
+    report = next(iter(sr_source.out.glob("*.dcm")))
     assert pydicom.dcmread(report).PatientID in ids and tracking  # the report itself names the patient
-    rep = ingest_sr(engine, source.out, source.root, OTHER_KEY, embed=False)
+    rep = ingest_sr(engine, sr_source.out, sr_source.root, OTHER_KEY, embed=False)
     text = graph_text(engine)
     assert rep.written > 0 and "sourceTrackingUid" in text
     assert {i for i in ids if i in text} == set()
@@ -223,9 +223,9 @@ def test_the_graph_holds_pseudonyms_only_unless_asked(source, engine, falkor_ser
 
     # --keep-source-ids: the reports' Tracking UIDs are kept, and name the tracks as in the source
     kept = falkor_engine(falkor_server)
-    ingest_sr(kept, source.out, source.root, OTHER_KEY, keep_source_ids=True, embed=False)
+    ingest_sr(kept, sr_source.out, sr_source.root, OTHER_KEY, keep_source_ids=True, embed=False)
     assert tracking <= {i for i in ids if i in graph_text(kept)}
     match_graph(kept, workers=1)
-    before = lesion_table(source.engine, source.ids, source.root)
-    after = lesion_table(kept, OTHER_KEY, source.root)
+    before = lesion_table(sr_source.engine, sr_source.ids, sr_source.root)
+    after = lesion_table(kept, OTHER_KEY, sr_source.root)
     assert {k: v["track"] for k, v in after.items()} == {k: v["track"] for k, v in before.items()}
