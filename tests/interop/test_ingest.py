@@ -15,6 +15,7 @@ from pydicom.sr.codedict import codes
 
 from lesiondb.core.pseudonym import Pseudonymizer
 from lesiondb.datasets import cohort as C
+from lesiondb.ingest import ingest_dicom
 from lesiondb.interop import ingest_sr
 from lesiondb.tracking.match import match_graph
 from tests.interop.helpers import falkor_engine, graph_text, lesion_table
@@ -229,3 +230,15 @@ def test_the_graph_holds_pseudonyms_only_unless_asked(sr_source, engine, falkor_
     before = lesion_table(sr_source.engine, sr_source.ids, sr_source.root)
     after = lesion_table(kept, OTHER_KEY, sr_source.root)
     assert {k: v["track"] for k, v in after.items()} == {k: v["track"] for k, v in before.items()}
+
+
+def test_reports_of_csv_annotations_give_the_same_lesion_ids(sr_source, engine):
+    """Into a graph built from the cohort's annotations.csv (same key): every annotation's report
+    is the same lesion (same id, now with its Tracking UID); the accepted proposal comes back as
+    an annotation, the one new lesion."""
+    first = ingest_dicom(engine, sr_source.root, sr_source.ids, embed=False)
+    before = {r["lesionId"] for r in engine.run("sr_export_lesions", patientId=None)}
+    rep = ingest_sr(engine, sr_source.out, sr_source.root, sr_source.ids, embed=False)
+    after = {r["lesionId"] for r in engine.run("sr_export_lesions", patientId=None)}
+    assert before < after and len(after - before) == 1 == sr_source.result.accepted_proposals
+    assert rep.written == first.written + 1 and rep.rejected == []
