@@ -1,7 +1,7 @@
-"""Privacy by default: after ingest, embed, match and mine of a synthetic cohort, no PatientID,
-StudyInstanceUID, SeriesInstanceUID or study date of the cohort is anywhere in the graph (every
-property of every node and relationship), in the data dir's files, or in any ``--json`` output;
-with ``--keep-source-ids`` they are."""
+"""Privacy by default: after ingest, embed, match, mine and a DICOM SR export read back (`export sr`,
+`ingest sr`) of a synthetic cohort, no PatientID, StudyInstanceUID, SeriesInstanceUID or study date
+of the cohort is anywhere in the graph (every property of every node and relationship), in the data
+dir's files, or in any ``--json`` output; with ``--keep-source-ids`` they are."""
 from __future__ import annotations
 
 import json
@@ -45,6 +45,8 @@ def _run_everything(root: Path, data: Path, tiny_model: Path, *extra: str) -> li
                  ["embed", "--cohort", str(root), "--model", str(tiny_model), "-k", "3", "--force"],
                  ["match"],
                  ["mine", "--images", str(root), "--no-embed", "--no-rank-calibration"],
+                 ["export", "sr", str(data.parent / "sr"), "--images", str(root)],
+                 ["ingest", "sr", str(data.parent / "sr"), "--images", str(root), "--no-embed"],
                  ["review", "list"],
                  ["query", "lesions"], ["query", "patients"], ["stats"]):
         res = runner.invoke(cli, ["--data-dir", str(data), "--no-progress", *args, "--json"], catch_exceptions=False)
