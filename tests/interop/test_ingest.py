@@ -13,6 +13,7 @@ import pydicom
 import pytest
 from pydicom.sr.codedict import codes
 
+from lesiondb.client import Client
 from lesiondb.core.pseudonym import Pseudonymizer
 from lesiondb.datasets import cohort as C
 from lesiondb.ingest import ingest_dicom
@@ -191,6 +192,18 @@ def test_reports_on_images_not_in_the_folder_are_skipped(sr_source, engine, tmp_
     assert "1.2.826" not in json.dumps(rep.to_json())  # no image UID named
 
 
+def test_a_report_without_evidence_finds_its_images_by_sop_uid(sr_source, engine, tmp_path):
+    """Evidence names each image's series; without it every series under the folder is searched."""
+    good = sorted(sr_source.out.glob("*.dcm"))[0]
+    ds = pydicom.dcmread(good)
+    del ds.CurrentRequestedProcedureEvidenceSequence
+    (tmp_path / "r").mkdir()
+    ds.save_as(tmp_path / "r" / "no-evidence.dcm")
+    rep = ingest_sr(engine, tmp_path / "r", sr_source.root, OTHER_KEY, embed=False)
+    groups = len(hd.sr.srread(good).content.get_image_measurement_groups())
+    assert rep.rejected == [] and rep.written == groups - rep.extra["unreviewedSkipped"] > 0
+
+
 def _identifiers(sr_source) -> tuple[set[str], set[str]]:
     """The cohort's patient ids, UIDs and dates, the key slices' and the reports' SOP UIDs, the
     reports' Tracking UIDs; and the Tracking UIDs alone."""
@@ -242,3 +255,13 @@ def test_reports_of_csv_annotations_give_the_same_lesion_ids(sr_source, engine):
     after = {r["lesionId"] for r in engine.run("sr_export_lesions", patientId=None)}
     assert before < after and len(after - before) == 1 == sr_source.result.accepted_proposals
     assert rep.written == first.written + 1 and rep.rejected == []
+
+
+def test_the_client_ingests_and_exports_reports(sr_source, engine, tmp_path):
+    db = Client(engine, data_dir=tmp_path / "data", owns_engine=False)  # its own key, in its data dir
+    rep = db.ingest_sr(sr_source.out, sr_source.root, embed=False)
+    assert rep.written == sr_source.result.lesions and rep["unreviewedSkipped"] == 1
+    db.match(workers=1)
+    res = db.export_sr(tmp_path / "again", sr_source.root)
+    assert res.lesions == rep.written and res.unmatched_lesions == 0
+    assert len(res.files) == sr_source.result.reports
