@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.progress import Progress, stage
-from ..core.pseudonym import Pseudonymizer
+from ..core.pseudonym import Pseudonymizer, Redactor
 from ..datasets import cohort as C
 from ..datasets.dicom_tree import SOURCE, DicomTree
 from ..embedding.stage import EmbedOptions, embed_cohort
@@ -82,6 +82,12 @@ def ingest_sr(engine: Engine, sr_dir: str | os.PathLike, images: str | os.PathLi
                    lesion_fields=lambda r: {"source_tracking_uid": reader.uids.get(r.line)},
                    patients_only={r.patient_id for r in rows}, tree=reader.tree)
     edges = _tracking_edges(engine, sorted({ids.patient(SOURCE, r.patient_id) for r in rows}))
+    if not keep_source_ids:  # report files may be named by their SOP Instance UID, as PACS exports do
+        red = Redactor()
+        for uid in reader.sr_uids:
+            red.add(uid, ids.uid(SOURCE, uid))
+        report.rejected = [{k: red(v) for k, v in e.items()} for e in report.rejected]
+        reader.warnings = [red(w) for w in reader.warnings]
     report.extra.update({
         "reports": reader.n_reports, "measurementGroups": reader.n_groups,
         "unreviewedSkipped": reader.n_unreviewed, "trackingUidEdges": edges, "warnings": reader.warnings,
@@ -169,6 +175,7 @@ class _Reader:
         self.where: dict[int, tuple[str, int]] = {}  # row line → (file, group number)
         self.uids: dict[int, str] = {}  # row line → the lesion's sourceTrackingUid
         self.warnings: list[str] = []
+        self.sr_uids: set[str] = set()  # the reports' own SOP Instance UIDs (redacted from the report)
         self.n_reports = self.n_groups = self.n_unreviewed = 0
         self._uid_owner: dict[str, str] = {}  # tracking UID → PatientID (keep_source_ids: one patient per UID)
         self._uid_studies: set[tuple[str, str, str]] = set()  # (PatientID, UID, StudyInstanceUID)
@@ -186,6 +193,8 @@ class _Reader:
             return
         self.n_reports += 1
         self.n_groups += doc.groups
+        if doc.sop_instance_uid:
+            self.sr_uids.add(doc.sop_instance_uid)
         for group, why in doc.problems:
             self.reject(f"no usable measurement: {why}", f, group)
         for m in doc.marks:

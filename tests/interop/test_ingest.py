@@ -265,3 +265,17 @@ def test_the_client_ingests_and_exports_reports(sr_source, engine, tmp_path):
     res = db.export_sr(tmp_path / "again", sr_source.root)
     assert res.lesions == rep.written and res.unmatched_lesions == 0
     assert len(res.files) == sr_source.result.reports
+
+
+def test_report_files_named_by_their_uid_are_reported_by_pseudonym(sr_source, engine, tmp_path):
+    """PACS exports name files by SOP Instance UID: a rejection names such a file by a keyed UID."""
+    good = sorted(sr_source.out.glob("*.dcm"))[0]
+    ds = pydicom.dcmread(good)
+    ds.ContentSequence[-1].ContentSequence[0].ContentSequence = []  # a group without its items
+    (tmp_path / "r").mkdir()
+    path = tmp_path / "r" / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path)
+    rep = ingest_sr(engine, tmp_path / "r", sr_source.root, OTHER_KEY, embed=False)
+    assert [e["line"] for e in rep.rejected] == [1]
+    assert ds.SOPInstanceUID not in json.dumps(rep.to_json())
+    assert OTHER_KEY.uid("dicom", ds.SOPInstanceUID) in rep.rejected[0]["source"]
