@@ -176,11 +176,10 @@ def _items(rows: Iterable[dict[str, Any]], pending: Iterable[dict[str, Any]], re
                            _floats(r.get("recistShortAxisPx")), _num(r.get("longDiameterMm")),
                            _num(r.get("shortDiameterMm")), int(_num(r.get("typeCode")) or -1), uid,
                            r.get("response"), True, {"lesionId": r["lesionId"]}))
-    index = {(r["patientId"], r["studyId"]): int(r.get("studyIndex") or 0) for r in rows}
     for p in pending:
         if not p.get("trackingUid"):
             continue
-        items.append(_Item(p["patientId"], p["studyId"], index.get((p["patientId"], p["studyId"]), 0),
+        items.append(_Item(p["patientId"], p["studyId"], int(p.get("studyIndex") or 0),
                            p.get("seriesId"), _int(p.get("sliceIndex")), _floats(p.get("recistLongAxisPx")),
                            _floats(p.get("recistShortAxisPx")), _num(p.get("longDiameterMm")),
                            _num(p.get("shortDiameterMm")), int(_num(p.get("typeCode")) or -1), p["trackingUid"],
@@ -190,13 +189,14 @@ def _items(rows: Iterable[dict[str, Any]], pending: Iterable[dict[str, Any]], re
 
 def _tracking_ids(items: list[_Item]) -> dict[tuple[str, str], str]:
     """``lesion N`` per (patient, trackingUid): the patient's tracks numbered by the study they
-    are first seen in, then by UID, so a track has the same number in every report."""
-    first: dict[tuple[str, str], int] = {}
+    are first seen in, then by UID, so a track has the same number in every report; tracks seen
+    only in pending proposals come last, so they do not renumber the others."""
+    first: dict[tuple[str, str], tuple[bool, int]] = {}
     for it in items:
         key = (it.patient_id, it.tracking_uid)
-        first[key] = min(first.get(key, it.study_index), it.study_index)
+        first[key] = min(first.get(key, (not it.reviewed, it.study_index)), (not it.reviewed, it.study_index))
     out: dict[tuple[str, str], str] = {}
-    by_patient: dict[str, list[tuple[int, str]]] = {}
+    by_patient: dict[str, list[tuple[tuple[bool, int], str]]] = {}
     for (pid, uid), k in first.items():
         by_patient.setdefault(pid, []).append((k, uid))
     for pid, tracks in by_patient.items():

@@ -32,11 +32,11 @@ class ReviewDecision(Result):
 
 def list_proposals(engine: Engine, status: str | None = None, patient: str | None = None,
                    proposal: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-    """Proposals as flat dicts (proposal properties + studyId, studyUid, patientId, trackingUid)."""
+    """Proposals as flat dicts (proposal properties + studyId, studyIndex, studyUid, patientId, trackingUid)."""
     if status is not None and status not in STATUSES:
         raise InputError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}", "--status")
     rows = engine.run("proposals", status=status, patientId=patient, proposalId=proposal, limit=limit or 10**9)
-    return [{**r["proposal"], "studyId": r["studyId"], "studyUid": r.get("studyUid"),
+    return [{**r["proposal"], "studyId": r["studyId"], "studyIndex": r.get("studyIndex"), "studyUid": r.get("studyUid"),
              "patientId": r["patientId"], "trackingUid": r.get("trackingUid") or r["proposal"].get("trackingUid")}
             for r in rows]
 

@@ -138,6 +138,13 @@ def test_pending_proposals_only_on_request_and_marked_not_reviewed(sr_source, tm
     assert (pending["studyId"], pending["trackingUid"]) not in uids
     assert b"NOT-REVIEWED" not in b"".join(f.read_bytes() for f in (tmp_path / "plain").iterdir())
 
+    def names(out):
+        return {g.tracking_uid: str(g.tracking_identifier).split(" (")[0]
+                for ds in _reports(out).values() for g in _groups(ds)}
+
+    plain, full = names(tmp_path / "plain"), names(sr_source.out)
+    assert plain == {u: n for u, n in full.items() if u in plain}  # proposals renumber no track
+
 
 def test_out_must_be_empty_unless_replacing_a_previous_export(sr_source, tmp_path):
     busy = tmp_path / "busy"
