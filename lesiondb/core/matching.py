@@ -713,8 +713,10 @@ def _batch_marginals(L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         U, V = u.sum(1, keepdims=True), v.sum(1, keepdims=True)
         z = 1.0 + U + V + U * V - (u * v).sum(1, keepdims=True)
         return np.stack([u * (1.0 + V - v), v * (1.0 + U - u)], axis=2) / z[..., None], np.log(z[:, 0])
-    E = _matchings(n, m)
+    E = _matchings(n, m) if _n_matchings(n, m) <= _BATCH_ENUMERATE_MAX else None
     if E is None:
+        if m <= _EXACT_MAX_SIDE:
+            return _batch_subset_sums(L)
         out = [matching_marginals(np.where(x > -1e3, x, -np.inf)) for x in L]
         return np.stack([P for P, _ in out]), np.asarray([lz for _, lz in out])
     lw = L.reshape(G, n * m) @ E.T
@@ -722,6 +724,48 @@ def _batch_marginals(L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     w = np.exp(lw - top)
     z = w.sum(1, keepdims=True)
     return ((w @ E) / z).reshape(G, n, m), top[:, 0] + np.log(z[:, 0])
+
+
+#: A stack of scan pairs sums its matchings outright up to this many; beyond, the subset sums
+#: (:func:`_batch_subset_sums`) are faster (measured: a stack of 16 8×5 pairs, 19,081 matchings
+#: each, 0.2 s enumerated against 4 ms by subsets).
+_BATCH_ENUMERATE_MAX = 2000
+
+
+def _n_matchings(n: int, m: int) -> int:
+    return sum(math.comb(n, k) * math.comb(m, k) * math.factorial(k) for k in range(min(n, m) + 1))
+
+
+def _batch_subset_sums(L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact marginals of a stack of scan pairs (G, n, m ≤ ``_EXACT_MAX_SIDE``, n ≥ m; log-odds with
+    −1e4 for impossible pairs): forward and backward sums over the subsets of used columns, as
+    :func:`_marginals_block` does for one pair, for the whole stack at once. Each pair's weights
+    are scaled by its largest log-odds (so no product overflows)."""
+    G, n, m = L.shape
+    shift = np.maximum(L.reshape(G, -1).max(1), 0.0)  # per pair: exp(L − shift) ≤ 1
+    W = np.exp(L - shift[:, None, None])  # impossible pairs: exactly 0
+    none = np.exp(-shift)  # "this row unmatched" on the same scale
+    K = 1 << m
+    masks = np.arange(K)
+    free = [masks[(masks >> j) & 1 == 0] for j in range(m)]
+    F = np.zeros((n + 1, G, K))
+    F[0, :, 0] = 1.0
+    for r in range(n):
+        F[r + 1] = F[r] * none[:, None]
+        for j in range(m):
+            F[r + 1][:, free[j] | (1 << j)] += F[r][:, free[j]] * W[:, r, j, None]
+    B = np.zeros((n + 1, G, K))
+    B[n] = 1.0
+    for r in range(n - 1, -1, -1):
+        B[r] = B[r + 1] * none[:, None]
+        for j in range(m):
+            B[r][:, free[j]] += W[:, r, j, None] * B[r + 1][:, free[j] | (1 << j)]
+    z = B[0][:, 0]
+    P = np.zeros((G, n, m))
+    for r in range(n):
+        for j in range(m):
+            P[:, r, j] = W[:, r, j] * np.einsum("gk,gk->g", F[r][:, free[j]], B[r + 1][:, free[j] | (1 << j)]) / z
+    return P, np.log(z) + n * shift
 
 
 def track_probabilities(tracks: Sequence[Sequence[int]], P: np.ndarray, scan_of: Sequence[Hashable],
