@@ -632,14 +632,7 @@ def scan_pair_modes(geo: _Geometry, static: np.ndarray, p: MatchParams,
         c = geo.cost(s[None])[0] + static
         if min(n, m) > 1:  # refined like an alignment (one lesion a side: the shift is the pair's
             # displacement or none, as in _align_single)
-            pairs: list[tuple[int, int]] = []
-            for _ in range(max(0, p.align_iterations)):
-                new = assign(c, p.gate_cost)
-                if not new or new == pairs:
-                    break
-                pairs = new
-                s = geo.refine(pairs, s, center, shs)
-                c = geo.cost(s[None])[0] + static
+            s, c, _pairs = _refine(geo, static, s, c, center, shs, p)
             if any((np.abs(s - k[0]) <= 0.5 * geo.sigma).all() for k in kept):
                 continue  # the same mode
         kept.append((s, c))
@@ -902,6 +895,21 @@ def align_scans(a: ScanFeatures, b: ScanFeatures, p: MatchParams | None = None) 
     return _align(_Geometry.of(a, b, p), static_cost(a, b, p), p)[0]
 
 
+def _refine(geo: _Geometry, static: np.ndarray, s: np.ndarray, cost: np.ndarray, center: np.ndarray,
+            shs: np.ndarray, p: MatchParams) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Alternate assignment and shift from shift ``s`` (costs ``cost`` under it) until the pairs
+    stop changing: (shift, costs, pairs)."""
+    pairs: list[tuple[int, int]] = []
+    for _ in range(max(0, p.align_iterations)):
+        new = assign(cost, p.gate_cost)
+        if not new or new == pairs:
+            break
+        pairs = new
+        s = geo.refine(pairs, s, center, shs)
+        cost = geo.cost(s[None])[0] + static
+    return s, cost, pairs
+
+
 def _align(geo: _Geometry, static: np.ndarray, p: MatchParams
            ) -> tuple[Alignment, np.ndarray, list[tuple[int, int]]]:
     """The alignment, the position + static cost under it, and the assignment under it."""
@@ -929,15 +937,7 @@ def _align(geo: _Geometry, static: np.ndarray, p: MatchParams
             score = prior + _best_matching_gain(gain)
         s = hyps[int(np.argmin(score))]
         hypotheses = _best_hypotheses(hyps, score, p)
-    pairs: list[tuple[int, int]] = []
-    cost = geo.cost(s[None])[0] + static
-    for _ in range(max(0, p.align_iterations)):
-        new_pairs = assign(cost, p.gate_cost)
-        if not new_pairs or new_pairs == pairs:
-            break
-        pairs = new_pairs
-        s = geo.refine(pairs, s, center, shs)
-        cost = geo.cost(s[None])[0] + static
+    s, cost, pairs = _refine(geo, static, s, geo.cost(s[None])[0] + static, center, shs, p)
     al = _alignment(geo, s, len(pairs), geo.prior_weight * float(0.5 * (((s - center) / shs) ** 2).sum()))
     return al, cost, pairs, hypotheses
 
