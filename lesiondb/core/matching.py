@@ -526,7 +526,7 @@ def _marginals_small(W: np.ndarray) -> tuple[np.ndarray, float]:
     return P, math.log(z)
 
 
-_ENUMERATE_MAX = 20000  # blocks with at most this many partial matchings sum them outright
+_ENUMERATE_MAX = 2000  # blocks with at most this many partial matchings sum them outright (cached per shape)
 
 
 def _matchings(n: int, m: int) -> np.ndarray | None:
@@ -632,14 +632,7 @@ def scan_pair_modes(geo: _Geometry, static: np.ndarray, p: MatchParams,
         c = geo.cost(s[None])[0] + static
         if min(n, m) > 1:  # refined like an alignment (one lesion a side: the shift is the pair's
             # displacement or none, as in _align_single)
-            pairs: list[tuple[int, int]] = []
-            for _ in range(max(0, p.align_iterations)):
-                new = assign(c, p.gate_cost)
-                if not new or new == pairs:
-                    break
-                pairs = new
-                s = geo.refine(pairs, s, center, shs)
-                c = geo.cost(s[None])[0] + static
+            s, c, _pairs = _refine(geo, static, s, c, center, shs, p)
             if any((np.abs(s - k[0]) <= 0.5 * geo.sigma).all() for k in kept):
                 continue  # the same mode
         kept.append((s, c))
@@ -713,15 +706,51 @@ def _batch_marginals(L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         U, V = u.sum(1, keepdims=True), v.sum(1, keepdims=True)
         z = 1.0 + U + V + U * V - (u * v).sum(1, keepdims=True)
         return np.stack([u * (1.0 + V - v), v * (1.0 + U - u)], axis=2) / z[..., None], np.log(z[:, 0])
-    E = _matchings(n, m)
-    if E is None:
-        out = [matching_marginals(np.where(x > -1e3, x, -np.inf)) for x in L]
-        return np.stack([P for P, _ in out]), np.asarray([lz for _, lz in out])
-    lw = L.reshape(G, n * m) @ E.T
-    top = lw.max(1, keepdims=True)
-    w = np.exp(lw - top)
-    z = w.sum(1, keepdims=True)
-    return ((w @ E) / z).reshape(G, n, m), top[:, 0] + np.log(z[:, 0])
+    if m <= _BATCH_SUBSET_MAX_SIDE:
+        return _batch_subset_sums(L)
+    # wide on both sides: one pair at a time, each split into the blocks its likely pairs connect
+    out = [matching_marginals(np.where(x > -1e3, x, -np.inf)) for x in L]
+    return np.stack([P for P, _ in out]), np.asarray([lz for _, lz in out])
+
+
+#: A stack of scan pairs with at most this many lesions on its smaller side is summed over column
+#: subsets in one batch (:func:`_batch_subset_sums`); wider ones pair by pair, each split into the
+#: blocks its likely pairs connect. Measured on the scan pairs of a DeepLesion-sized graph (the
+#: maths of a whole `lesiondb match`): 0.55 s this way, against 2.4 s summing every matching
+#: (enumerating them for each shape took 1.3 s of it) and 1.5 s by subsets for every width.
+_BATCH_SUBSET_MAX_SIDE = 8
+
+
+def _batch_subset_sums(L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact marginals of a stack of scan pairs (G, n, m ≤ ``_EXACT_MAX_SIDE``, n ≥ m; log-odds with
+    −1e4 for impossible pairs): forward and backward sums over the subsets of used columns, as
+    :func:`_marginals_block` does for one pair, for the whole stack at once. Each pair's weights
+    are scaled by its largest log-odds (so no product overflows)."""
+    G, n, m = L.shape
+    shift = np.maximum(L.reshape(G, -1).max(1), 0.0)  # per pair: exp(L − shift) ≤ 1
+    W = np.exp(L - shift[:, None, None])  # impossible pairs: exactly 0
+    none = np.exp(-shift)  # "this row unmatched" on the same scale
+    K = 1 << m
+    masks = np.arange(K)
+    free = [masks[(masks >> j) & 1 == 0] for j in range(m)]
+    F = np.zeros((n + 1, G, K))
+    F[0, :, 0] = 1.0
+    for r in range(n):
+        F[r + 1] = F[r] * none[:, None]
+        for j in range(m):
+            F[r + 1][:, free[j] | (1 << j)] += F[r][:, free[j]] * W[:, r, j, None]
+    B = np.zeros((n + 1, G, K))
+    B[n] = 1.0
+    for r in range(n - 1, -1, -1):
+        B[r] = B[r + 1] * none[:, None]
+        for j in range(m):
+            B[r][:, free[j]] += W[:, r, j, None] * B[r + 1][:, free[j] | (1 << j)]
+    z = B[0][:, 0]
+    P = np.zeros((G, n, m))
+    for r in range(n):
+        for j in range(m):
+            P[:, r, j] = W[:, r, j] * np.einsum("gk,gk->g", F[r][:, free[j]], B[r + 1][:, free[j] | (1 << j)]) / z
+    return P, np.log(z) + n * shift
 
 
 def track_probabilities(tracks: Sequence[Sequence[int]], P: np.ndarray, scan_of: Sequence[Hashable],
@@ -858,6 +887,21 @@ def align_scans(a: ScanFeatures, b: ScanFeatures, p: MatchParams | None = None) 
     return _align(_Geometry.of(a, b, p), static_cost(a, b, p), p)[0]
 
 
+def _refine(geo: _Geometry, static: np.ndarray, s: np.ndarray, cost: np.ndarray, center: np.ndarray,
+            shs: np.ndarray, p: MatchParams) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Alternate assignment and shift from shift ``s`` (costs ``cost`` under it) until the pairs
+    stop changing: (shift, costs, pairs)."""
+    pairs: list[tuple[int, int]] = []
+    for _ in range(max(0, p.align_iterations)):
+        new = assign(cost, p.gate_cost)
+        if not new or new == pairs:
+            break
+        pairs = new
+        s = geo.refine(pairs, s, center, shs)
+        cost = geo.cost(s[None])[0] + static
+    return s, cost, pairs
+
+
 def _align(geo: _Geometry, static: np.ndarray, p: MatchParams
            ) -> tuple[Alignment, np.ndarray, list[tuple[int, int]]]:
     """The alignment, the position + static cost under it, and the assignment under it."""
@@ -885,15 +929,7 @@ def _align(geo: _Geometry, static: np.ndarray, p: MatchParams
             score = prior + _best_matching_gain(gain)
         s = hyps[int(np.argmin(score))]
         hypotheses = _best_hypotheses(hyps, score, p)
-    pairs: list[tuple[int, int]] = []
-    cost = geo.cost(s[None])[0] + static
-    for _ in range(max(0, p.align_iterations)):
-        new_pairs = assign(cost, p.gate_cost)
-        if not new_pairs or new_pairs == pairs:
-            break
-        pairs = new_pairs
-        s = geo.refine(pairs, s, center, shs)
-        cost = geo.cost(s[None])[0] + static
+    s, cost, pairs = _refine(geo, static, s, geo.cost(s[None])[0] + static, center, shs, p)
     al = _alignment(geo, s, len(pairs), geo.prior_weight * float(0.5 * (((s - center) / shs) ** 2).sum()))
     return al, cost, pairs, hypotheses
 

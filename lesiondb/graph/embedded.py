@@ -50,6 +50,8 @@ from ..core.private import PRIVATE_UMASK, make_private_dir, make_private_file, s
 from ..errors import ConfigError, DataDirLocked, EngineError, EngineInUse, EngineUnavailable
 
 log = logging.getLogger(__name__)
+# redis (the FalkorDB client's transport) is imported by the methods that talk to the server: this
+# module is imported by every command (the data dir's location), most of which talk to none.
 
 STATE_FILE = "engine.json"
 LOCK_FILE = "engine.lock"

@@ -18,20 +18,38 @@ Re-matching keeps every decision: reviewed edges are never rewritten or deleted,
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import dataclass
 from typing import Any
 
 from ..core import matching as M
+from ..core.results import Result, json_field
 from ..errors import InputError
+from ..graph.engine import Engine
 from .match import match_graph
 
 STATUSES = ("pending", "accepted", "rejected")
+
+
+@dataclass
+class LinkDecision(Result):
+    """The outcome of accepting or rejecting one POSSIBLE_SAME_LESION review item."""
+
+    review_id: str
+    status: str
+    patient_id: str | None = json_field(default=None, omit_none=True)
+    member_lesion_id: str | None = json_field(default=None, omit_none=True)
+    candidate_lesion_id: str | None = json_field(default=None, omit_none=True)
+    tracking_uid: str | None = json_field(default=None, omit_none=True)  # the track the candidate is in now
+    already_accepted: bool | None = json_field(default=None, omit_none=True)
+    already_rejected: bool | None = json_field(default=None, omit_none=True)
+    rematch: dict[str, Any] | None = json_field(default=None, omit_none=True)
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def list_possible(engine, status: str | None = None, patient: str | None = None, review_id: str | None = None,
+def list_possible(engine: Engine, status: str | None = None, patient: str | None = None, review_id: str | None = None,
                   limit: int | None = None) -> list[dict[str, Any]]:
     """POSSIBLE_SAME_LESION review items as flat dicts (query ``possible_same_lesion``), most
     probable first within each patient."""
@@ -41,7 +59,7 @@ def list_possible(engine, status: str | None = None, patient: str | None = None,
                                         reviewId=review_id, limit=limit or 10 ** 9)]
 
 
-def _one(engine, review_id: str) -> dict[str, Any]:
+def _one(engine: Engine, review_id: str) -> dict[str, Any]:
     got = list_possible(engine, review_id=review_id)
     if not got:
         raise InputError(f"no POSSIBLE_SAME_LESION edge {review_id!r}; `lesiondb query possible_same_lesion` "
@@ -49,8 +67,8 @@ def _one(engine, review_id: str) -> dict[str, Any]:
     return got[0]
 
 
-def accept_possible(engine, review_id: str, by: str | None = None, at: str | None = None, rematch: bool = True,
-                    params: M.MatchParams | None = None) -> dict[str, Any]:
+def accept_possible(engine: Engine, review_id: str, by: str | None = None, at: str | None = None,
+                    rematch: bool = True, params: M.MatchParams | None = None) -> LinkDecision:
     """Accept a POSSIBLE edge: its candidate joins the member's track (idempotent). The edge is
     marked accepted, then (``rematch``) the patient is matched again with the pair as a must-link
     — with ``params`` (the graph's calibrated parameters) if given, else calibrating as ``lesiondb
@@ -61,19 +79,18 @@ def accept_possible(engine, review_id: str, by: str | None = None, at: str | Non
                          f"{item.get('reviewedAt')}; it cannot be accepted", review_id)
     engine.execute("accept_possible_same_lesion", reviewId=review_id, reviewedBy=by or "unknown",
                    reviewedAt=at or _now())
-    out: dict[str, Any] = {"reviewId": review_id, "status": "accepted", "patientId": item["patientId"],
-                           "memberLesionId": item["memberLesionId"], "candidateLesionId": item["candidateLesionId"],
-                           "alreadyAccepted": item["status"] == "accepted", "trackingUid": None}
+    out = LinkDecision(review_id, "accepted", patient_id=item["patientId"], member_lesion_id=item["memberLesionId"],
+                       candidate_lesion_id=item["candidateLesionId"], already_accepted=item["status"] == "accepted")
     if rematch:
         report = match_graph(engine, item["patientId"], params=params, calibrate=params is None, workers=1)
-        out["rematch"] = {k: v for k, v in report.to_dict().items() if k in ("tracks", "written", "deleted")}
+        out.rematch = {k: v for k, v in report.to_json().items() if k in ("tracks", "written", "deleted")}
         rows = engine.run("lesion_track", lesionId=item["candidateLesionId"])
-        out["trackingUid"] = rows[0]["trackingUid"] if rows else None
+        out.tracking_uid = rows[0]["trackingUid"] if rows else None
     return out
 
 
-def reject_possible(engine, review_id: str, by: str | None = None, reason: str | None = None,
-                    at: str | None = None) -> dict[str, Any]:
+def reject_possible(engine: Engine, review_id: str, by: str | None = None, reason: str | None = None,
+                    at: str | None = None) -> LinkDecision:
     """Reject a POSSIBLE edge (idempotent): who, when and why are kept on it, and every later match
     keeps the two lesions out of one track. An accepted edge cannot be rejected."""
     item = _one(engine, review_id)
@@ -82,4 +99,4 @@ def reject_possible(engine, review_id: str, by: str | None = None, reason: str |
                          f"{item['memberLesionId']}; it cannot be rejected", review_id)
     engine.execute("reject_possible_same_lesion", reviewId=review_id, reviewedBy=by or "unknown",
                    reviewedAt=at or _now(), reason=reason or "")
-    return {"reviewId": review_id, "status": "rejected", "alreadyRejected": item["status"] == "rejected"}
+    return LinkDecision(review_id, "rejected", already_rejected=item["status"] == "rejected")

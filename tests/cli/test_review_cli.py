@@ -94,3 +94,26 @@ def test_reject_via_cli_and_unknown_id(app_engine):
 def test_mine_unknown_patient_says_what_to_do(app_engine):
     r = _run("mine", "--patient", "nobody")
     assert r.exit_code != 0 and "lesiondb match" in r.output
+
+
+def test_possible_links_are_review_items_too(engine, monkeypatch):
+    """`lesiondb review` lists, accepts and rejects matching's possible links (PS-…) through the
+    same functions as the tracking library."""
+    from lesiondb.tracking import list_possible, match_graph
+    from tests.tracking.test_match import gap_cohort, ingest
+
+    ingest(engine, gap_cohort())
+    match_graph(engine, calibrate=False, workers=1)
+    monkeypatch.setattr(AppContext, "engine", lambda self: engine)
+    monkeypatch.setattr(AppContext, "close", lambda self: None)
+    items = list_possible(engine, status="pending")
+    assert items
+    r = _run("review", "list", "--kind", "links", "--json")
+    assert [x["reviewId"] for x in json.loads(r.output)] == [x["reviewId"] for x in items]
+    assert items[0]["reviewId"] in _run("review", "list", "--kind", "links").output
+    rid = items[0]["reviewId"]
+    r = _run("review", "reject", rid, "--by", "dr.y", "--reason", "another lesion", "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["status"] == "rejected"
+    assert list_possible(engine, review_id=rid)[0]["rejectReason"] == "another lesion"
+    r = _run("review", "accept", rid)
+    assert r.exit_code == 1 and "cannot be accepted" in r.output

@@ -507,3 +507,18 @@ def test_mode_posteriors_of_many_scan_pairs_equal_one_by_one():
     together = M.mode_posteriors(modes, 10.0, 0.8)
     for ms, P in zip(modes, together, strict=True):
         np.testing.assert_allclose(P, M.mode_posterior(ms, 10.0, 0.8)[0], atol=1e-12)
+
+
+def test_batched_subset_sums_equal_the_exact_marginals_of_each_pair():
+    """Stacks of scan pairs too large to enumerate are summed over column subsets: the same
+    marginals and log partition functions as each pair alone, impossible pairs included."""
+    rng = np.random.default_rng(3)
+    for n, m in ((7, 6), (8, 5), (6, 6)):
+        L = rng.normal(0.0, 4.0, (5, n, m))
+        L[rng.random(L.shape) < 0.3] = -np.inf
+        P, lz = M._batch_marginals(L)
+        for g in range(len(L)):
+            ref_P, ref_lz = M.matching_marginals(L[g])
+            np.testing.assert_allclose(P[g], ref_P, atol=1e-12)
+            assert abs(lz[g] - ref_lz) < 1e-9
+        assert np.all(P.sum(axis=2) <= 1 + 1e-12) and np.all(P.sum(axis=1) <= 1 + 1e-12)

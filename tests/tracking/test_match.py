@@ -244,6 +244,10 @@ def test_possible_edges_are_written_counted_and_idempotent(engine):
     assert edge["target"]["lesionId"] == "L-C-2-1-a" and edge["lesion"]["lesionId"] in ("L-C-1-1-a", "L-C-3-1-a")
     rel = edge["rel"]
     assert rel["status"] == "pending" and rel["reviewId"].startswith("PS-") and rel["trackingUid"] == t["a@1"]
+    # what the evaluations read of it, on this engine
+    (row,) = engine.run("match_patient_possible", patientIds=["P-C"])
+    assert (row["src"], row["dst"], row["trackingUid"]) == (edge["lesion"]["lesionId"], "L-C-2-1-a", t["a@1"])
+    assert row["probability"] == pytest.approx(rel["probability"]) and row["status"] == "pending"
     # its probability is the track's pooled one, below the link threshold and above the POSSIBLE one
     data = next(tracking.read_patients(engine, ["P-C"]))
     pm = M.match_patient(data.lesions, M.MatchParams())

@@ -57,7 +57,7 @@ def test_reject_records_why_and_rematch_keeps_the_pair_apart(matched):
     (item,) = review.list_possible(matched)
     before = tracks_by_key(matched, "P-C")
     out = review.reject_possible(matched, item["reviewId"], by="dr. who", reason="a different lesion")
-    assert out == {"reviewId": item["reviewId"], "status": "rejected", "alreadyRejected": False}
+    assert out.to_json() == {"reviewId": item["reviewId"], "status": "rejected", "alreadyRejected": False}
     (rej,) = review.list_possible(matched, status="rejected")
     assert rej["rejectReason"] == "a different lesion" and rej["reviewedBy"] == "dr. who"
     assert review.reject_possible(matched, item["reviewId"], reason="again")["alreadyRejected"]
