@@ -7,8 +7,8 @@ import click
 
 from .common import handle_errors, pass_app
 
-MISSING = ("`lesiondb serve` needs the web extra (Starlette, uvicorn, Jinja2): "
-           "pip install 'lesiondb[web]'  ({})")
+MISSING = ("`lesiondb serve` needs Starlette, uvicorn and Jinja2 (dependencies of lesiondb): "
+           "pip install 'starlette>=0.40' 'uvicorn>=0.30' 'jinja2>=3.1'  ({})")
 
 
 @click.command("serve")
