@@ -86,12 +86,31 @@ def build(engine, cohort: Path, ids: Pseudonymizer, *, embed: bool) -> None:
 ENGINES = ["falkordb", pytest.param("neo4j", marks=pytest.mark.neo4j)] if NEO4J_URI else ["falkordb"]
 
 
-@pytest.fixture(scope="module", params=ENGINES)
+@pytest.fixture(scope="session", params=ENGINES)
 def site(request, falkor_server, web_cohort) -> Site:
-    """The cohort's graph with embeddings (SIMILAR_TO), tracks and proposals, on each engine;
-    one per test module (tests that decide build their own)."""
+    """The cohort's graph with embeddings (SIMILAR_TO), tracks and proposals, on each engine.
+    Read only: tests that decide work on copies of :func:`pristine`."""
     ids = Pseudonymizer.from_text(KEY)
     eng = new_engine(request.param, falkor_server)
     build(eng, web_cohort, ids, embed=True)
     yield Site(eng, ids, web_cohort)
     drop(request.param, eng)
+
+
+@pytest.fixture(scope="session")
+def pristine(falkor_server, web_cohort):
+    """The cohort's graph without embeddings on the embedded engine: never changed; tests that
+    accept or reject work on copies of it (:func:`copy_graph`)."""
+    eng = new_engine("falkordb", falkor_server)
+    build(eng, web_cohort, Pseudonymizer.from_text(KEY), embed=False)
+    yield eng
+    drop("falkordb", eng)
+
+
+def copy_graph(eng):
+    """A copy of a FalkorDB graph (GRAPH.COPY) as a new engine; :func:`drop` it after."""
+    from lesiondb.graph.falkor_engine import FalkorEngine
+
+    name = eng.graph_name + "_" + uuid.uuid4().hex[:6]
+    eng.graph.copy(name)
+    return FalkorEngine(eng.db, graph=name)

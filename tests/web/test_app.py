@@ -4,11 +4,9 @@ same change to the graph as ``lesiondb review accept``), the placeholder when im
 the request guards, and privacy (no UID, PatientID or date of the cohort in any page)."""
 from __future__ import annotations
 
-import io
 import json
 import re
 import stat
-import uuid
 from html import unescape
 
 import numpy as np
@@ -23,7 +21,7 @@ from lesiondb.tracking import list_possible
 from lesiondb.web import create_app
 from lesiondb.web.crops import WINDOWS
 
-from .conftest import KEY, build, drop, new_engine
+from .conftest import KEY, copy_graph, drop
 
 TestClient = pytest.importorskip("starlette.testclient").TestClient
 BASE = "http://127.0.0.1"
@@ -284,28 +282,13 @@ def _dump(engine) -> set[str]:
     return out
 
 
-@pytest.fixture(scope="module")
-def pristine(falkor_server, web_cohort):
-    """The cohort's graph without embeddings (decision tests copy it: GRAPH.COPY is FalkorDB's;
-    the Neo4j tier runs the read-only tests above)."""
-    eng = new_engine("falkordb", falkor_server)
-    build(eng, web_cohort, Pseudonymizer.from_text(KEY), embed=False)
-    yield eng
-    drop("falkordb", eng)
-
-
 @pytest.fixture
 def two_graphs(pristine, monkeypatch):
-    """Two identical copies of the pristine graph; decisions at a fixed time."""
-    from lesiondb.graph.falkor_engine import FalkorEngine
-
+    """Two identical copies of the cohort's graph (no embeddings); decisions at a fixed time.
+    (Copies are FalkorDB's GRAPH.COPY: the Neo4j tier runs the read-only tests above.)"""
     monkeypatch.setattr("lesiondb.mining.review.now_iso", lambda: "2030-01-01T00:00:00Z")
     monkeypatch.setattr("lesiondb.tracking.review._now", lambda: "2030-01-01T00:00:00Z")
-    copies = []
-    for _ in range(2):
-        name = pristine.graph_name + "_" + uuid.uuid4().hex[:6]
-        pristine.graph.copy(name)
-        copies.append(FalkorEngine(pristine.db, graph=name))
+    copies = [copy_graph(pristine), copy_graph(pristine)]
     yield copies[0], copies[1], Pseudonymizer.from_text(KEY)
     for eng in copies:
         drop("falkordb", eng)

@@ -19,7 +19,7 @@ from lesiondb.mining import list_proposals
 from lesiondb.web import create_app
 from lesiondb.web.server import ServerThread
 
-from .conftest import KEY, build, drop, new_engine
+from .conftest import KEY, copy_graph, drop
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "images" / "review-queue.png"
@@ -33,10 +33,9 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright's Pytho
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no system Chromium (apt-get install chromium)")
 
 
-@pytest.fixture(scope="module")
-def graph(falkor_server, web_cohort):
-    eng = new_engine("falkordb", falkor_server)
-    build(eng, web_cohort, Pseudonymizer.from_text(KEY), embed=False)
+@pytest.fixture
+def graph(pristine):
+    eng = copy_graph(pristine)
     yield eng
     drop("falkordb", eng)
 
