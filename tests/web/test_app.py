@@ -111,7 +111,6 @@ def test_queue_shows_each_pending_proposal_with_its_box_track_lesions_and_score_
     assert r.status_code == 200
     pending = list_proposals(site.engine, status="pending")
     assert len(pending) >= 3
-    imgs = _imgs(r.text)
     members = {}
     for x in site.engine.run("track_members", trackingUids=[p["trackingUid"] for p in pending]):
         members.setdefault(x["trackingUid"], []).append(x["lesionId"])
