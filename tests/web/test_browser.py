@@ -9,6 +9,7 @@ Skipped, with the reason, where Chromium or Playwright is absent (``.ci/run`` in
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from .conftest import KEY, copy_graph, drop
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "images" / "review-queue.png"
-CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or "")
+# Debian's chromium; LESIONDB_CHROMIUM names another Chromium-based browser (CI runners' Chrome)
+CHROMIUM = next((p for p in (os.environ.get("LESIONDB_CHROMIUM", ""), "/usr/bin/chromium",
+                             shutil.which("chromium") or "", shutil.which("chromium-browser") or "")
                  if p and Path(p).is_file()), None)
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
