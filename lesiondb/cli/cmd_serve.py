@@ -5,7 +5,9 @@ import os
 
 import click
 
-from .common import handle_errors, pass_app
+from ..errors import ConfigError
+from ..graph.keys import check_pseudonym_key
+from .common import handle_errors, pass_app, pseudonym_key_option
 
 MISSING = ("`lesiondb serve` needs Starlette, uvicorn and Jinja2 (dependencies of lesiondb): "
            "pip install 'starlette>=0.40' 'uvicorn>=0.30' 'jinja2>=3.1'  ({})")
@@ -25,10 +27,11 @@ MISSING = ("`lesiondb serve` needs Starlette, uvicorn and Jinja2 (dependencies o
 @click.option("-k", "k_similar", default=8, show_default=True, type=click.IntRange(1, 50),
               help="Similar lesions shown on a lesion's page.")
 @click.option("--log-requests", is_flag=True, help="Log every request on stderr.")
+@pseudonym_key_option("the key the ingest used (finds the images' series by their pseudonyms)")
 @pass_app
 @handle_errors
 def command(app, host: str, port: int, images: tuple[str, ...], reviewer: str | None, crop_cache: bool,
-            k_similar: int, log_requests: bool) -> None:
+            k_similar: int, log_requests: bool, pseudonym_key: str | None) -> None:
     """Review in the browser: patients, timelines, lesion crops and the proposal review queue.
 
     \b
@@ -58,7 +61,15 @@ def command(app, host: str, port: int, images: tuple[str, ...], reviewer: str | 
                     "(pseudonymised) and record review decisions. Use only on a trusted network.",
                     fg="yellow", err=True)
     engine = app.engine()
-    web = create_app(engine, app.ids(), folders,
+    ids = app.ids(pseudonym_key)
+    if folders:
+        try:
+            check_pseudonym_key(engine, ids)
+        except ConfigError:
+            click.secho("warning: the pseudonym key is not the one this graph was built with: no series under "
+                        "the images folders will match, and crops will show a placeholder (pass the ingest's "
+                        "key with --pseudonym-key)", fg="yellow", err=True)
+    web = create_app(engine, ids, folders,
                      cache_dir=app.crop_cache if crop_cache else None,
                      reviewer=reviewer or os.environ.get("USER"), allowed_hosts=allowed_hosts(host),
                      k_similar=k_similar)

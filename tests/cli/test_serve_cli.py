@@ -64,3 +64,14 @@ def test_images_given_replace_the_default(served, tmp_path):
     assert r.exit_code == 0, r.output
     assert served["app"].state.web.library.roots == [other, tmp_path]
     assert _run(tmp_path, "--images", str(tmp_path / "absent")).exit_code != 0
+
+
+def test_a_key_other_than_the_graphs_warns_that_crops_will_be_placeholders(served, engine, tmp_path):
+    from lesiondb.core.pseudonym import Pseudonymizer
+    from lesiondb.graph.keys import claim_pseudonym_key
+
+    claim_pseudonym_key(engine, Pseudonymizer.from_text("the-ingest-key-0123456789"))
+    r = _run(tmp_path, "--images", str(tmp_path), "--pseudonym-key", "another-key-0123456789")
+    assert r.exit_code == 0 and "is not the one this graph was built with" in r.stderr
+    r = _run(tmp_path, "--images", str(tmp_path), "--pseudonym-key", "the-ingest-key-0123456789")
+    assert r.exit_code == 0 and "not the one" not in r.stderr

@@ -101,3 +101,38 @@ def test_review_queue_in_chromium(graph, web_cohort, browser):
         page.screenshot(path=str(SCREENSHOT))
         page.close()
     assert SCREENSHOT.stat().st_size > 20_000
+
+
+def _all_loaded(page) -> tuple[int, int]:
+    return tuple(page.evaluate("() => [document.images.length, Array.from(document.images)"
+                               ".filter(i => i.complete && i.naturalWidth > 0).length]"))
+
+
+def test_timeline_and_lesion_pages_in_chromium(site, browser):
+    """A patient's timeline (crops, one chart per track), the window presets, a lesion's page with
+    its similar lesions; their screenshots go to docs/images/ for docs/review.md."""
+    pid = max(site.engine.run("patients"), key=lambda p: p["studies"])["patientId"]
+    n_tracks = len({t["trackingUid"] for t in site.engine.run("patient_tracks", patientId=pid)})
+    app = create_app(site.engine, site.ids, [site.cohort])
+    with ServerThread(app) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{url}/patients/{pid}")
+        page.wait_for_load_state("networkidle")
+        n, loaded = _all_loaded(page)
+        assert n > 0 and loaded == n
+        assert page.locator("svg.chart").count() == n_tracks
+        page.screenshot(path=str(SCREENSHOT.with_name("patient-timeline.png")))
+        page.click("header .windows a:text-is('lung')")
+        page.wait_for_load_state("networkidle")
+        srcs = page.evaluate("() => Array.from(document.images).map(i => i.getAttribute('src'))")
+        assert srcs and all("window=lung" in s for s in srcs)
+        assert _all_loaded(page)[1] == len(srcs)
+
+        lesion = page.locator("td.cell a.crop").first.get_attribute("href").split("?")[0]
+        page.goto(f"{url}{lesion}")
+        page.wait_for_load_state("networkidle")
+        n, loaded = _all_loaded(page)
+        assert loaded == n and n >= 1 + 8  # the lesion, its track, 8 similar lesions
+        assert page.get_by_text("Most similar lesions").count() == 1
+        page.screenshot(path=str(SCREENSHOT.with_name("lesion.png")))
+        page.close()
