@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.private import FILE_MODE, make_private_dir
+
 #: Window presets: name → (width HU, level HU).
 WINDOWS: dict[str, tuple[float, float]] = {
     "soft": (400.0, 40.0),     # soft tissue W400/L40
@@ -195,8 +197,7 @@ class CropCache:
         self._lock = threading.Lock()
         self.hits = self.misses = 0
         if self.folder is not None:
-            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.chmod(self.folder, 0o700)
+            make_private_dir(self.folder)
 
     def get(self, key: CropKey) -> bytes | None:
         d = key.digest()
@@ -226,7 +227,8 @@ class CropCache:
         if self.folder is not None:
             tmp = self.folder / f".{d}.{os.getpid()}.{threading.get_ident()}.tmp"
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+                os.fchmod(fd, FILE_MODE)  # whatever the umask
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
                 os.replace(tmp, self.folder / f"{d}.png")
