@@ -71,7 +71,7 @@ def drop(kind: str, eng) -> None:
     eng.close()
 
 
-def build(engine, cohort: Path, ids: Pseudonymizer, *, embed: bool) -> None:
+def build(engine, cohort: Path, ids: Pseudonymizer, *, embed: bool, rank_calibration: bool = True) -> None:
     """ingest → match → mine, each through its library function (as `lesiondb demo` runs them)."""
     from lesiondb.ingest import ingest_dicom
     from lesiondb.mining import StudyVolumes, mine
@@ -80,7 +80,7 @@ def build(engine, cohort: Path, ids: Pseudonymizer, *, embed: bool) -> None:
     report = ingest_dicom(engine, cohort, ids, embed=embed)
     assert not report.rejected, report.rejected
     match_graph(engine, workers=1)
-    mine(engine, StudyVolumes(cohort, ids))
+    mine(engine, StudyVolumes(cohort, ids), rank_calibration=rank_calibration)
 
 
 ENGINES = ["falkordb", pytest.param("neo4j", marks=pytest.mark.neo4j)] if NEO4J_URI else ["falkordb"]
@@ -99,18 +99,27 @@ def site(request, falkor_server, web_cohort) -> Site:
 
 @pytest.fixture(scope="session")
 def pristine(falkor_server, web_cohort):
-    """The cohort's graph without embeddings on the embedded engine: never changed; tests that
-    accept or reject work on copies of it (:func:`copy_graph`)."""
+    """The cohort's graph without embeddings on the embedded engine, never changed (read-only
+    tests); tests that accept or reject get their own graphs from :func:`fresh_graph`."""
     eng = new_engine("falkordb", falkor_server)
     build(eng, web_cohort, Pseudonymizer.from_text(KEY), embed=False)
     yield eng
     drop("falkordb", eng)
 
 
-def copy_graph(eng):
-    """A copy of a FalkorDB graph (GRAPH.COPY) as a new engine; :func:`drop` it after."""
-    from lesiondb.graph.falkor_engine import FalkorEngine
+@pytest.fixture
+def fresh_graph(falkor_server, web_cohort):
+    """Makes new graphs of the cohort (embedded engine, no embeddings, mining without rank
+    calibration: a second faster); all dropped after the test. (FalkorDB's GRAPH.COPY would be
+    quicker, but it can wait forever on the embedded server's AOF rewrite.)"""
+    made = []
 
-    name = eng.graph_name + "_" + uuid.uuid4().hex[:6]
-    eng.graph.copy(name)
-    return FalkorEngine(eng.db, graph=name)
+    def make():
+        eng = new_engine("falkordb", falkor_server)
+        made.append(eng)
+        build(eng, web_cohort, Pseudonymizer.from_text(KEY), embed=False, rank_calibration=False)
+        return eng
+
+    yield make
+    for eng in made:
+        drop("falkordb", eng)

@@ -21,7 +21,7 @@ from lesiondb.tracking import list_possible
 from lesiondb.web import create_app
 from lesiondb.web.crops import WINDOWS
 
-from .conftest import KEY, copy_graph, drop
+from .conftest import KEY
 
 TestClient = pytest.importorskip("starlette.testclient").TestClient
 BASE = "http://127.0.0.1"
@@ -282,19 +282,16 @@ def _dump(engine) -> set[str]:
 
 
 @pytest.fixture
-def two_graphs(pristine, monkeypatch):
-    """Two identical copies of the cohort's graph (no embeddings); decisions at a fixed time.
-    (Copies are FalkorDB's GRAPH.COPY: the Neo4j tier runs the read-only tests above.)"""
+def decisions_at_a_fixed_time(monkeypatch):
     monkeypatch.setattr("lesiondb.mining.review.now_iso", lambda: "2030-01-01T00:00:00Z")
     monkeypatch.setattr("lesiondb.tracking.review._now", lambda: "2030-01-01T00:00:00Z")
-    copies = [copy_graph(pristine), copy_graph(pristine)]
-    yield copies[0], copies[1], Pseudonymizer.from_text(KEY)
-    for eng in copies:
-        drop("falkordb", eng)
 
 
-def test_accept_in_the_page_changes_the_graph_as_lesiondb_review_accept(two_graphs, monkeypatch):
-    page_graph, cli_graph, ids = two_graphs
+def test_accept_in_the_page_changes_the_graph_as_lesiondb_review_accept(fresh_graph, decisions_at_a_fixed_time,
+                                                                         monkeypatch):
+    """Two identical graphs (the embedded engine: the Neo4j tier runs the read-only tests above);
+    one proposal accepted in the page on one, by `lesiondb review accept` on the other."""
+    page_graph, cli_graph, ids = fresh_graph(), fresh_graph(), Pseudonymizer.from_text(KEY)
     pid = list_proposals(page_graph, status="pending")[0]["proposalId"]
     assert [p["proposalId"] for p in list_proposals(cli_graph, status="pending")][0] == pid
     before_page, before_cli = _dump(page_graph), _dump(cli_graph)
@@ -324,8 +321,8 @@ def test_accept_in_the_page_changes_the_graph_as_lesiondb_review_accept(two_grap
     assert after_page == after_cli  # … exactly as the CLI did
 
 
-def test_reject_from_a_plain_form_post_redirects_back_to_the_queue(two_graphs):
-    graph, _, ids = two_graphs
+def test_reject_from_a_plain_form_post_redirects_back_to_the_queue(fresh_graph):
+    graph, ids = fresh_graph(), Pseudonymizer.from_text(KEY)
     pid = list_proposals(graph, status="pending")[1]["proposalId"]
     app = create_app(graph, ids, [], reviewer="server-default")
     with TestClient(app, base_url=BASE) as c:
@@ -340,8 +337,8 @@ def test_reject_from_a_plain_form_post_redirects_back_to_the_queue(two_graphs):
         assert r.status_code == 409 and "rejected" in r.json()["error"]
 
 
-def test_links_are_accepted_into_the_track_or_rejected_with_a_reason(two_graphs):
-    graph, other, ids = two_graphs
+def test_links_are_accepted_into_the_track_or_rejected_with_a_reason(fresh_graph, decisions_at_a_fixed_time):
+    graph, other, ids = fresh_graph(), fresh_graph(), Pseudonymizer.from_text(KEY)
     [link] = list_possible(graph, status="pending")
     app = create_app(graph, ids, [])
     with TestClient(app, base_url=BASE) as c:

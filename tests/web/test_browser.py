@@ -20,7 +20,7 @@ from lesiondb.mining import list_proposals
 from lesiondb.web import create_app
 from lesiondb.web.server import ServerThread
 
-from .conftest import KEY, copy_graph, drop
+from .conftest import KEY
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "images" / "review-queue.png"
@@ -37,10 +37,8 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no system Chromium (ap
 
 
 @pytest.fixture
-def graph(pristine):
-    eng = copy_graph(pristine)
-    yield eng
-    drop("falkordb", eng)
+def graph(fresh_graph):
+    return fresh_graph()
 
 
 @pytest.fixture(scope="module")
