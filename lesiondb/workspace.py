@@ -62,6 +62,11 @@ class Workspace:
         """Cache of training patches (``lesiondb train``)."""
         return self.data_dir / "cache" / "patches"
 
+    @property
+    def crop_cache(self) -> Path:
+        """Cache of the crops ``lesiondb serve`` renders (patient images: a private folder)."""
+        return self.data_dir / "cache" / "crops"
+
     def close(self) -> None:
         if self._engine is not None:
             self._engine.close()

@@ -67,7 +67,7 @@ def _fresh(code: str) -> dict:
 def test_importing_the_package_its_cli_and_features_does_not_import_torch():
     out = _fresh(
         "import importlib, json, pkgutil, sys\n"
-        "import lesiondb, lesiondb.cli.main, lesiondb.client, lesiondb.demo\n"
+        "import lesiondb, lesiondb.cli.main, lesiondb.client, lesiondb.demo, lesiondb.web\n"
         f"for f in {FEATURES!r}: importlib.import_module('lesiondb.' + f)\n"
         "import lesiondb.cli as c\n"
         "for m in pkgutil.iter_modules(c.__path__): importlib.import_module('lesiondb.cli.' + m.name)\n"

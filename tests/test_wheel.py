@@ -37,6 +37,15 @@ def test_wheel_ships_the_default_model(wheel):
     assert {"lesiondb/models/default/model.pt", "lesiondb/models/default/model_card.json"} <= names
 
 
+def test_wheel_ships_the_web_templates_and_assets(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    web = REPO / "lesiondb" / "web"
+    assets = {f"lesiondb/web/{p.relative_to(web).as_posix()}" for sub in ("templates", "static")
+              for p in (web / sub).rglob("*") if p.is_file()}
+    assert {"lesiondb/web/templates/queue.html", "lesiondb/web/static/review.js"} <= assets
+    assert assets <= names, sorted(assets - names)[:5]
+
+
 def test_installed_wheel_loads_queries_from_inside_the_package(wheel, tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
