@@ -37,7 +37,7 @@ class Neo4jEngine(Engine):
         password = password if password is not None else os.environ.get("LESIONDB_PASSWORD")
         auth = (user, password) if password is not None else None
         try:
-            driver = neo4j.GraphDatabase.driver(uri, auth=auth)
+            driver = neo4j.GraphDatabase.driver(uri, auth=auth, **quiet_notifications(neo4j))
         except Exception as exc:
             raise ConfigError(f"bad Neo4j URI {_redact(uri)!r}: {type(exc).__name__}") from None
         try:
@@ -73,6 +73,19 @@ class Neo4jEngine(Engine):
     def close(self) -> None:
         if self._owns:
             self.driver.close()
+
+
+def quiet_notifications(neo4j: Any) -> dict[str, Any]:
+    """Driver options that keep the server from sending "unrecognized" notifications.
+
+    On a graph that does not hold every label, relationship type and property yet (a fresh
+    database, one with no tracks or proposals) most read queries get such a warning per unknown
+    name, and the driver logs each at WARNING with the whole query text: pages of noise the
+    embedded engine never prints. Deprecation and performance notifications still come through.
+    """
+    if hasattr(neo4j, "NotificationDisabledClassification"):  # driver 5.22+
+        return {"notifications_disabled_classifications": [neo4j.NotificationDisabledClassification.UNRECOGNIZED]}
+    return {"notifications_disabled_categories": [neo4j.NotificationDisabledCategory.UNRECOGNIZED]}
 
 
 def _redact(uri: str) -> str:

@@ -6,6 +6,7 @@ tests are skipped with the reason (see tests/conftest.py).
 """
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 
@@ -238,6 +239,19 @@ def test_neo4j_upsert_is_idempotent(neo4j_engine):
     changed = neo4j_engine.write("upsert_lesions", _rows(7, tag="b"), batch_size=7)
     assert sum(r["unchanged"] for r in changed) == 0
     assert _counts(neo4j_engine) == counts
+
+
+@pytest.mark.neo4j
+def test_reads_of_a_graph_missing_some_names_log_no_warning(neo4j_engine, caplog):
+    """A graph without tracks, proposals or models yet (a fresh one) is normal: the server's
+    "unknown property / label / relationship type" notifications are switched off, or the driver
+    logs each at WARNING with the whole query (the embedded engine prints nothing)."""
+    neo4j_engine.write("upsert_lesions", _rows(2))
+    with caplog.at_level(logging.INFO, logger="neo4j"):
+        assert neo4j_engine.run("models") == []
+        assert neo4j_engine.run("match_patient_tracks", patientIds=["P0"]) == []
+        neo4j_engine.run("proposals", status=None, patientId=None, proposalId=None, limit=5)
+    assert [r.getMessage()[:120] for r in caplog.records if r.levelno >= logging.INFO] == []
 
 
 @pytest.mark.neo4j
