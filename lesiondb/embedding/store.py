@@ -129,6 +129,17 @@ def ensure_vector_index(engine: Engine, dim: int) -> bool:
     return True
 
 
+def restore_vector_index(engine: Engine) -> int | None:
+    """Create the vector index for the active model's embeddings where it is missing (a graph
+    written by a bulk import holds the embeddings but no index). Returns the index's dimension,
+    or None when the graph has no active model."""
+    active = next((r for r in engine.run("models") if r.get("active")), None)
+    if active is None or not active.get("dim") or not active.get("embeddedLesions"):
+        return None
+    ensure_vector_index(engine, int(active["dim"]))
+    return int(active["dim"])
+
+
 def refresh_vector_index(engine: Engine) -> bool:
     """Rebuild the vector index after a write SET properties of embedded lesions (FalkorDB only).
 
