@@ -9,7 +9,8 @@ relationships, in the CSV dialect of ``neo4j-admin``:
   id is stored as that property, as the UNWIND ingest stores it); relationships name their ends
   by the same ids (``:START_ID(Study)``, ``:END_ID(Lesion)``);
 - every property of the graph, typed from its values: ``boolean``, ``long``, ``double``,
-  ``string``, arrays of those (``double[]`` …) with ``;`` between the elements, and ``float[]``
+  ``string``, arrays of those (``double[]`` …) with ``;`` between the elements (another character
+  where a string in an array holds a ``;``), and ``float[]``
   for the lesion embeddings (32-bit: the precision the embeddings have, half the store);
 - ``args`` in the result (and ``neo4j-admin-import.args`` in the folder, one argument a line)
   are the arguments of the import itself.
@@ -44,7 +45,8 @@ LABEL_KEYS: dict[str, str] = {
 FLOAT32_ARRAYS = {("Lesion", "embedding")}
 #: Nodes per read.
 PAGE = 2000
-ARRAY_DELIMITER = ";"
+#: The array delimiter: the first of these that no string in an array holds.
+ARRAY_DELIMITERS = (";", "|", "^", "~", "`")
 ARGS_FILE = "neo4j-admin-import.args"
 
 
@@ -127,14 +129,17 @@ def _merge(a: str | None, b: str) -> str:
 class _Schema:
     """The columns of one file: every property seen, typed from every value."""
 
-    def __init__(self, float32: set[str] = frozenset()):
+    def __init__(self, float32: set[str] = frozenset(), used: set[str] | None = None):
         self.types: dict[str, str | None] = {}
         self.float32 = float32
+        self.used = used if used is not None else set()  # delimiter candidates found in array strings
 
     def add(self, props: dict[str, Any]) -> None:
         for k, v in props.items():
             if v is not None:
                 self.types[k] = _merge(self.types.get(k), _kind(v))
+                if isinstance(v, list | tuple):
+                    self.used.update(c for x in v if isinstance(x, str) for c in ARRAY_DELIMITERS if c in x)
 
     def columns(self) -> list[tuple[str, str]]:
         """(name, neo4j-admin type) in name order; an array only ever seen empty is a string[]."""
@@ -152,14 +157,14 @@ class _Schema:
         return sorted(k for k, t in self.types.items() if t == "json")
 
 
-def _cell(v: Any, typ: str) -> str | None:
+def _cell(v: Any, typ: str, delimiter: str) -> str | None:
     """One value as neo4j-admin reads a field of type ``typ`` (None: an empty field, no property)."""
     if v is None:
         return None
     if typ.endswith("[]"):
         if not isinstance(v, list | tuple):
             v = [v]
-        return ARRAY_DELIMITER.join(_scalar(x, typ[:-2]) for x in v)
+        return delimiter.join(_scalar(x, typ[:-2]) for x in v)
     if typ == "string" and not isinstance(v, str):
         return json.dumps(v, sort_keys=True)  # a property of mixed types (reported as coerced)
     return _scalar(v, typ)
@@ -218,12 +223,13 @@ def export_neo4j_import(engine: Engine, out_dir: str | Path, *, database: str = 
     extra_labels: dict[str, bool] = {}
     rel_schema: dict[tuple[str, str, str], _Schema] = {}
     rel_files: dict[tuple[str, str, str], Any] = {}
+    used: set[str] = set()
     # pass 1: read every node (and its outgoing relationships) once, learning the columns, into
     # JSON-lines spill files; pass 2 writes the CSV files with their final headers
     try:
         with stage(progress, "export: read graph") as b:
             for label in LABEL_KEYS:
-                schema = node_schema[label] = _Schema({p for lab, p in FLOAT32_ARRAYS if lab == label})
+                schema = node_schema[label] = _Schema({p for lab, p in FLOAT32_ARRAYS if lab == label}, used)
                 count = 0
                 with open(spill / f"n.{label}.jsonl", "w", encoding="utf-8") as nf:
                     for n in iter_nodes(engine, label, page):
@@ -236,7 +242,7 @@ def export_neo4j_import(engine: Engine, out_dir: str | Path, *, database: str = 
                         for typ, end_label, end_id, rprops in n.out:
                             group = (typ, label, end_label)
                             if group not in rel_files:
-                                rel_schema[group] = _Schema()
+                                rel_schema[group] = _Schema(used=used)
                                 rel_files[group] = open(spill / f"r.{typ}.{label}.{end_label}.jsonl", "w",
                                                         encoding="utf-8")
                             rel_schema[group].add(rprops)
@@ -247,6 +253,11 @@ def export_neo4j_import(engine: Engine, out_dir: str | Path, *, database: str = 
         for fh in rel_files.values():
             fh.close()
 
+        free = [c for c in ARRAY_DELIMITERS if c not in used]
+        if not free:
+            raise InputError("every array delimiter neo4j-admin could use (" + " ".join(ARRAY_DELIMITERS)
+                             + ") occurs in a string of an array property: cannot write the arrays")
+        delim = free[0]
         args = ["database", "import", "full", database]
         multiline = False
         with stage(progress, "export: write files", sum(result.nodes.values())) as b:
@@ -266,9 +277,9 @@ def export_neo4j_import(engine: Engine, out_dir: str | Path, *, database: str = 
                     with open(spill / f"n.{label}.jsonl", encoding="utf-8") as fh:
                         for line in fh:
                             nid, labels, props = json.loads(line)
-                            row = [nid] + [_cell(props.get(k), t) for k, t in cols]
+                            row = [nid] + [_cell(props.get(k), t, delim) for k, t in cols]
                             if with_labels:
-                                row.append(ARRAY_DELIMITER.join(labels))
+                                row.append(delim.join(labels))
                             b.update(1)
                             yield row
 
@@ -290,7 +301,7 @@ def export_neo4j_import(engine: Engine, out_dir: str | Path, *, database: str = 
                     with open(spill / "r.{}.{}.{}.jsonl".format(*group), encoding="utf-8") as fh:
                         for line in fh:
                             a, z, props = json.loads(line)
-                            yield [a, z] + [_cell(props.get(k), t) for k, t in cols]
+                            yield [a, z] + [_cell(props.get(k), t, delim) for k, t in cols]
 
                 stem = f"{typ}.{start}.{end}"
                 hfile, dfile = rdir / f"{stem}.header.csv", rdir / f"{stem}.csv"
@@ -301,7 +312,7 @@ def export_neo4j_import(engine: Engine, out_dir: str | Path, *, database: str = 
                 result.files += [str(hfile), str(dfile)]
                 args.append(f"--relationships={typ}={hfile.resolve()},{dfile.resolve()}")
                 result.coerced += [f"{typ}.{p}" for p in rel_schema[group].coerced()]
-        args.append(f"--array-delimiter={ARRAY_DELIMITER}")
+        args.append(f"--array-delimiter={delim}")
         if multiline:  # slower to read: only when a value needs it
             args.append("--multiline-fields=true")
         result.args = args
