@@ -1,0 +1,90 @@
+"""Neo4j Browser on the tier's server (the Neo4j tier): a cookbook query pasted as written renders.
+
+Headless Chromium (Debian's ``chromium``, driven by Playwright's Python package with that
+executable: ``pip install playwright``, no ``playwright install``) opens Browser at
+``LESIONDB_TEST_NEO4J_HTTP``/browser/, connects with the test password, runs the cookbook block
+"A lesion's neighbourhood as a picture" on the cookbook graph and checks that Browser draws the
+nodes and relationships the query returns. The page's screenshot is saved in the test's folder;
+with ``LESIONDB_UPDATE_DOCS_IMAGES=1`` also as docs/images/neo4j-browser.png (docs/neo4j.md).
+Skipped, with the reason, where chromium or playwright is missing.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import NEO4J_URI, REPO
+from tests.test_cookbook import BLOCKS, _cookbook_graph
+
+HTTP = os.environ.get("LESIONDB_TEST_NEO4J_HTTP")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOT = REPO / "docs" / "images" / "neo4j-browser.png"
+BLOCK = next(b for b in BLOCKS if b["title"].startswith("A lesion's neighbourhood as a picture"))
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _statement(block: dict, params: dict) -> str:
+    """The block as a Browser user pastes it: its :param lines, then the query."""
+    lines = [f":param {k} => {v!r};" if isinstance(v, str) else f":param {k} => {v};" for k, v in params.items()]
+    return "\n".join([*lines, block["query"]])
+
+
+@pytest.mark.neo4j
+def test_a_cookbook_query_renders_in_neo4j_browser(neo4j, tmp_path):
+    if not HTTP:
+        pytest.skip("LESIONDB_TEST_NEO4J_HTTP is not set: no Browser address (tools/neo4j-server start exports it)")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    from tests.conftest import _neo4j_engine
+
+    eng = _neo4j_engine()
+    try:
+        g = _cookbook_graph(eng)
+        params = {**BLOCK["params"], "lesionId": g["lesionId"]}
+        rows = eng._read(BLOCK["query"], params)
+        nodes, rels = set(), set()
+        for r in eng._read("MATCH path = (a:Lesion {lesionId: $lesionId})-[:SIMILAR_TO]->(:Lesion)-[:SIMILAR_TO]->(:Lesion) "
+                           "WITH path LIMIT 50 UNWIND nodes(path) AS n UNWIND relationships(path) AS r "
+                           "RETURN collect(DISTINCT elementId(n)) AS n, collect(DISTINCT elementId(r)) AS r", params):
+            nodes, rels = set(r["n"]), set(r["r"])
+    finally:
+        eng.close()
+    assert rows and nodes and rels
+    user, password = os.environ.get("LESIONDB_USER", "neo4j"), os.environ["LESIONDB_PASSWORD"]
+    url = (f"{HTTP}/browser/?dbms={urllib.parse.quote(NEO4J_URI, safe='')}"
+           f"&cmd=edit&arg={urllib.parse.quote(_statement(BLOCK, params), safe='')}")
+    shot = tmp_path / "neo4j-browser.png"
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.goto(url)
+            page.get_by_test_id("username").fill(user)
+            page.get_by_test_id("password").fill(password)
+            page.get_by_test_id("connect").click()
+            page.get_by_text(f"You are connected as user {user}").wait_for(timeout=60_000)
+            editor = page.get_by_test_id("activeEditor")
+            assert g["lesionId"] in editor.inner_text(), "the query is in the editor"
+            page.get_by_test_id("editor-Run").click()
+            # Browser runs the :param line and the query one after the other (multi-statement);
+            # the query's frame says what it drew
+            status = page.get_by_text(re.compile(r"Displaying \d+ nodes?, \d+ relationships?")).first
+            status.wait_for(timeout=60_000)
+            page.wait_for_timeout(3_000)  # let the force layout settle before the picture
+            page.screenshot(path=str(shot))
+            said = status.inner_text()
+        finally:
+            browser.close()
+    m = re.search(r"Displaying (\d+) nodes?, (\d+) relationships?", said)
+    assert m and (int(m.group(1)), int(m.group(2))) == (len(nodes), len(rels)), said
+    assert shot.stat().st_size > 20_000
+    if os.environ.get("LESIONDB_UPDATE_DOCS_IMAGES") == "1":
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, SCREENSHOT)
