@@ -110,7 +110,7 @@ def neo4j_engine(env: dict):
 
 
 class Stages:
-    """Wall seconds of named stages, with the server's CPU seconds beside."""
+    """(wall s, server CPU s, client CPU s) of named stages."""
 
     def __init__(self, pid: int | None):
         self.pid = pid
@@ -122,9 +122,11 @@ class Stages:
         class _T:
             def __enter__(self):
                 self.t, self.c = time.perf_counter(), cpu_s(st.pid) if st.pid else float("nan")
+                self.p = time.process_time()
 
             def __exit__(self, *exc):
-                st.rows[name] = (time.perf_counter() - self.t, (cpu_s(st.pid) - self.c) if st.pid else float("nan"))
+                st.rows[name] = (time.perf_counter() - self.t, (cpu_s(st.pid) - self.c) if st.pid else float("nan"),
+                                 time.process_time() - self.p)
 
         return _T()
 
@@ -221,13 +223,43 @@ def queries_and_matching(eng, pid: int | None, queries: int, k: int) -> dict:
     return out
 
 
-def engine_run(eng, dl_info: str, pid: int | None, queries: int, k: int, fresh) -> dict:
+def engine_run(eng, dl_info: str, pid: int | None, queries: int, k: int, fresh, between=None) -> dict:
     """Ingest into a fresh graph (the first run on this server), then again into an empty graph
-    on the same server (``fresh(eng)`` gives it: warm), then the queries and matching there."""
+    on the same server (``fresh(eng)`` gives it: warm), then the queries and matching there.
+    ``between(eng)`` runs between the two (its figures under "between")."""
     cold = ingest(eng, dl_info, pid, k)
+    extra = between(eng) if between else None
     eng = fresh(eng)
     warm = ingest(eng, dl_info, pid, k)
-    return {"cold": cold, "warm": warm, **queries_and_matching(eng, pid, queries, k), "records": warm["records"]}
+    return {"cold": cold, "warm": warm, "between": extra, **queries_and_matching(eng, pid, queries, k),
+            "records": warm["records"]}
+
+
+def records_without_rust(dl_info: str):
+    """The records stage again, into an emptied graph, with the driver's PackStream in pure
+    Python (its Rust extension switched off for the call): what `lesiondb[fast-neo4j]` gains."""
+    def run(eng) -> dict | None:
+        from neo4j._codec.packstream import v1 as packstream
+
+        from lesiondb.core.pseudonym import Pseudonymizer
+        from lesiondb.ingest import ingest_deeplesion
+
+        if packstream._rust_pack is None:
+            return None
+        wipe(eng)
+        # the driver picks its encoder and decoder when the module loads: the pure-Python ones,
+        # for this call, by the methods it would have picked without the extension
+        packer, unpacker = packstream.Packer, packstream.Unpacker
+        saved = packer._pack, unpacker.unpack
+        packer._pack = lambda self, data, dehydration_hooks=None: self._py_pack(data, dehydration_hooks)
+        unpacker.unpack = lambda self, hydration_hooks=None: self._unpack(hydration_hooks=hydration_hooks)
+        try:
+            t, c = time.perf_counter(), time.process_time()
+            ingest_deeplesion(eng, dl_info, Pseudonymizer.from_text(KEY), embed=False)
+            return {"records_s": time.perf_counter() - t, "client_cpu": time.process_time() - c}
+        finally:
+            packer._pack, unpacker.unpack = saved
+    return run
 
 
 def new_falkor_graph(eng):
@@ -362,7 +394,8 @@ def main() -> None:
         falkor.close()
         # Neo4j
         neo = neo4j_engine(env)
-        o["neo4j"] = engine_run(neo, args.dl_info, pid, args.queries, args.k, emptied)
+        o["neo4j"] = engine_run(neo, args.dl_info, pid, args.queries, args.k, emptied,
+                                between=records_without_rust(args.dl_info))
         o["neo4j"]["store_mb"] = du_mb(folder / "data")
         if not args.no_bulk:
             unwind = o["neo4j"]["warm"]["total"]
@@ -424,9 +457,16 @@ def report(o: dict, args, write: bool = True) -> None:
         "",
         f"- **Neo4j ingest / embedded: {ratio['warm']:.2f}× warm** (goal ≤ 2×: {'met' if ratio['warm'] <= 2 else 'missed'}); "
         f"{ratio['cold']:.2f}× on the first ingest into a freshly started server, whose JVM is still compiling "
-        f"(goal {'met' if ratio['cold'] <= 2 else 'missed'} there). Server start (not counted): FalkorDB "
-        f"{o['falkor_start_s']:.1f} s, Neo4j {o['neo4j_start_s']:.0f} s.",
+        f"(goal {'met' if ratio['cold'] <= 2 else 'missed'} there: the same work took the server "
+        f"{n['cold']['stages']['records'][1] + n['cold']['stages']['embedding run'][1]:.0f} CPU-s cold, "
+        f"{n['warm']['stages']['records'][1] + n['warm']['stages']['embedding run'][1]:.0f} warm). Server start "
+        f"(not counted): FalkorDB {o['falkor_start_s']:.1f} s, Neo4j {o['neo4j_start_s']:.0f} s.",
         "",
+        *([f"- The driver's Rust extension (`lesiondb[fast-neo4j]`): the records stage with it switched off "
+           f"(PackStream in pure Python; warm server) took {n['between']['records_s']:.1f} s, client CPU "
+           f"{n['between']['client_cpu']:.1f} s, against {n['warm']['stages']['records'][0]:.1f} s, client CPU "
+           f"{n['warm']['stages']['records'][2]:.1f} s with it.", ""]
+          if n.get("between") else []),
         "### Queries (warm, after 300 warm-up queries)",
         "",
         "| query | FalkorDB p50 ms | p95 ms | Neo4j p50 ms | p95 ms |",

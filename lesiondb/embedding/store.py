@@ -99,7 +99,7 @@ def wait_for_indexes(engine: Engine, timeout_s: float = INDEX_WAIT_S) -> None:
         if time.monotonic() > deadline:
             raise EngineError(f"the :Lesion indexes were not online after {timeout_s:.0f} s (state {states})")
         time.sleep(delay)
-        delay = min(0.5, delay * 1.5)
+        delay = min(0.1, delay * 1.5)  # a build takes seconds: poll often (each poll costs a few ms)
 
 
 def drop_vector_index(engine: Engine) -> bool:

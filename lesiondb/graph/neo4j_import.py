@@ -69,8 +69,9 @@ def iter_nodes(engine: Engine, label: str, page: int = PAGE) -> Iterator[GraphNo
     while True:
         rows = engine.run("export_graph", label=label, key=key, keys=LABEL_KEYS, after=after, limit=int(page))
         for r in rows:
+            # a relationship to a node of a label lesiondb does not know (no key) is left out
             yield GraphNode(label, r["id"], list(r["labels"]), dict(r["props"]),
-                            [(o[0], o[1], o[2], dict(o[3] or {})) for o in r["out"] or []])
+                            [(o[0], o[1], o[2], dict(o[3] or {})) for o in r["out"] or [] if o[2] is not None])
         if len(rows) < page:
             return
         after = rows[-1]["id"]
