@@ -160,7 +160,11 @@ def test_the_bulk_import_gives_the_same_graph_as_the_unwind_ingest(neo4j, image_
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert not (server / "import.report").exists() or (server / "import.report").read_text().strip() == ""
     started = _server("start", str(server))
-    assert started.returncode == 0, started.stderr[-2000:]
+    if started.returncode != 0:  # once more: a free port taken by another server in between, say
+        first = started.stderr[-2000:]
+        _server("stop", str(server))
+        started = _server("start", str(server))
+        assert started.returncode == 0, first + "\n--- second try:\n" + started.stderr[-2000:]
     try:
         env = dict(re.findall(r"^export (\w+)=(.*)$", started.stdout, re.M))
         env = {k: v.strip("'\"") for k, v in env.items()}
