@@ -8,4 +8,4 @@ from .common import DiscoveredGroup
 
 @click.group("export", cls=DiscoveredGroup, package="lesiondb.cli", prefix="export_")
 def command() -> None:
-    """Write the graph's lesions out for other systems (DICOM SR reports, …)."""
+    """Write the graph out for other systems: DICOM SR reports (`sr`), neo4j-admin import files (`neo4j-import`)."""

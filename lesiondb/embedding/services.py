@@ -239,6 +239,8 @@ def predict_types(engine: Engine, k: int = sim.DEFAULT_K, method: str = "embeddi
         out["written"] = int(sum(r.get("written") or 0 for r in res))
         cleared = engine.execute("clear_type_predictions", modelId=mid)
         out["cleared"] = int(sum(r.get("cleared") or 0 for r in cleared))
+        if out["written"] or out["cleared"]:
+            sim.refresh_vector_index(engine)  # FalkorDB's index loses lesions whose properties were SET
     out["seconds"] = round(time.perf_counter() - t0, 3)
     out["predictions"] = [{"lesionId": lid, "typeCode": code, "typeName": LESION_TYPES[code],
                            "confidence": round(conf, 4), "votes": n} for lid, code, conf, n in preds]

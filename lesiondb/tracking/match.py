@@ -125,6 +125,16 @@ def lesion_obs(p: dict[str, Any], study_id: str, study_index: int, study_date: s
 
 
 _ROW_FIELDS = ("patientId", "studyId", "studyIndex", "studyDate", *_FEATURES)
+#: The row's numbers are the engine's toString(): FalkorDB writes 6 decimals (printf "%f"), Neo4j
+#: every digit. Read at FalkorDB's precision, both engines match the same lesions alike.
+_ROW_DECIMALS = 6
+_ROW_FLOATS = ("locationX", "locationY", "locationZ", "positionXMm", "positionYMm", "positionZMm",
+               "longDiameterMm", "shortDiameterMm")
+
+
+def _row_float(v: str | None) -> float | str | None:
+    f = _num(v)
+    return v if f is None else round(f, _ROW_DECIMALS)
 
 
 def patients_from_rows(rows: Sequence[dict[str, Any]], track_rows: Sequence[dict[str, Any]] = (),
@@ -145,6 +155,8 @@ def patients_from_rows(rows: Sequence[dict[str, Any]], track_rows: Sequence[dict
         if not lid or lid in d["seen"]:
             continue
         p = {k: (v if v != "" else None) for k, v in f.items()}
+        for k in _ROW_FLOATS:
+            p[k] = _row_float(p.get(k))
         p["embedding"] = r.get("embedding")
         d["seen"].add(lid)
         d["lesions"].append(lesion_obs(p, sid, idx, p.get("studyDate")))

@@ -6,6 +6,7 @@ tests are skipped with the reason (see tests/conftest.py).
 """
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 
@@ -35,6 +36,9 @@ class FakeRecord:
 
     def data(self):
         return dict(self._data)
+
+    def items(self):
+        return list(self._data.items())
 
 
 class FakeTx:
@@ -100,6 +104,29 @@ def test_reads_go_through_execute_read_on_the_named_database():
     assert drv.calls[0][2] == queries.load("count_nodes", "neo4j").text
     assert drv.session_kwargs == [{"database": "lesions"}]
     assert drv.closed_sessions == 1
+
+
+def test_plain_values_are_read_as_they_come_and_graph_values_as_the_driver_maps_them():
+    class Node:  # stands in for a driver type (neo4j.graph.Node): Record.data() maps it
+        pass
+
+    class Record(FakeRecord):
+        def data(self):
+            return {k: ({"mapped": True} if isinstance(v, Node) else v) for k, v in self._data.items()}
+
+    plain = {"id": "L-1", "embedding": [0.5, -0.25], "props": {"a": [1, "x"], "b": None}, "flag": True}
+    drv = FakeDriver()
+    rows_plain = [plain, {"id": "L-2", "n": Node()}]
+
+    class Tx(FakeTx):
+        def run(self, text, params=None):
+            return [Record(r) for r in rows_plain]
+
+    from lesiondb.graph import neo4j_engine
+
+    out = neo4j_engine._collect(Tx(FakeSession(drv, None), "read"), "RETURN 1", {})
+    assert out == [plain, {"id": "L-2", "n": {"mapped": True}}]
+    assert out[0]["embedding"] is not plain["embedding"]  # copied, not shared with the driver's record
 
 
 def test_writes_go_through_execute_write_after_the_schema():
@@ -238,6 +265,19 @@ def test_neo4j_upsert_is_idempotent(neo4j_engine):
     changed = neo4j_engine.write("upsert_lesions", _rows(7, tag="b"), batch_size=7)
     assert sum(r["unchanged"] for r in changed) == 0
     assert _counts(neo4j_engine) == counts
+
+
+@pytest.mark.neo4j
+def test_reads_of_a_graph_missing_some_names_log_no_warning(neo4j_engine, caplog):
+    """A graph without tracks, proposals or models yet (a fresh one) is normal: the server's
+    "unknown property / label / relationship type" notifications are switched off, or the driver
+    logs each at WARNING with the whole query (the embedded engine prints nothing)."""
+    neo4j_engine.write("upsert_lesions", _rows(2))
+    with caplog.at_level(logging.INFO, logger="neo4j"):
+        assert neo4j_engine.run("models") == []
+        assert neo4j_engine.run("match_patient_tracks", patientIds=["P0"]) == []
+        neo4j_engine.run("proposals", status=None, patientId=None, proposalId=None, limit=5)
+    assert [r.getMessage()[:120] for r in caplog.records if r.levelno >= logging.INFO] == []
 
 
 @pytest.mark.neo4j

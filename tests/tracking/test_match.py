@@ -307,3 +307,18 @@ def test_a_shared_tracking_uid_is_a_must_link_and_names_the_track(engine):
     assert tracking.must_links(data) == []
     plan = tracking.plan_patient(data, M.MatchParams())
     assert [r["track"]["trackingUid"] == uid for r in plan.tracks].count(True) == 1
+
+
+def test_matching_reads_the_same_numbers_from_either_engine(engine):
+    """The features travel as the engine's toString(): FalkorDB's has 6 decimals, Neo4j's every
+    digit; matching reads both at 6, so a lesion stored with more digits matches alike."""
+    import dataclasses
+
+    item = lesion("C", 1, "fine", (0.1234567891, 0.5000004999, 0.7654321987), 12.3456789)
+    item = dataclasses.replace(item, lesion=dataclasses.replace(item.lesion, position_mm=(12.3456789012, -0.0000015, 3.0)))
+    ingest(engine, [item])
+    (data,) = tracking.read_patients(engine, ["P-C"])
+    (obs,) = data.lesions
+    assert obs.location == (0.123457, 0.5, 0.765432)
+    assert obs.position_mm == (12.345679, -0.000002, 3.0)
+    assert obs.long_diameter_mm == round(item.lesion.long_diameter_mm, 4)
