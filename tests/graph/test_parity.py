@@ -230,7 +230,7 @@ def test_every_read_query_gives_the_same_rows(built, neo4j):
         if q.idempotent != "read-only" or name in ("vector_index_info", "export_graph"):
             continue
         base = {p: None for p in q.params}
-        base.update({k: v for k, v in {"limit": 10_000, "k": 4, "excludeSamePatient": False, "modelId": mid,
+        base.update({k: v for k, v in {"limit": 10_000, "skip": 0, "k": 4, "excludeSamePatient": False, "modelId": mid,
                                          "patientIds": pids, "vector": vec}.items() if k in q.params})
         if "lesionId" in q.params:
             calls = [{**base, "lesionId": lid} for lid in lids]
