@@ -40,3 +40,31 @@ def run_cli(args: list[str]) -> tuple[float, dict]:
         raise SystemExit(res.stderr)
     out = res.stdout.strip()
     return dt, json.loads(out) if out[:1] in ("{", "[") else {}
+
+
+def pct(values, q) -> float:
+    """The q-th percentile of seconds, in ms."""
+    import numpy as np
+
+    return float(np.percentile(np.asarray(values) * 1e3, q))
+
+
+def process_hwm_mb(pid: int) -> float:
+    """A process's peak resident size (VmHWM) in MB, NaN when it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def process_cpu_s(pid: int) -> float:
+    """A process's CPU seconds (user + system), NaN when it cannot be read."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return float("nan")
+

@@ -40,7 +40,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import write_section  # noqa: E402
+from _report import pct, write_section  # noqa: E402
+from _report import process_cpu_s as cpu_s  # noqa: E402
+from _report import process_hwm_mb as hwm_mb  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"
@@ -59,26 +61,10 @@ def _model():
 MODEL = None  # set in main (imports lesiondb lazily)
 
 
-def pct(values, q) -> float:
-    return float(np.percentile(np.asarray(values) * 1e3, q))
 
 
-def hwm_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float("nan")
 
 
-def cpu_s(pid: int) -> float:
-    try:
-        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-    except OSError:
-        return float("nan")
 
 
 def du_mb(path: Path) -> float:
