@@ -21,7 +21,9 @@ Start-up waits as long as the server makes progress (it answers, its loaded byte
 uses CPU or reads its files), not a fixed time: replaying a log on a loaded machine can take
 minutes and is the data. It gives up after :data:`START_STALL_S` without any progress. Replay is
 kept short by folding the log into an RDB snapshot (``BGREWRITEAOF``, ``aof-use-rdb-preamble``)
-when a command that wrote ends (:meth:`EmbeddedFalkorDB.compact`) and automatically as it grows.
+when the server's owner stops it after writes (:meth:`EmbeddedFalkorDB.compact`), never while
+commands write; the old files are kept until a scratch server has loaded the new snapshot
+(:mod:`lesiondb.graph.aof`).
 
 The data dir is 0700 and every file in it 0600 (:mod:`lesiondb.core.private`): the server runs
 with umask 077, and files left by older versions are made private at start.
@@ -38,6 +40,7 @@ import logging
 import os
 import platform
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,6 +51,7 @@ from typing import Any
 
 from ..core.private import PRIVATE_UMASK, make_private_dir, make_private_file, secure_tree, write_private_text
 from ..errors import ConfigError, DataDirLocked, EngineError, EngineInUse, EngineUnavailable
+from . import aof
 
 log = logging.getLogger(__name__)
 # redis (the FalkorDB client's transport) is imported by the methods that talk to the server: this
@@ -70,6 +74,12 @@ LOCK_WAIT_S = 15.0
 OWN_ENTRIES = ("pseudonym.key", STATE_FILE, LOCK_FILE, LEASE_LOCK, LEASE_DIR, "falkordb", "embeddings", "cache")
 COMPACT_SMALL_BASE_BYTES = 64 * 1024 * 1024
 COMPACT_MIN_GROWTH_BYTES = 1024 * 1024
+#: In the server's folder: its files (Redis's ``appenddirname``), the generation kept while a new
+#: snapshot is checked, and snapshots the server could not load again.
+AOF_DIR = "appendonlydir"
+KEPT_DIR = "aof-kept"
+REJECTED_DIR = "aof-rejected"
+RESTORE_MARK = "restore.json"
 DOCKER_HINT = ("Use Neo4j instead: `docker compose up -d` in the lesiondb checkout, then pass "
                "--uri bolt://localhost:7687 (or set LESIONDB_URI) and LESIONDB_PASSWORD.")
 
@@ -173,6 +183,7 @@ class EmbeddedFalkorDB:
         self.owned = False  # True when this object started the server and must stop it
         self._lock_fd: int | None = None
         self._lease: Path | None = None
+        self._snapshot_rejected = False
 
     def _socket_path(self) -> Path:
         p = self.data_dir / "falkordb.sock"
@@ -230,36 +241,93 @@ class EmbeddedFalkorDB:
         finally:
             r.close()
 
-    def compact(self, timeout_s: float = 300.0) -> None:
+    def compact(self, timeout_s: float = 300.0) -> bool:
         """Fold the append-only log into a snapshot (BGREWRITEAOF) and wait for it, so the next
         start loads a snapshot instead of replaying every logged graph query (FalkorDB logs each
         write query; replaying them re-runs them, about 1 ms each on an idle machine and several
         times that on a loaded one). Done when anything was logged since the last snapshot and the
         snapshot is small, or the log grew by :data:`COMPACT_MIN_GROWTH_BYTES`; nothing to do after
-        a read-only command. Acknowledged writes are safe either way."""
+        a read-only command. Acknowledged writes are safe either way.
+
+        The previous generation of files is kept until a scratch server has loaded the new
+        snapshot (:mod:`lesiondb.graph.aof`); if it cannot, the previous generation is made current
+        again and nothing is lost. Returns True when a new snapshot was written and kept."""
         import redis
 
+        if self._snapshot_rejected:  # this server's state writes bad snapshots: leave the log be
+            return False
         r = self._redis(timeout=30)
+        aof_dir = self.db_dir / AOF_DIR
+        kept_dir = self.db_dir / KEPT_DIR
         try:
             info = r.info("persistence")
             base = int(info.get("aof_base_size") or 0)
             grown = int(info.get("aof_current_size") or 0) - base
             worth = grown > 0 and (base <= COMPACT_SMALL_BASE_BYTES or grown >= COMPACT_MIN_GROWTH_BYTES)
-            if not worth and not info.get("aof_rewrite_in_progress"):
-                return
-            if info.get("aof_rewrite_in_progress") == 0 and info.get("aof_rewrite_scheduled") == 0:
-                with contextlib.suppress(redis.exceptions.ResponseError):
-                    r.bgrewriteaof()
+            if not worth or info.get("aof_rewrite_in_progress") or info.get("aof_rewrite_scheduled"):
+                return False
+            kept = aof.keep_generation(aof_dir, kept_dir)
+            with contextlib.suppress(redis.exceptions.ResponseError):
+                r.bgrewriteaof()
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
                 info = r.info("persistence")
                 if info.get("aof_rewrite_in_progress") == 0 and info.get("aof_rewrite_scheduled") == 0:
-                    return
+                    break
                 time.sleep(0.05)
+            else:
+                return False  # still running: the server finishes it; the kept files are harmless
+            if info.get("aof_last_bgrewrite_status") != "ok":
+                return False  # the server kept its old generation itself
         except redis.exceptions.ConnectionError:
-            return
+            return False
         finally:
             r.close()
+        snapshot = aof.base_file(aof_dir)
+        if snapshot is None or not kept or snapshot.name in {f.name for f in kept}:
+            shutil.rmtree(kept_dir, ignore_errors=True)
+            return snapshot is not None
+        return self._check_snapshot(snapshot, kept)
+
+    def _check_snapshot(self, snapshot: Path, kept: list[aof.AofFile] | None = None) -> bool:
+        """Load ``snapshot`` in a scratch server; if that fails, mark the kept generation for
+        restoring (done once the server has stopped: until then it may write its manifest)."""
+        kept_dir = self.db_dir / KEPT_DIR
+        server, module = binaries()
+        problem = aof.verify_snapshot(server, module, snapshot)
+        if problem is None:
+            shutil.rmtree(kept_dir, ignore_errors=True)
+            return True
+        self._snapshot_rejected = True
+        if kept is None:
+            kept = aof.read_manifest(kept_dir)
+        write_private_text(kept_dir / RESTORE_MARK, json.dumps({"rejected": snapshot.name, "problem": problem}))
+        log.warning("the embedded FalkorDB server wrote a snapshot of %s that it cannot load again (%s). "
+                    "The previous snapshot and log are kept and become current when the server stops: "
+                    "nothing is lost, but the next start replays the log (slower). The rejected file "
+                    "goes to %s.", self.data_dir, problem, self.db_dir / REJECTED_DIR)
+        return False
+
+    def _settle_snapshots(self) -> None:
+        """With no server running: finish what a compaction left. A rejected snapshot gives way
+        to the kept generation; a kept generation without a verdict (the command was killed
+        while checking) is checked now."""
+        kept_dir = self.db_dir / KEPT_DIR
+        if not kept_dir.is_dir():
+            return
+        aof_dir = self.db_dir / AOF_DIR
+        kept = [f for f in aof.read_manifest(kept_dir) if f.type in ("b", "i")]
+        if not kept or not all((kept_dir / f.name).exists() for f in kept):
+            shutil.rmtree(kept_dir, ignore_errors=True)
+            return
+        if not (kept_dir / RESTORE_MARK).exists():
+            snapshot = aof.base_file(aof_dir)
+            if snapshot is None or snapshot.name in {f.name for f in kept} or self._check_snapshot(snapshot, kept):
+                shutil.rmtree(kept_dir, ignore_errors=True)
+                return
+        aof.restore_generation(aof_dir, kept_dir, kept, self.db_dir / REJECTED_DIR)
+        shutil.rmtree(kept_dir, ignore_errors=True)
+        log.warning("restored the embedded engine's previous snapshot and log in %s", aof_dir)
 
     def status(self) -> dict[str, Any]:
         st = self.read_state() or {}
@@ -440,6 +508,7 @@ class EmbeddedFalkorDB:
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         self._secure_own_files()  # files an older lesiondb left readable
+        self._settle_snapshots()  # the data dir is locked: no server runs
         log_path = self.db_dir / "falkordb.log"
         args = [
             server,
@@ -448,11 +517,12 @@ class EmbeddedFalkorDB:
             "--dir", str(self.db_dir),
             "--appendonly", "yes", "--appendfsync", "always",
             # Replaying logged graph queries is far slower than loading a snapshot (each query
-            # runs again), so the log is folded into an RDB base often: after 10 % growth (at
-            # least 256 kB, so a killed server leaves little to replay), and by compact() when a
-            # command that wrote ends.
+            # runs again), so compact() folds the log into an RDB base when a command that wrote
+            # ends. Never automatically while commands write: FalkorDB 4.16's snapshot of a graph
+            # taken during an ingest loaded, but every later snapshot of that loaded graph was
+            # unloadable (DeepLesion-sized synthetic cohort, 3 ingests of 3; none with this off).
             "--aof-use-rdb-preamble", "yes",
-            "--auto-aof-rewrite-percentage", "10", "--auto-aof-rewrite-min-size", "256kb",
+            "--auto-aof-rewrite-percentage", "0",
             "--save", "",
             "--daemonize", "no",
             "--logfile", str(log_path),
@@ -551,6 +621,8 @@ class EmbeddedFalkorDB:
                 time.sleep(0.05)
         with contextlib.suppress(FileNotFoundError):
             self.state_path.unlink()
+        if stopped and not self._locked_by_other():
+            self._settle_snapshots()
         self.owned = False
         self.proc = None
         with contextlib.suppress(Exception):

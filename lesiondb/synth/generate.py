@@ -596,6 +596,10 @@ def _plan_patient(i, pid, rng, stats, codes, probs, source, withhold, max_studie
     return PatientPlan(i, pid, sex, birth_date, anatomy, studies, tracks, salt)
 
 
+#: Room between a lesion's outline and the image's edge, in mm.
+LESION_MARGIN_MM = 4.0
+
+
 def _study_geometry(rng, anatomy: Anatomy, tf: Transform, shapes, sx_patient: float, need: float,
                     image_size: int) -> SliceGeometry:
     """A slab of axial slices that contains every visible lesion with a margin (≥ MIN_SLICES)."""
@@ -622,6 +626,10 @@ def _study_geometry(rng, anatomy: Anatomy, tf: Transform, shapes, sx_patient: fl
     y_hi = max(s[1] + s[5] for s in secs)
     xc = tf.dx + float(rng.normal(0, 3.0))
     yc = tf.scale * 0.5 * (y_lo + y_hi) + tf.dy + float(rng.normal(0, 3.0))
+    # every lesion inside the image with a margin (a large one at the body's edge could reach past
+    # a field of view fitted to the body: its RECIST points fell outside the image)
+    reach = max((max(abs(c[0] - xc), abs(c[1] - yc)) + max(sm[0], sm[1]) for _, c, sm, _ in shapes), default=0.0)
+    sx = max(sx, _r((reach + LESION_MARGIN_MM) / (0.5 * (image_size - 1)) + 1e-4, 4))
     half = 0.5 * (image_size - 1) * sx
     return SliceGeometry(image_size, image_size, sx, sx, _r(xc - half, 4), _r(yc - half, 4),
                          z_first, interval, n)

@@ -373,6 +373,13 @@ def test_like_reproduces_a_real_cohorts_structure(dl_info):
     for t in range(1, 9):  # labelled rows keep their type; unlabelled ones add a few
         assert types_real[t] <= types_syn[t] <= types_real[t] + types_real[-1]
     assert sum(types_syn.values()) == n_l
+    # every annotation lies on its image (a large lesion at the body's edge used to reach past a
+    # field of view fitted to the body: `ingest dicom` then rejected its negative coordinates)
+    outside = [i.annotation_id for p in plan.patients for s in p.studies for i in s.instances
+               if min(i.recist_px + i.bbox_px) < 0
+               or max(i.recist_px[0::2] + i.bbox_px[0::2]) > s.geometry.cols - 1
+               or max(i.recist_px[1::2] + i.bbox_px[1::2]) > s.geometry.rows - 1]
+    assert outside == []
 
 
 def test_like_skips_bad_rows(tmp_path, dl_info):
