@@ -407,10 +407,14 @@ def _plan_chunk(datas: Sequence[PatientData], params: M.MatchParams) -> list[Pat
         return [_plan_or_error(d, params) for d in datas]
 
 
+def _n_workers(workers: int | None) -> int:
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS) if workers is None else int(workers))
+
+
 @contextlib.contextmanager
 def _mapper(workers: int | None, n_patients: int) -> Iterator[Callable]:
     """``map`` over a process pool when it pays (several CPUs, enough patients), else the builtin."""
-    n = min(os.cpu_count() or 1, MAX_WORKERS) if workers is None else int(workers)
+    n = _n_workers(workers)
     if n <= 1 or n_patients < MIN_PARALLEL_PATIENTS or "fork" not in mp.get_all_start_methods():
         yield map
         return
@@ -471,7 +475,11 @@ def match_graph(engine: Engine, patient: str | None = None, params: M.MatchParam
         ordered = [datas[pid] for pid in ids if pid in datas]
         # a process pool's map submits every patient at once: the workers match the next batches
         # while this process writes the last one (the graph server works while they compute)
-        chunks = [ordered[i:i + M._CHUNK] for i in range(0, len(ordered), M._CHUNK)]
+        # chunks as large as keeps every worker busy (about 4 each): scan pairs of one shape are
+        # summed together in a chunk, and on a DeepLesion-sized graph chunks of 100 patients cost
+        # 7.2 s of CPU against 6.3 s for chunks of 500 (fewer, larger array operations)
+        size = max(M._CHUNK, math.ceil(len(ordered) / (4 * _n_workers(workers))))
+        chunks = [ordered[i:i + size] for i in range(0, len(ordered), size)]
         results = (plan for plans in mapper(_plan_chunk, chunks, [p] * len(chunks)) for plan in plans)
         for start in range(0, len(ordered), batch_size):
             batch = ordered[start:start + batch_size]
