@@ -476,10 +476,10 @@ def main() -> None:
     # -- 4. incremental, no-op, services, restart -------------------------------------------------------
     t = time.perf_counter()
     inc = stage.embed_targets(eng, read_targets(eng), standin, info, embed, k=args.k, cache_dir=cache)
-    out["incremental"] = {**inc, "wall": time.perf_counter() - t, "added": hold}
+    out["incremental"] = {**inc.to_json(), "wall": time.perf_counter() - t, "added": hold}
     t = time.perf_counter()
     noop = stage.embed_targets(eng, read_targets(eng), standin, info, embed, k=args.k, cache_dir=cache)
-    out["noop"] = {**noop, "wall": time.perf_counter() - t}
+    out["noop"] = {**noop.to_json(), "wall": time.perf_counter() - t}
     t = time.perf_counter()
     pr = services.predict_types(eng, k=args.k, cache_dir=cache)
     out["predict"] = {"wall": time.perf_counter() - t, "predicted": pr["predicted"]}
