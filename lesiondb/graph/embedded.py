@@ -266,7 +266,11 @@ class EmbeddedFalkorDB:
             worth = grown > 0 and (base <= COMPACT_SMALL_BASE_BYTES or grown >= COMPACT_MIN_GROWTH_BYTES)
             if not worth or info.get("aof_rewrite_in_progress") or info.get("aof_rewrite_scheduled"):
                 return False
-            kept = aof.keep_generation(aof_dir, kept_dir)
+            try:
+                kept = aof.keep_generation(aof_dir, kept_dir)
+            except OSError as exc:  # no hard links here, or a file named by the manifest is gone
+                log.warning("not compacting the embedded engine's log: cannot keep its current files (%s)", exc)
+                return False
             with contextlib.suppress(redis.exceptions.ResponseError):
                 r.bgrewriteaof()
             deadline = time.monotonic() + timeout_s
@@ -294,7 +298,12 @@ class EmbeddedFalkorDB:
         restoring (done once the server has stopped: until then it may write its manifest)."""
         kept_dir = self.db_dir / KEPT_DIR
         server, module = binaries()
-        problem = aof.verify_snapshot(server, module, snapshot)
+        try:
+            problem = aof.verify_snapshot(server, module, snapshot)
+        except Exception as exc:  # the check itself failed: keep both, try again at the next start
+            log.warning("could not check the embedded engine's new snapshot (%s); the previous one is kept "
+                        "and the check runs again at the next start", exc)
+            return False
         if problem is None:
             shutil.rmtree(kept_dir, ignore_errors=True)
             return True
