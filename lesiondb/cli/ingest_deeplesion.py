@@ -5,8 +5,8 @@ import click
 
 from ..embedding import EmbedOptions
 from ..ingest import ingest_deeplesion
-from .common import emit, handle_errors, pass_app, pseudonym_key_option, reader_workers_option
-from .summary import embed_options, ingest_summary_text
+from .common import emit, handle_errors, pass_app
+from .summary import ingest_options, ingest_summary_text
 
 
 @click.command("deeplesion")
@@ -14,13 +14,8 @@ from .summary import embed_options, ingest_summary_text
 @click.option("--images", type=click.Path(exists=True, file_okay=False),
               help="DeepLesion Images_png folder: the lesions whose slices are there are embedded and linked to "
                    "their nearest lesions (SIMILAR_TO), as `lesiondb embed` would.")
-@embed_options
-@click.option("--keep-source-ids", is_flag=True,
-              help="Also store DeepLesion's patient index and file names (off by default: ids are pseudonyms).")
-@pseudonym_key_option("the patient pseudonyms")
-@click.option("--batch-size", default=2000, show_default=True, help="Rows per write transaction.")
-@reader_workers_option("With --images: ")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@ingest_options("Also store DeepLesion's patient index and file names (off by default: ids are pseudonyms).",
+                "the patient pseudonyms", "Rows", "With --images: ")
 @pass_app
 @handle_errors
 def command(app, dl_info, images, embed, model_path, k, keep_source_ids, pseudonym_key, batch_size, workers,

@@ -8,22 +8,16 @@ import click
 from ..datasets.cohort import ANNOTATIONS
 from ..embedding import EmbedOptions
 from ..ingest import ingest_dicom
-from .common import emit, handle_errors, pass_app, pseudonym_key_option, reader_workers_option
-from .summary import embed_options, ingest_summary_text
+from .common import emit, handle_errors, pass_app
+from .summary import ingest_options, ingest_summary_text
 
 
 @click.command("dicom")
 @click.argument("cohort_dir", metavar="DIR", type=click.Path(exists=True, file_okay=False))
 @click.option("--annotations", type=click.Path(exists=True, dir_okay=False),
               help="Annotations CSV (cohort contract columns) [default: DIR/annotations.csv].")
-@embed_options
-@click.option("--keep-source-ids", is_flag=True,
-              help="Also store the DICOM PatientID, UIDs, study dates and series folders (off by default: "
-                   "ids are pseudonyms, dates are days from the patient's first study).")
-@pseudonym_key_option("the pseudonyms")
-@click.option("--batch-size", default=2000, show_default=True, help="Lesions per write transaction.")
-@reader_workers_option()
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@ingest_options("Also store the DICOM PatientID, UIDs, study dates and series folders (off by default: "
+                "ids are pseudonyms, dates are days from the patient's first study).", "the pseudonyms", "Lesions")
 @pass_app
 @handle_errors
 def command(app, cohort_dir, annotations, embed, model_path, k, keep_source_ids, pseudonym_key, batch_size,

@@ -5,22 +5,16 @@ import click
 
 from ..embedding import EmbedOptions
 from ..interop import ingest_sr
-from .common import emit, handle_errors, pass_app, pseudonym_key_option, reader_workers_option
-from .summary import embed_options, ingest_summary_text
+from .common import emit, handle_errors, pass_app
+from .summary import ingest_options, ingest_summary_text
 
 
 @click.command("sr")
 @click.argument("sr_dir", metavar="DIR", type=click.Path(exists=True))
 @click.option("--images", required=True, type=click.Path(exists=True, file_okay=False),
               help="The folder of CT DICOM series the reports measure on (any layout).")
-@embed_options
-@click.option("--keep-source-ids", is_flag=True,
-              help="Also store the DICOM PatientID, UIDs (the reports' Tracking Unique Identifiers too), "
-                   "study dates and series folders (off by default: pseudonyms only).")
-@pseudonym_key_option("the pseudonyms")
-@click.option("--batch-size", default=2000, show_default=True, help="Lesions per write transaction.")
-@reader_workers_option()
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@ingest_options("Also store the DICOM PatientID, UIDs (the reports' Tracking Unique Identifiers too), "
+                "study dates and series folders (off by default: pseudonyms only).", "the pseudonyms", "Lesions")
 @pass_app
 @handle_errors
 def command(app, sr_dir, images, embed, model_path, k, keep_source_ids, pseudonym_key, batch_size, workers,
