@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from lesiondb.cli.main import cli
-from lesiondb.datasets.cohort import read_ground_truth
+from tests.identifiers import source_identifiers
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +25,7 @@ def cohort(tmp_path_factory):
 
 
 def _identifiers(root: Path) -> set[str]:
-    """Every source identifier of the cohort: patient ids, study and series UIDs, study dates in
-    both the ISO and the DICOM form."""
-    gt = read_ground_truth(root)
-    out = set()
-    for p in gt.patients:
-        out.add(p["patient_id"])
-        for s in p["studies"]:
-            out |= {s["study_uid"], s["series_uid"], s["study_date"], s["study_date"].replace("-", "")}
+    out = source_identifiers(root)
     assert len(out) > 10 and all(len(x) >= 7 for x in out)
     return out
 

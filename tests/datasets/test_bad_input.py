@@ -519,13 +519,7 @@ COHORT_VALUES: list[tuple[str, object, str]] = [
 ]
 
 
-def _cohort_value(col, value, reason, row) -> Build:
-    def build(header, rows):
-        rows = [list(r) for r in rows]
-        d = dict(zip(header, rows[row], strict=True))
-        rows[row][header.index(col)] = value(d) if callable(value) else value
-        return Variant(_base(header, rows), bad={row + 2}, dropped={row}, reason=reason)
-    return build
+_cohort_value = _value_variant  # a cohort CSV's bad cell is built the same way as DL_info's
 
 
 def _cohort_consistency(kind: str) -> Build:

@@ -26,6 +26,18 @@ def falkor_engine(server):
     return FalkorEngine(FalkorDB(unix_socket_path=str(server.socket_path)), graph="t_" + uuid.uuid4().hex[:12])
 
 
+def images_without_first_patient(sr_source, tmp_path: Path) -> tuple[Path, str]:
+    """An image folder holding every patient of the exported cohort but the first (symbolic
+    links), and that patient's folder name."""
+    dicom = sr_source.root / "dicom"
+    patients = sorted(p.name for p in dicom.iterdir())
+    images = tmp_path / "images"
+    (images / "dicom").mkdir(parents=True)
+    for p in patients[1:]:
+        (images / "dicom" / p).symlink_to(dicom / p)
+    return images, patients[0]
+
+
 def propose(engine, ids: Pseudonymizer, root: Path, n: int = 2) -> list[str]:
     """Proposals for ``n`` annotations the cohort withheld (real lesions in the images), each for
     the graph track its annotated instances are in: what mining would propose, made directly."""

@@ -18,6 +18,7 @@ from lesiondb.interop import export_sr
 from lesiondb.interop.content import NOT_REVIEWED, RESPONSES, TYPE_SITES
 from lesiondb.mining.review import list_proposals
 from tests.dicom_tools import dciodvfy_errors, dsrdump
+from tests.interop.helpers import images_without_first_patient
 
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 
@@ -179,20 +180,15 @@ def test_one_patient_and_an_unknown_patient(sr_source, tmp_path):
 def test_lesions_whose_images_are_missing_are_skipped_by_pseudonym(sr_source, tmp_path):
     """A folder without one patient's series: that patient's lesions are listed by lesionId and
     series pseudonym (no UID, no path); no report is written for them."""
-    dicom = sr_source.root / "dicom"
-    patients = sorted(p.name for p in dicom.iterdir())
-    images = tmp_path / "images"
-    (images / "dicom").mkdir(parents=True)
-    for p in patients[1:]:
-        (images / "dicom" / p).symlink_to(dicom / p)
-    gone = sr_source.ids.patient("dicom", patients[0])
+    images, first = images_without_first_patient(sr_source, tmp_path)
+    gone = sr_source.ids.patient("dicom", first)
     res = export_sr(sr_source.engine, tmp_path / "out", images, sr_source.ids, patient=gone)
     rows = _graph_lesions(sr_source)
     assert {s["lesionId"] for s in res.skipped} == {r["lesionId"] for r in rows if r["patientId"] == gone} != set()
     assert all("not found under the image folder" in s["reason"] and "R-" in s["reason"] for s in res.skipped)
     assert res.reports == 0 and os.listdir(tmp_path / "out") == []
     text = json.dumps(res.to_json())
-    assert patients[0] not in text and str(sr_source.root) not in text and "1.2.826" not in text
+    assert first not in text and str(sr_source.root) not in text and "1.2.826" not in text
 
 
 def test_dsrdump_reads_the_content_tree(sr_source):

@@ -19,7 +19,7 @@ from lesiondb.datasets import cohort as C
 from lesiondb.ingest import ingest_dicom
 from lesiondb.interop import ingest_sr
 from lesiondb.tracking.match import match_graph
-from tests.interop.helpers import falkor_engine, graph_text, lesion_table
+from tests.interop.helpers import falkor_engine, graph_text, images_without_first_patient, lesion_table
 
 OTHER_KEY = Pseudonymizer(b"a-fresh-data-dir-key-0123456789ab")
 
@@ -176,15 +176,10 @@ def test_bad_files_are_named_and_the_rest_ingests(sr_source, engine, tmp_path):
 
 
 def test_reports_on_images_not_in_the_folder_are_skipped(sr_source, engine, tmp_path):
-    dicom = sr_source.root / "dicom"
-    patients = sorted(p.name for p in dicom.iterdir())
-    images = tmp_path / "images"
-    (images / "dicom").mkdir(parents=True)
-    for p in patients[1:]:
-        (images / "dicom" / p).symlink_to(dicom / p)
+    images, first = images_without_first_patient(sr_source, tmp_path)
     rep = ingest_sr(engine, sr_source.out, images, OTHER_KEY, embed=False)
     gone = {r for r in (f for f in sr_source.out.glob("*.dcm"))
-            if pydicom.dcmread(r, stop_before_pixels=True).PatientID == patients[0]}
+            if pydicom.dcmread(r, stop_before_pixels=True).PatientID == first}
     assert gone and {e["source"] for e in rep.rejected} == {str(f) for f in gone}
     assert all("not among the DICOM series under the image folder" in e["reason"] and e["line"] >= 1
                for e in rep.rejected)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lesiondb.core.pseudonym import Pseudonymizer
-from lesiondb.datasets.cohort import read_ground_truth
+from tests.identifiers import source_identifiers
 
 NEO4J_URI = os.environ.get("LESIONDB_TEST_NEO4J_URI")
 KEY = "lesiondb-web-tests-pseudonym-key-0001"
@@ -37,13 +37,7 @@ def web_cohort(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def cohort_identifiers(web_cohort) -> set[str]:
     """Every source identifier of the cohort: patient ids, study and series UIDs, study dates."""
-    gt = read_ground_truth(web_cohort)
-    out = set()
-    for p in gt.patients:
-        out.add(p["patient_id"])
-        for s in p["studies"]:
-            out |= {s["study_uid"], s["series_uid"], s["study_date"], s["study_date"].replace("-", "")}
-    return out
+    return source_identifiers(web_cohort)
 
 
 def new_engine(kind: str, falkor_server):
