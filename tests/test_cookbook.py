@@ -74,8 +74,11 @@ def _cookbook_graph(eng) -> dict:
     # … and one whose study-2 twins are equally likely to be its study-1 lesion: a link at ~0.5
     twins = [lesion("D", 1, "a", (0.5, 0.5, 0.5), 20.0), lesion("D", 2, "b", (0.5 + 10 / 370, 0.5, 0.5), 20.0),
              lesion("D", 2, "c", (0.5 - 10 / 370, 0.5, 0.5), 20.0)]
-    ingest(eng, gap_cohort() + twins)
-    for patient in ("P-C", "P-D"):
+    # … and one whose study-1 lesion is bookmarked twice, 4 mm apart (one lesion: one track)
+    bookmarks = [lesion("E", 1, "a", (0.5, 0.5, 0.5), 20.0), lesion("E", 1, "b", (0.5 + 4 / 370, 0.5, 0.5), 18.0),
+                 lesion("E", 2, "c", (0.5, 0.5, 0.5), 21.0)]
+    ingest(eng, gap_cohort() + twins + bookmarks)
+    for patient in ("P-C", "P-D", "P-E"):
         match_graph(eng, patient=patient, calibrate=False, workers=1)
     return {"engine": eng, "lesionId": query_lesion, "patientId": pid[query_lesion], "planted": planted}
 
@@ -130,6 +133,8 @@ def _check(block: dict, g: dict, rows: list[dict]) -> None:
     elif title.startswith("The least certain links"):
         assert all(r["probability"] <= block["params"]["maxProbability"] for r in rows)
         assert rows == sorted(rows, key=lambda r: r["probability"])
+    elif title.startswith("Lesions bookmarked twice"):
+        assert [(r["lesion"], r["bookmark"], r["study"]) for r in rows] == [("L-E-1-1-a", "L-E-1-1-b", 1)]
     elif title.startswith("Lesions a track may be missing"):
         assert "L-C-2-1-a" in [r["candidate"] for r in rows] and all(r["reviewId"].startswith("PS-") for r in rows)
         assert rows == sorted(rows, key=lambda r: -r["probability"])

@@ -23,7 +23,8 @@ def command(app, patient, calibrate, batch_size, as_json) -> None:
     \b
     Every pair of a patient's scans is aligned (the shift between two scans is estimated from
     the lesions they share) and matched one-to-one by position, size, type and, where lesions
-    are embedded, appearance; matches become tracks, never holding two lesions of one scan.
+    are embedded, appearance; matches become tracks, never holding two lesions of one scan
+    (two annotations whose centres lie inside each other are bookmarks of one lesion: matched as one).
     Each track gets a DICOM-style trackingUid and a RECIST 1.1 status (new, disappeared,
     progressing, responding, stable, baseline). Re-running changes nothing; re-matching after
     new annotations replaces the patient's stale edges and tracks.

@@ -30,7 +30,9 @@ cost)`` (:func:`matching_marginals`, exact), averaged over the scan pair's shift
 :func:`build_tracks` unites the pairs their scan pair finds probable (≥ ``link_probability``)
 into **tracks**, greedily, links supported by the patient's other scans first (triangle support),
 then by probability; a union that would put two lesions of one scan in one track, or a
-cannot-link pair (a reviewer's rejection), is refused. :func:`track_probabilities` pools every
+cannot-link pair (a reviewer's rejection), is refused — except that two annotations of one scan
+whose centres lie inside each other are bookmarks of one lesion (:func:`bookmark_groups`), matched
+as one lesion and put in its track together. :func:`track_probabilities` pools every
 pairwise probability of a track's members into each edge's probability, and finds the lesions a
 track may be missing in the scans where it has none (``POSSIBLE_SAME_LESION``).
 :func:`match_patient` runs it all for one patient and returns tracks, ``SAME_LESION`` edges
@@ -100,6 +102,7 @@ class MatchParams:
     link_probability: float = 0.5  # pairs at least this probable within their scan pair are track links
     possible_probability: float = 0.1  # a track's best candidate in a scan it misses this probable: POSSIBLE edge
     max_modes: int = 4  # shift modes (alignments) a scan pair's probabilities are averaged over
+    bookmark_overlap: float = 0.5  # lesions of one scan closer than this × the smaller long diameter: one lesion (0: never)
 
     def replace(self, **changes: Any) -> MatchParams:
         return replace(self, **changes)
@@ -126,7 +129,7 @@ class LesionObs:
     """What the matcher sees of one lesion."""
 
     lesion_id: str
-    scan: Hashable  # one series of one study: lesions of one scan never share a track
+    scan: Hashable  # one series of one study: lesions of one scan never share a track (but bookmarks of one)
     order: tuple = ()  # sort key of the scan in time (study index or date, then series)
     study: Hashable | None = None  # the study (time point) the scan belongs to
     location: tuple[float, float, float] | None = None  # normalised body location in [0, 1]
@@ -135,6 +138,9 @@ class LesionObs:
     short_diameter_mm: float | None = None
     type_code: int = -1
     embedding: Sequence[float] | None = None
+    # the centre in the scan's own millimetres (DICOM: the patient position; DeepLesion: pixel
+    # centre × spacing, key slice × slice interval): only compared within one scan
+    scan_position_mm: tuple[float, float, float] | None = None
 
 
 @dataclass
@@ -256,6 +262,7 @@ class PatientMatch:
     arrays: Any = field(default=None, repr=False)  # the patient's pairwise terms (with keep_pair_results)
     possible: list[PossibleEdge] = field(default_factory=list)
     probability: np.ndarray | None = field(default=None, repr=False)  # (n, n) pair marginals (0 within a scan)
+    bookmarks: list[list[int]] = field(default_factory=list)  # lesions matched as one (see bookmark_groups)
 
     def track_of(self) -> dict[int, int]:
         """Lesion index → track index."""
@@ -1242,7 +1249,13 @@ def match_patients(patients: Sequence[Sequence[LesionObs]], params: MatchParams 
     together (:func:`_match_blocks`), which is several times faster than one patient at a time
     on a graph of many small patients. The result of each patient is the same."""
     p = params or MatchParams()
-    preps = [_Prepared(list(les), p) for les in patients]
+    n_pat = len(patients)
+    must_links = must_links or [()] * n_pat
+    cannot_links = cannot_links or [()] * n_pat
+    groups = [bookmark_groups(les, p.bookmark_overlap, cl) for les, cl in zip(patients, cannot_links, strict=True)]
+    merged = [_merge_bookmarks(les, g, ml, cl) if len(g) < len(les) else (list(les), ml, cl)
+              for les, g, ml, cl in zip(patients, groups, must_links, cannot_links, strict=True)]
+    preps = [_Prepared(les, p) for les, _ml, _cl in merged]
     blocks = [b for pr in preps for b in pr.blocks()]
     solved = _match_blocks(blocks, p)
     modes, k = [], 0
@@ -1253,10 +1266,114 @@ def match_patients(patients: Sequence[Sequence[LesionObs]], params: MatchParams 
     out, k = [], 0
     for x, pr in enumerate(preps):
         n = len(pr.scan_pairs)
-        out.append(pr.finish(solved[k:k + n], must_links[x] if must_links else (), keep_pair_results,
-                             cannot_links[x] if cannot_links else (), probs[k:k + n]))
+        _les, ml, cl = merged[x]
+        pm = pr.finish(solved[k:k + n], ml, keep_pair_results, cl, probs[k:k + n])
+        out.append(pm if len(groups[x]) == len(patients[x]) else _split_bookmarks(pm, list(patients[x]), groups[x]))
         k += n
     return out
+
+
+# -- bookmarks of one lesion -----------------------------------------------------------------------
+def bookmark_groups(lesions: Sequence[LesionObs], overlap: float = 0.5,
+                    cannot_link: Sequence[tuple[int, int]] = ()) -> list[list[int]]:
+    """Lesions of one scan that are one lesion bookmarked twice (e.g. on neighbouring slices).
+
+    Two lesions are one when each centre lies inside the other — the centres closer than
+    ``overlap`` × the smaller long diameter, in the scan's own millimetres
+    (``scan_position_mm``) — their coarse types do not differ and no ``cannot_link`` pair keeps
+    them apart: two distinct lesions cannot share their space. Groups are complete (every two
+    members qualify), in index order; a lesion alone is a group of one.
+    """
+    n = len(lesions)
+    groups = [[i] for i in range(n)]
+    if overlap <= 0 or n < 2:
+        return groups
+    apart = {(min(a, b), max(a, b)) for a, b in cannot_link}
+    by_scan: dict[Hashable, list[int]] = {}
+    for i, les in enumerate(lesions):
+        if les.scan_position_mm is not None and les.long_diameter_mm:
+            by_scan.setdefault(les.scan, []).append(i)
+    close: list[tuple[float, int, int]] = []
+    for idx in by_scan.values():
+        for x, a in enumerate(idx):
+            for b in idx[x + 1:]:
+                la, lb = lesions[a], lesions[b]
+                if la.type_code >= 0 and lb.type_code >= 0 and la.type_code != lb.type_code:
+                    continue
+                d = math.dist(la.scan_position_mm, lb.scan_position_mm)  # type: ignore[arg-type]
+                if d < overlap * min(la.long_diameter_mm, lb.long_diameter_mm) and (a, b) not in apart:  # type: ignore[type-var]
+                    close.append((d, a, b))
+    if not close:
+        return groups
+    near = {(a, b) for _d, a, b in close}
+    group_of = list(range(n))
+    for _d, a, b in sorted(close):  # nearest first; a group grows only by a lesion close to all of it
+        ga, gb = groups[group_of[a]], groups[group_of[b]]
+        if ga is gb or not all((min(u, v), max(u, v)) in near for u in ga for v in gb):
+            continue
+        ga.extend(gb)
+        for v in gb:
+            group_of[v] = group_of[a]
+        gb.clear()
+    return sorted((sorted(g) for g in groups if g), key=lambda g: g[0])
+
+
+def _mean(values: Sequence[Sequence[float] | None]) -> tuple[float, ...] | None:
+    vs = [v for v in values if v is not None]
+    return tuple(float(x) for x in np.mean(np.asarray(vs, float), axis=0)) if len(vs) == len(values) else None
+
+
+def _merge_bookmarks(lesions: Sequence[LesionObs], groups: Sequence[Sequence[int]],
+                     must_link: Sequence[tuple[int, int]], cannot_link: Sequence[tuple[int, int]]
+                     ) -> tuple[list[LesionObs], list[tuple[int, int]], list[tuple[int, int]]]:
+    """One lesion per group (the first member's identity; mean positions, the largest
+    diameters: RECIST measures a lesion where it is longest), links mapped onto the groups."""
+    rep_of = {i: g for g, members in enumerate(groups) for i in members}
+    merged = []
+    for members in groups:
+        ls = [lesions[i] for i in members]
+        if len(ls) == 1:
+            merged.append(ls[0])
+            continue
+        longs = [x.long_diameter_mm for x in ls if x.long_diameter_mm]
+        shorts = [x.short_diameter_mm for x in ls if x.short_diameter_mm]
+        types = [x.type_code for x in ls if x.type_code is not None and x.type_code >= 0]
+        merged.append(replace(
+            ls[0], location=_mean([x.location for x in ls]), position_mm=_mean([x.position_mm for x in ls]),
+            scan_position_mm=_mean([x.scan_position_mm for x in ls]),
+            long_diameter_mm=max(longs) if longs else None, short_diameter_mm=max(shorts) if shorts else None,
+            type_code=types[0] if types else -1, embedding=_mean([x.embedding for x in ls])))
+
+    def mapped(pairs: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        return sorted({(rep_of[a], rep_of[b]) for a, b in pairs if rep_of[a] != rep_of[b]})
+
+    return merged, mapped(must_link), mapped(cannot_link)
+
+
+def _split_bookmarks(pm: PatientMatch, lesions: list[LesionObs], groups: Sequence[Sequence[int]]) -> PatientMatch:
+    """A match of the merged lesions (:func:`_merge_bookmarks`) as a match of ``lesions``: every
+    bookmark of a group is in the group's track, with its edges, probabilities and costs."""
+    rep_of = np.empty(len(lesions), dtype=int)
+    for g, members in enumerate(groups):
+        rep_of[members] = g
+    tracks = [[i for g in t for i in groups[g]] for t in pm.tracks]
+    edges = [replace(e, src=a, dst=b) for e in pm.edges for a in groups[e.src] for b in groups[e.dst]]
+    possible = [replace(e, src=groups[e.src][0], dst=groups[e.dst][0]) for e in pm.possible]
+    P = pm.probability[np.ix_(rep_of, rep_of)] if pm.probability is not None else None
+    by_scan: dict[Hashable, list[int]] = {}
+    for i, les in enumerate(lesions):
+        by_scan.setdefault(les.scan, []).append(i)
+    results: dict[tuple[Hashable, Hashable], ScanPairResult] = {}
+    for (sa, sb), r in pm.pair_results.items():  # each bookmark with its group's row and column
+        ka = [pm.by_scan[sa].index(int(rep_of[i])) for i in by_scan[sa]]
+        kb = [pm.by_scan[sb].index(int(rep_of[j])) for j in by_scan[sb]]
+        assigned = set(r.pairs)
+        results[(sa, sb)] = ScanPairResult(
+            r.cost[np.ix_(ka, kb)], [(x, y) for x, i in enumerate(ka) for y, j in enumerate(kb) if (i, j) in assigned],
+            r.alignment, r.gate, probability=None if r.probability is None else r.probability[np.ix_(ka, kb)],
+            hypotheses=r.hypotheses)
+    return PatientMatch(lesions, tracks, edges, pm.scan_pairs, results, by_scan, pm.arrays, possible, P,
+                        [list(g) for g in groups if len(g) > 1])
 
 
 class _Prepared:

@@ -465,6 +465,23 @@ def _like_tracks(rng, source: dl_stats.LikePatient, codes, probs):
     return tracks
 
 
+#: A new lesion is placed at most this many times, until it overlaps no earlier lesion of the
+#: patient (at the earlier one's largest size): overlapping lesions would render as one. One that
+#: still overlaps at its own largest size is left out (no room for it), except with ``like``,
+#: whose lesion counts follow the file.
+PLACEMENT_TRIES = 12
+
+
+def _largest_radius(tr: TrackPlan) -> float:
+    return 0.5 * max((long_mm for long_mm, _short in tr.sizes.values()), default=0.0)
+
+
+def _overlaps(center_mm: tuple[float, float, float], radius_mm: float, tracks: list[TrackPlan]) -> bool:
+    """Whether a lesion of ``radius_mm`` at ``center_mm`` (anatomy mm) overlaps one of ``tracks``
+    at its largest."""
+    return any(math.dist(center_mm, tr.anat_mm) < radius_mm + _largest_radius(tr) for tr in tracks)
+
+
 def _plan_patient(i, pid, rng, stats, codes, probs, source, withhold, max_studies, image_size,
                   salt, counters) -> PatientPlan:
     anatomy = Anatomy.random(rng)
@@ -503,10 +520,17 @@ def _plan_patient(i, pid, rng, stats, codes, probs, source, withhold, max_studie
         long0, short0 = _clip_size(type_code, *base_size, anatomy)
         appearance, layers = _appearance(type_code, long0, rng)
         radius = 0.5 * long0
-        uvt = anatomy.place_lesion(type_code, target, radius, rng)
+        goal = target
+        for attempt in range(PLACEMENT_TRIES):
+            uvt = anatomy.place_lesion(type_code, goal, radius, rng)
+            anat_mm = anatomy.to_mm(*uvt)
+            if not _overlaps(anat_mm, radius, tracks):
+                break
+            # two lesions never share space: move the target a little further each time
+            goal = tuple(clamp(x + float(rng.normal(0.0, 0.02 * (attempt + 1))), 0.0, 1.0) for x in target)
         return TrackPlan(
             track_id=f"T{counters['track']:06d}", type_code=type_code, course=course,
-            appearance=appearance, layers=layers, uvt=uvt, anat_mm=anatomy.to_mm(*uvt),
+            appearance=appearance, layers=layers, uvt=uvt, anat_mm=anat_mm,
             angle_rad=float(rng.uniform(0, math.pi)), z_ratio=float(rng.uniform(0.75, 1.2)),
             first_study=first, last_study=last)
 
@@ -534,7 +558,8 @@ def _plan_patient(i, pid, rng, stats, codes, probs, source, withhold, max_studie
                 lm = long0 * f * float(rng.normal(1, 0.02))
                 sm = short0 * f * float(rng.normal(1, 0.02))
                 tr.sizes[k] = _clip_size(t, lm, sm, anatomy)
-            tracks.append(tr)
+            if not _overlaps(tr.anat_mm, _largest_radius(tr), tracks):  # else no room for it: left out
+                tracks.append(tr)
     else:
         for lt in _like_tracks(rng, source, codes, probs):
             first, last = lt["first"], lt["last"]
@@ -549,7 +574,7 @@ def _plan_patient(i, pid, rng, stats, codes, probs, source, withhold, max_studie
             tr = new_track(lt["type"], first, last, course, r0.location, (r0.long_mm, r0.short_mm))
             for k, row in lt["rows"].items():
                 tr.sizes[k] = _clip_size(tr.type_code, row.long_mm, row.short_mm, anatomy)
-            tracks.append(tr)
+            tracks.append(tr)  # the file's structure stays, even where its lesions crowd
 
     # --- studies: geometry around the visible lesions, then instances
     a_max, b_max = anatomy.max_half_extent_mm()

@@ -265,11 +265,14 @@ def _matched_in_track(s: _Row, t: _Row, track_of, members, by_id) -> _Row | None
     uid = track_of.get(s.lesion_id)
     if uid is None:
         return None
-    for lid in members[uid]:
+    found = None
+    for lid in members[uid]:  # two there only when they are bookmarks of one lesion
         r = by_id.get(lid)
         if r is not None and r.scan == t.scan and lid != s.lesion_id:
-            return r
-    return None
+            if lid == t.lesion_id:
+                return r
+            found = found or r
+    return found
 
 
 def _nearest(s: _Row, candidates: Sequence[_Row]) -> _Row | None:
@@ -334,8 +337,9 @@ def _dls_probabilities(mapped, edges, possible, track_of, members, by_id) -> dic
         uid = track_of.get(s.lesion_id)
         if uid is None:
             continue
-        m = next((lid for lid in members.get(uid, ()) if lid != s.lesion_id and lid in by_id
-                  and by_id[lid].scan == t.scan), None)
+        there = [lid for lid in members.get(uid, ()) if lid != s.lesion_id and lid in by_id
+                 and by_id[lid].scan == t.scan]  # two only when they are bookmarks of one lesion
+        m = t.lesion_id if t.lesion_id in there else next(iter(there), None)
         if m is not None and frozenset((s.lesion_id, m)) in prob:
             same.append((prob[frozenset((s.lesion_id, m))], m == t.lesion_id))
             by_edge[frozenset((s.lesion_id, m))] = same[-1]
@@ -366,7 +370,10 @@ def _directed(where: dict[str, tuple[M.PatientMatch, int]], by_id: dict[str, _Ro
         if s.lesion_id not in where or t.lesion_id not in where:
             return None
         pm, i = where[s.lesion_id]
-        j = pm.cheapest_in(i, pm.lesions[where[t.lesion_id][1]].scan)
+        jt = where[t.lesion_id][1]
+        j = pm.cheapest_in(i, pm.lesions[jt].scan)
+        if j is not None and any(j in g and jt in g for g in pm.bookmarks):
+            j = jt  # a bookmark of the target's lesion (same costs)
         return None if j is None else by_id.get(pm.lesions[j].lesion_id)
 
     return pick

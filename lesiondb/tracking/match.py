@@ -90,7 +90,8 @@ class PatientData:
 
 _FEATURES = ("lesionId", "source", "seriesIndex", "seriesUid", "locationX", "locationY", "locationZ",
              "positionXMm", "positionYMm", "positionZMm", "longDiameterMm", "shortDiameterMm", "typeCode",
-             "sourceTrackingUid")
+             "sourceTrackingUid", "keySliceIndex", "sliceIntervalMm", "spacingXMm", "spacingYMm",
+             "boxCenterXPx", "boxCenterYPx")
 
 
 def _num(v: Any) -> float | None:
@@ -121,7 +122,22 @@ def lesion_obs(p: dict[str, Any], study_id: str, study_index: int, study_date: s
         long_diameter_mm=_num(p.get("longDiameterMm")), short_diameter_mm=_num(p.get("shortDiameterMm")),
         type_code=int(type_code) if type_code is not None else -1,
         embedding=[float(x) for x in emb] if emb else None,
+        scan_position_mm=_scan_position(p),
     )
+
+
+def _scan_position(p: dict[str, Any]) -> tuple[float, float, float] | None:
+    """The lesion's centre in its scan's own millimetres: the patient position where DICOM gave
+    one, else the box centre × pixel spacing and the key slice × slice interval."""
+    pos = _triple(p, ("positionXMm", "positionYMm", "positionZMm"))
+    if pos is not None:
+        return pos
+    vals = [_num(p.get(k)) for k in ("boxCenterXPx", "spacingXMm", "boxCenterYPx", "spacingYMm",
+                                      "keySliceIndex", "sliceIntervalMm")]
+    if any(v is None for v in vals):
+        return None
+    cx, sx, cy, sy, k, dz = vals  # type: ignore[misc]
+    return (cx * sx, cy * sy, k * dz)
 
 
 _ROW_FIELDS = ("patientId", "studyId", "studyIndex", "studyDate", *_FEATURES)
@@ -129,7 +145,8 @@ _ROW_FIELDS = ("patientId", "studyId", "studyIndex", "studyDate", *_FEATURES)
 #: every digit. Read at FalkorDB's precision, both engines match the same lesions alike.
 _ROW_DECIMALS = 6
 _ROW_FLOATS = ("locationX", "locationY", "locationZ", "positionXMm", "positionYMm", "positionZMm",
-               "longDiameterMm", "shortDiameterMm")
+               "longDiameterMm", "shortDiameterMm", "sliceIntervalMm", "spacingXMm", "spacingYMm", "boxCenterXPx",
+               "boxCenterYPx")
 
 
 def _row_float(v: str | None) -> float | str | None:
@@ -186,8 +203,15 @@ def read_patients(engine, patient_ids: Sequence[str], batch_size: int = DEFAULT_
 
 
 def cannot_links(data: PatientData) -> list[tuple[int, int]]:
-    """Rejected POSSIBLE edges: the two lesions never share a track."""
-    return _reviewed(data, "rejected")
+    """Rejected POSSIBLE edges: the two lesions never share a track; nor do two lesions of one
+    scan that a DICOM SR gave different Tracking Unique Identifiers (never bookmarks of one)."""
+    uid = [p.get("sourceTrackingUid") for p in data.props]
+    by_scan: dict[Any, list[int]] = {}
+    for i, les in enumerate(data.lesions):
+        if uid[i]:
+            by_scan.setdefault(les.scan, []).append(i)
+    apart = [(a, b) for idx in by_scan.values() for x, a in enumerate(idx) for b in idx[x + 1:] if uid[a] != uid[b]]
+    return _reviewed(data, "rejected") + apart
 
 
 def _reviewed(data: PatientData, status: str) -> list[tuple[int, int]]:

@@ -437,6 +437,51 @@ def test_edge_probabilities_pool_the_whole_track():
         assert pp[(0, 5)] == pytest.approx(P[0, 5], abs=1e-6)
 
 
+def _bookmarked_patient(second=(103.0, 101.0, 55.0), second_type=3):
+    """Scan A bookmarks one 20 mm lesion twice (neighbouring slices) beside a second lesion; scan B
+    has each once. ``second``: the second bookmark's centre in scan A's own mm."""
+    def obs(lid, scan, loc, pos, long_mm=20.0, type_code=3):
+        return M.LesionObs(lesion_id=lid, scan=scan, order=(scan,), location=loc, long_diameter_mm=long_mm,
+                           type_code=type_code, scan_position_mm=pos)
+    return [obs("a0", "A", (0.5, 0.5, 0.5), (100.0, 100.0, 50.0)),
+            obs("a1", "A", (0.5081, 0.5027, 0.5045), second, 18.0, second_type),
+            obs("a2", "A", (0.75, 0.6, 0.5), (192.5, 137.0, 50.0), 30.0),
+            obs("b0", "B", (0.503, 0.501, 0.502), (101.0, 100.0, 52.0)),
+            obs("b2", "B", (0.752, 0.6, 0.5), (193.0, 137.0, 50.0), 31.0)]
+
+
+def test_bookmark_groups_need_centres_inside_each_other_and_one_type():
+    lesions = _bookmarked_patient()
+    assert M.bookmark_groups(lesions) == [[0, 1], [2], [3], [4]]
+    assert M.bookmark_groups(lesions, overlap=0) == [[0], [1], [2], [3], [4]]
+    assert M.bookmark_groups(lesions, cannot_link=[(1, 0)]) == [[0], [1], [2], [3], [4]]
+    assert M.bookmark_groups(_bookmarked_patient(second_type=5)) == [[0], [1], [2], [3], [4]]
+    # 9.5 mm apart: inside a 20 mm lesion but not inside an 18 mm one (half of 18 is 9)
+    assert M.bookmark_groups(_bookmarked_patient(second=(109.5, 100.0, 50.0))) == [[0], [1], [2], [3], [4]]
+    assert M.bookmark_groups(_bookmarked_patient(second=(108.5, 100.0, 50.0)))[0] == [0, 1]
+    # a group is complete: c is near b and b near a, but c is not near a
+    chain = [M.LesionObs(f"x{k}", "A", scan_position_mm=(8.0 * k, 0.0, 0.0), long_diameter_mm=20.0)
+             for k in range(3)]
+    assert M.bookmark_groups(chain) == [[0, 1], [2]]
+
+
+def test_bookmarks_of_one_lesion_share_its_track():
+    lesions = _bookmarked_patient()
+    pm = M.match_patient(lesions, keep_pair_results=True)
+    assert sorted(sorted(t) for t in pm.tracks) == [[0, 1, 3], [2, 4]]
+    assert pm.bookmarks == [[0, 1]]
+    edges = {(e.src, e.dst): e for e in pm.edges}
+    assert set(edges) == {(0, 3), (1, 3), (2, 4)}  # no edge within scan A
+    assert edges[(0, 3)].probability == edges[(1, 3)].probability > 0.9
+    assert pm.cheapest_in(1, "B") == 3 and pm.cheapest_in(3, "A") in (0, 1)
+    assert pm.probability[1, 3] == pm.probability[0, 3] and pm.probability[0, 1] == 0.0
+    # without bookmarks (or for two lesions of different types) a track holds one lesion per scan
+    for alone in (M.match_patient(lesions, M.MatchParams(bookmark_overlap=0.0)),
+                  M.match_patient(_bookmarked_patient(second_type=5))):
+        assert all(len({lesions[i].scan for i in t}) == len(t) for t in alone.tracks)
+        assert [1] in alone.tracks
+
+
 def test_cannot_link_keeps_lesions_apart_and_must_link_wins():
     a = [les("a", "A", (0.5, 0.5, 0.5))]
     b = [les("b", "B", (0.5, 0.5, 0.5))]

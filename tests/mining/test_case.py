@@ -13,7 +13,7 @@ def _lesion(study: int, key: str, x: float) -> Annotated:
         patient=Patient("P-X", sex="F"), study=Study(sid, "P-X", study),
         lesion=Lesion(lesion_id=f"L-X-{study}-{key}", study_id=sid, patient_id="P-X", series_index=1,
                       key_slice_index=10, recist_long_px=(0.0, 0.0, 12.0, 0.0), recist_short_px=(0.0, 0.0, 0.0, 8.0),
-                      bbox_px=(100.0, 100.0, 112.0, 108.0), long_diameter_px=12.0, short_diameter_px=8.0,
+                      bbox_px=(x * 460.0, 100.0, x * 460.0 + 12.0, 108.0), long_diameter_px=12.0, short_diameter_px=8.0,
                       spacing_mm=(0.8, 0.8), slice_interval_mm=5.0, location=(x, 0.5, 0.5), type_code=4))
 
 

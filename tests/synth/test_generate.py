@@ -276,6 +276,21 @@ def test_locations_follow_deeplesion_anatomy():
     assert float(np.median(x[4])) < 0.45  # liver on the patient's right = image left
 
 
+def test_lesions_of_one_patient_never_overlap():
+    """Two lesions sharing space would render as one (and be matched as one): each is placed
+    clear of the patient's earlier ones, at both lesions' largest sizes."""
+    plan = synth.plan_cohort(300, seed=101)
+    pairs = overlapping = 0
+    for p in plan.patients:
+        for x, a in enumerate(p.tracks):
+            for b in p.tracks[x + 1:]:
+                ra = 0.5 * max(long_mm for long_mm, _ in a.sizes.values())
+                rb = 0.5 * max(long_mm for long_mm, _ in b.sizes.values())
+                pairs += 1
+                overlapping += math.dist(a.anat_mm, b.anat_mm) < ra + rb
+    assert pairs > 1000 and overlapping == 0
+
+
 def test_tracks_evolve_and_patients_shift_between_studies():
     plan = synth.plan_cohort(30, seed=5)
     courses = Counter(t.course for p in plan.patients for t in p.tracks)

@@ -14,16 +14,18 @@ SPACING = 0.8
 
 
 def lesion(pid: str, study: int, key: str, loc, long_mm: float, type_code: int = 4, series: int = 1) -> Annotated:
-    """A DeepLesion-like lesion record; ids readable for the test."""
+    """A DeepLesion-like lesion record; ids readable for the test. Its box lies where its location
+    says (DeepLesion's normalised units span ≈ 370 mm in-plane)."""
     sid = f"S-{pid}-{study}"
     long_px = long_mm / SPACING
+    x0, y0 = loc[0] * 370.0 / SPACING - long_px / 2, loc[1] * 370.0 / SPACING - 5.0
     return Annotated(
         patient=Patient(f"P-{pid}", sex="F"),
         study=Study(sid, f"P-{pid}", study),
         lesion=Lesion(
             lesion_id=f"L-{pid}-{study}-{series}-{key}", study_id=sid, patient_id=f"P-{pid}", series_index=series,
             key_slice_index=10, recist_long_px=(0.0, 0.0, long_px, 0.0), recist_short_px=(0.0, 0.0, 0.0, 1.0),
-            bbox_px=(100.0, 100.0, 100.0 + long_px, 110.0), long_diameter_px=long_px, short_diameter_px=5.0,
+            bbox_px=(x0, y0, x0 + long_px, y0 + 10.0), long_diameter_px=long_px, short_diameter_px=5.0,
             spacing_mm=(SPACING, SPACING), slice_interval_mm=5.0, location=tuple(loc), type_code=type_code,
         ),
     )
@@ -307,6 +309,34 @@ def test_a_shared_tracking_uid_is_a_must_link_and_names_the_track(engine):
     assert tracking.must_links(data) == []
     plan = tracking.plan_patient(data, M.MatchParams())
     assert [r["track"]["trackingUid"] == uid for r in plan.tracks].count(True) == 1
+
+
+def test_bookmarks_of_one_lesion_share_its_track_unless_an_sr_names_them_apart(engine):
+    """Two annotations of one series 4 mm apart (each centre inside the other lesion) are one
+    lesion bookmarked twice: one track, each linked to the follow-up; placed in the scan by box
+    centre × spacing and key slice × slice interval. Different Tracking UIDs keep them apart."""
+    items = [lesion("E", 1, "a", (0.5, 0.5, 0.5), 20.0), lesion("E", 1, "b", (0.5 + 4 / 370, 0.5, 0.5), 18.0),
+             lesion("E", 2, "c", (0.5, 0.5, 0.5), 21.0)]
+    ingest(engine, items)
+    (data,) = tracking.read_patients(engine, ["P-E"])
+    obs = {o.lesion_id: o for o in data.lesions}
+    box = items[0].lesion.bbox_px
+    assert obs["L-E-1-1-a"].scan_position_mm == pytest.approx(
+        ((box[0] + box[2]) / 2 * SPACING, (box[1] + box[3]) / 2 * SPACING, 10 * 5.0), abs=1e-5)
+    tracking.match_graph(engine, calibrate=False, workers=1)
+    t = tracks_by_key(engine, "P-E")
+    assert t["a@1"] == t["b@1"] == t["c@2"]
+    edges = {(e["src"], e["dst"]) for e in engine.run("match_patient_edges", patientIds=["P-E"])}
+    assert edges == {("L-E-1-1-a", "L-E-2-1-c"), ("L-E-1-1-b", "L-E-2-1-c")}
+
+    # the same two annotations from a DICOM SR that gave them different Tracking UIDs
+    (data,) = tracking.read_patients(engine, ["P-E"])
+    at = {p["lesionId"]: k for k, p in enumerate(data.props)}
+    a, b = at["L-E-1-1-a"], at["L-E-1-1-b"]
+    data.props[a]["sourceTrackingUid"], data.props[b]["sourceTrackingUid"] = "2.25.1", "2.25.2"
+    assert (min(a, b), max(a, b)) in tracking.cannot_links(data)
+    plan = tracking.plan_patient(data, M.MatchParams())
+    assert not any({"L-E-1-1-a", "L-E-1-1-b"} <= {m["lesionId"] for m in r["members"]} for r in plan.tracks)
 
 
 def test_matching_reads_the_same_numbers_from_either_engine(engine):

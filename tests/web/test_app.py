@@ -339,7 +339,7 @@ def test_reject_from_a_plain_form_post_redirects_back_to_the_queue(fresh_graph):
 
 def test_links_are_accepted_into_the_track_or_rejected_with_a_reason(fresh_graph, decisions_at_a_fixed_time):
     graph, other, ids = fresh_graph(), fresh_graph(), Pseudonymizer.from_text(KEY)
-    [link] = list_possible(graph, status="pending")
+    link, *_ = list_possible(graph, status="pending")
     app = create_app(graph, ids, [])
     with TestClient(app, base_url=BASE) as c:
         tok = {"token": app.state.web.token}
@@ -348,7 +348,7 @@ def test_links_are_accepted_into_the_track_or_rejected_with_a_reason(fresh_graph
         assert r.json()["status"] == "accepted"
     members = {x["lesionId"] for x in graph.run("lesion_track", lesionId=link["memberLesionId"])}
     assert link["candidateLesionId"] in members  # it joined the member's track
-    [other_link] = list_possible(other, status="pending")
+    other_link, *_ = list_possible(other, status="pending")
     app2 = create_app(other, ids, [])
     with TestClient(app2, base_url=BASE) as c:
         r = c.post(f"/links/{other_link['reviewId']}/reject",
