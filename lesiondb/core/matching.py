@@ -1323,6 +1323,12 @@ def _mean(values: Sequence[Sequence[float] | None]) -> tuple[float, ...] | None:
     return tuple(float(x) for x in np.mean(np.asarray(vs, float), axis=0)) if len(vs) == len(values) else None
 
 
+def _one_per_lesion(lesions: Sequence[LesionObs], p: MatchParams) -> list[LesionObs]:
+    """The lesions as matching sees them: each group of bookmarks of one lesion as one."""
+    groups = bookmark_groups(lesions, p.bookmark_overlap)
+    return _merge_bookmarks(lesions, groups, (), ())[0] if len(groups) < len(lesions) else list(lesions)
+
+
 def _merge_bookmarks(lesions: Sequence[LesionObs], groups: Sequence[Sequence[int]],
                      must_link: Sequence[tuple[int, int]], cannot_link: Sequence[tuple[int, int]]
                      ) -> tuple[list[LesionObs], list[tuple[int, int]], list[tuple[int, int]]]:
@@ -1680,7 +1686,7 @@ class MatchCalibrator:
 def _temperature_chunk(patients: Sequence[Sequence[LesionObs]], p: MatchParams,
                        temperatures: Sequence[float]) -> np.ndarray:
     """Some patients' triangle log-likelihood at each temperature (their modes computed once)."""
-    preps = [_Prepared(list(x), p) for x in patients]
+    preps = [_Prepared(_one_per_lesion(x, p), p) for x in patients]
     solved = _match_blocks([b for pr in preps for b in pr.blocks()], p)
     modes, k = [], 0
     for pr in preps:
@@ -1720,7 +1726,7 @@ def _calibration_chunk(patients: Sequence[Sequence[LesionObs]], p: MatchParams,
                        min_confidence: float) -> dict[str, list]:
     """Some patients' contribution to :func:`calibrate` (see :func:`_calibration_sample`)."""
     out: dict[str, list] = {k: [] for k in _SAMPLE_KEYS}
-    preps = [_Prepared(list(x), p) for x in patients]
+    preps = [_Prepared(_one_per_lesion(x, p), p) for x in patients]
     solved = _match_blocks([b for pr in preps for b in pr.blocks()], p)
     k = 0
     for pr in preps:  # the scan pairs are all the sample needs (no probabilities, no tracks)

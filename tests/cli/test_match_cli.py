@@ -249,7 +249,9 @@ def test_eval_matching_on_a_synthetic_cohort(app_engine, tmp_path):
     generate_cohort(tmp_path / "syn", 300, seed=32, images=False)
     out = _json("eval", "matching", str(tmp_path / "syn"))
     assert out["truePairs"] > 500
-    assert out["precision"] >= 0.98 and out["recall"] >= 0.98 and out["track_purity"] >= 0.98
+    # issue #19's goals on an unseen seed: precision ≥ 0.99, recall ≥ 0.98, ECE ≤ 0.03
+    assert out["precision"] >= 0.99 and out["recall"] >= 0.98 and out["track_purity"] >= 0.98
+    assert out["probability"]["ece"] <= 0.03
     assert out["calibration"]["params"]["location_sigma_mm"][0] < 2.0  # synthetic noise is small
 
 
@@ -258,11 +260,14 @@ def test_eval_dls_on_the_real_validation_pairs(app_engine, shared_data, dl_info)
     pairs = shared_data / "deeplesion_dls_tracking" / "valid.json"
     if not pairs.is_file():
         pytest.skip(f"{pairs} is missing")
-    out = _json("eval", "dls", str(pairs), "--dl-info", str(dl_info), "--cv-folds", "0")
+    out = _json("eval", "dls", str(pairs), "--dl-info", str(dl_info))
     assert out["mapped"] == 906
     assert out["failed_count"] == len(out["failed_pairs"]) == round((1 - out["pair_accuracy"]) * 906)
-    assert out["pair_accuracy"] >= 0.94 and out["pair_accuracy"] > out["baseline_nearest_location"]
+    assert out["pair_accuracy"] > out["baseline_nearest_location"]
     assert out["baseline_nearest_location"] == pytest.approx(0.948, abs=0.002)
+    # issue #19's goals: held-out (5-fold, patient-grouped) ≥ 0.967, calibration error ≤ 0.03
+    assert out["cross_validated"]["folds"] == 5 and out["cross_validated"]["pair_accuracy"] >= 0.967
+    assert out["pair_accuracy"] >= 0.967 and out["probability"]["ece"] <= 0.03
 
 
 @pytest.mark.slow
