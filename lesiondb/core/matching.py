@@ -1298,7 +1298,8 @@ def bookmark_groups(lesions: Sequence[LesionObs], overlap: float = 0.5,
         for x, a in enumerate(idx):
             for b in idx[x + 1:]:
                 la, lb = lesions[a], lesions[b]
-                if la.type_code >= 0 and lb.type_code >= 0 and la.type_code != lb.type_code:
+                ta, tb = (-1 if x.type_code is None else x.type_code for x in (la, lb))
+                if ta >= 0 and tb >= 0 and ta != tb:
                     continue
                 d = math.dist(la.scan_position_mm, lb.scan_position_mm)  # type: ignore[arg-type]
                 if d < overlap * min(la.long_diameter_mm, lb.long_diameter_mm) and (a, b) not in apart:  # type: ignore[type-var]
