@@ -337,9 +337,8 @@ def _dls_probabilities(mapped, edges, possible, track_of, members, by_id) -> dic
         uid = track_of.get(s.lesion_id)
         if uid is None:
             continue
-        there = [lid for lid in members.get(uid, ()) if lid != s.lesion_id and lid in by_id
-                 and by_id[lid].scan == t.scan]  # two only when they are bookmarks of one lesion
-        m = t.lesion_id if t.lesion_id in there else next(iter(there), None)
+        there = _matched_in_track(s, t, track_of, members, by_id)
+        m = there.lesion_id if there is not None else None
         if m is not None and frozenset((s.lesion_id, m)) in prob:
             same.append((prob[frozenset((s.lesion_id, m))], m == t.lesion_id))
             by_edge[frozenset((s.lesion_id, m))] = same[-1]
